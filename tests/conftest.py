@@ -1,0 +1,114 @@
+"""Shared fixtures: a fixed clock, SQLite / PostgreSQL / MariaDB stores, and a temporary copy of the configs.
+
+PostgreSQL (127.0.0.1:5432, user postgres) and MariaDB (127.0.0.1:3306, root) tests skip with a reason when the
+server does not answer, except when ``CI=true``: there a missing server is a failure, so CI never reports a skipped
+database test as passed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from monitor.clock import FixedClock
+from monitor.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("PAYMON_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+MARIADB_URL = os.environ.get("PAYMON_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/mysql")
+T0 = datetime(2026, 11, 26, 3, 0, 0, tzinfo=UTC)
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    reason = f"{what} is not reachable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's real secrets."""
+    for name in list(os.environ):
+        if name.startswith(("EPAY_", "TELEGRAM_", "SHOP_", "PAYMON_SECRET")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, clock: FixedClock) -> Iterator[Store]:
+    store = Store.open(f"sqlite:///{tmp_path / 'paymon.db'}", clock=clock)
+    yield store
+    store.close()
+
+
+def _server_database(base_url: str, what: str) -> Iterator[str]:
+    url = make_url(base_url)
+    name = f"paymon_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server means "not available"
+        admin.dispose()
+        _unavailable(what, exc)
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if url.get_backend_name() == "postgresql":
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    yield from _server_database(PG_URL, "PostgreSQL at 127.0.0.1:5432")
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database, dropped afterwards."""
+    yield from _server_database(MARIADB_URL, "MariaDB at 127.0.0.1:3306")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> Iterator[Store]:
+    """The same store tests on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'paymon.db'}"
+        s = Store.open(url, clock=clock)
+        yield s
+        s.close()
+    else:
+        gen = _server_database(PG_URL, "PostgreSQL at 127.0.0.1:5432")
+        url = next(gen)
+        s = Store.open(url, clock=clock)
+        try:
+            yield s
+        finally:
+            s.close()
+            gen.close()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A temporary copy of the shipped config folder (safe to edit and to let paymon rewrite)."""
+    dst = tmp_path / "config"
+    shutil.copytree(ROOT / "config", dst)
+    return dst
