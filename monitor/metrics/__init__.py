@@ -1,0 +1,1 @@
+"""Numbers: per-channel window statistics (pure pandas) and the Prometheus metrics paymon exports."""

@@ -1,0 +1,142 @@
+"""Per-channel window statistics over order rows, exactly as SPEC §2.8 defines them. Pure: no I/O, ``now`` given.
+
+For an order created at ``c`` on a channel with pay timeout ``T``:
+
+- it **succeeded** at ``s = min(verified callback, shop marked paid)`` when ``s <= c + T``;
+- otherwise it **failed** at ``min(expired, c + T)`` once that moment has passed;
+- until then it is **pending**.
+
+``success_ratio(W)`` counts orders whose outcome became known in ``(now - W, now]``; with fewer than
+``min_orders`` decided orders there is no value (``None``): too little data is not a verdict.
+
+A **lost order** is one the channel reports paid (its pay time, or an unverified callback, as evidence) that has
+no verified callback by ``pay time + callback_deadline``. ``lost_order_ratio(W)`` = lost / orders whose channel
+pay time lies in W (only orders whose deadline has passed are judged).
+
+**Callback latency** = verified callback − channel pay time, or − ``pay_redirect`` where no pay time is known,
+over callbacks that arrived in W.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ChannelStats", "compute_stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """The numbers of one channel over one window. ``None`` means "not enough data to say"."""
+
+    channel: str
+    window: str
+    orders: int
+    succeeded: int
+    failed: int
+    success_ratio: float | None
+    paid_at_channel: int
+    lost: int
+    lost_order_ratio: float | None
+    callback_p50: float | None
+    callback_p95: float | None
+    callback_p99: float | None
+    pending: int
+
+    @property
+    def decided(self) -> int:
+        return self.succeeded + self.failed
+
+
+def _outcomes(df: pd.DataFrame, now: pd.Timestamp, pay_timeout: pd.Series) -> pd.DataFrame:
+    """Add ``success_time``, ``fail_time`` (NaT where not applicable) and ``pending`` columns."""
+    deadline = df["created_at"] + pay_timeout
+    success = df[["callback_at", "shop_paid_at"]].min(axis=1)
+    success = success.where(success <= now)
+    in_time = success.notna() & (success <= deadline)
+    fail = pd.concat([df["expired_at"], deadline], axis=1).min(axis=1)
+    fail = fail.where(~in_time & fail.notna() & (fail <= now))
+    out = df.assign(
+        success_time=success.where(in_time),
+        fail_time=fail,
+    )
+    out["pending"] = df["created_at"].notna() & out["success_time"].isna() & out["fail_time"].isna()
+    return out
+
+
+def compute_stats(
+    orders: pd.DataFrame,
+    *,
+    now: datetime,
+    windows: Mapping[str, timedelta],
+    channels: Iterable[str],
+    pay_timeout: Mapping[str, timedelta],
+    default_pay_timeout: timedelta,
+    callback_deadline: timedelta,
+    min_orders: int,
+) -> dict[tuple[str, str], ChannelStats]:
+    """Stats for every (channel, window label). ``orders`` is :func:`monitor.store.store.orders_to_frame` output."""
+    ts_now = pd.Timestamp(now)
+    channels = list(channels)
+    df = orders[orders["channel"].isin(channels)]
+    timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
+    df = _outcomes(df, ts_now, timeouts)
+    evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
+    judged = evidence.notna() & (evidence + callback_deadline <= ts_now)
+    lost = judged & (df["callback_at"].isna() | (df["callback_at"] > evidence + callback_deadline))
+    base = df["channel_paid_at"].fillna(df["redirected_at"])
+    latency = (df["callback_at"] - base).dt.total_seconds()
+
+    result: dict[tuple[str, str], ChannelStats] = {}
+    for label, width in windows.items():
+        start = ts_now - width
+        created_in = df["created_at"].between(start, ts_now, inclusive="right")
+        succ_in = df["success_time"].between(start, ts_now, inclusive="right")
+        fail_in = df["fail_time"].between(start, ts_now, inclusive="right")
+        paid_in = judged & evidence.between(start, ts_now, inclusive="right")
+        cb_in = df["callback_at"].between(start, ts_now, inclusive="right") & latency.notna()
+        frame = pd.DataFrame(
+            {
+                "channel": df["channel"],
+                "created": created_in,
+                "succ": succ_in,
+                "fail": fail_in,
+                "paid": paid_in,
+                "lost": paid_in & lost,
+                "pending": df["pending"],
+            }
+        )
+        sums = frame.groupby("channel").sum(numeric_only=True)
+        lat = {str(ch): v.to_numpy() for ch, v in latency[cb_in].groupby(df["channel"][cb_in], observed=True)}
+        for ch in channels:
+            row = sums.loc[ch] if ch in sums.index else None
+            n = {k: int(row[k]) if row is not None else 0 for k in ("created", "succ", "fail", "paid", "lost", "pending")}
+            decided = n["succ"] + n["fail"]
+            q = _quantiles(lat.get(ch, np.array([])))
+            result[(ch, label)] = ChannelStats(
+                channel=ch,
+                window=label,
+                orders=n["created"],
+                succeeded=n["succ"],
+                failed=n["fail"],
+                success_ratio=(n["succ"] / decided) if decided >= max(min_orders, 1) else None,
+                paid_at_channel=n["paid"],
+                lost=n["lost"],
+                lost_order_ratio=(n["lost"] / n["paid"]) if n["paid"] else None,
+                callback_p50=q[0],
+                callback_p95=q[1],
+                callback_p99=q[2],
+                pending=n["pending"],
+            )
+    return result
+
+
+def _quantiles(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    if values.size == 0:
+        return (None, None, None)
+    p50, p95, p99 = np.quantile(values, [0.5, 0.95, 0.99])
+    return (float(p50), float(p95), float(p99))
