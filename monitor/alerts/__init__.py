@@ -1,0 +1,1 @@
+"""Alerts: rule evaluation and alert lifecycle (pure), and the sinks that deliver notifications."""

@@ -1,0 +1,36 @@
+"""The console sink: one line per notification on a text stream (stdout by default)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from monitor.alerts.render import render_alert, render_weight
+from monitor.errors import SinkError
+
+__all__ = ["ConsoleSink"]
+
+
+class ConsoleSink:
+    """Prints notifications. ``names`` maps channel ids to display names."""
+
+    name = "console"
+
+    def __init__(self, *, language: str = "zh", names: Mapping[str, str] | None = None,
+                 stream: TextIO | None = None) -> None:
+        self.language = language
+        self.names = dict(names or {})
+        self.stream = stream if stream is not None else sys.stdout
+
+    def send(self, payload: Mapping[str, Any]) -> None:
+        """Write one notification; a closed or broken stream is a non-retryable SinkError."""
+        if payload.get("type") == "weight":
+            text = render_weight(payload, language=self.language, names=self.names)
+        else:
+            text = render_alert(payload, language=self.language, names=self.names)
+        stamp = str(payload.get("at", ""))[:19].replace("T", " ")
+        try:
+            print(f"{stamp} {text}", file=self.stream, flush=True)
+        except (OSError, ValueError) as exc:
+            raise SinkError(f"console: {exc}", retryable=False) from None

@@ -1,0 +1,60 @@
+"""Alert text for people, in Simplified Chinese or English. Pure: payload in, text out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["render_alert", "render_weight"]
+
+_KIND = {
+    "zh": {"firing": "🔴 告警", "reminder": "⏰ 仍在告警", "resolved": "✅ 已恢复"},
+    "en": {"firing": "🔴 FIRING", "reminder": "⏰ STILL FIRING", "resolved": "✅ RESOLVED"},
+}
+_SIGNAL_ZH = {
+    "probe_failures_in_a_row": "探测连续失败次数",
+    "probe_success_ratio": "探测成功率",
+    "probe_latency_p95": "探测延迟 p95",
+    "success_ratio": "支付成功率",
+    "orders": "订单数",
+    "lost_orders": "掉单数",
+    "lost_order_ratio": "掉单率",
+    "callback_latency_p50": "回调延迟 p50",
+    "callback_latency_p95": "回调延迟 p95",
+    "callback_latency_p99": "回调延迟 p99",
+    "pending_orders": "待支付订单",
+    "unsettled_balance": "未结算余额",
+    "bad_signatures": "签名错误",
+}
+
+
+def _value(signal: str, v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if signal.endswith("ratio"):
+        return f"{float(v) * 100:.1f}%"
+    if "latency" in signal:
+        return f"{float(v):.2f}s"
+    return f"{float(v):g}"
+
+
+def render_alert(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
+    """One line for an alert payload (see ``monitor.store.store.alert_payload``)."""
+    lang = language if language in _KIND else "en"
+    name = (names or {}).get(p["channel"], p["channel"])
+    signal = p["signal"]
+    label = _SIGNAL_ZH.get(signal, signal) if lang == "zh" else signal
+    value = _value(signal, p.get("value"))
+    threshold = _value(signal, p.get("threshold"))
+    head = f"{_KIND[lang][p['kind']]} [{p['severity']}] {name} ({p['channel']}) · {p['rule']}"
+    if lang == "zh":
+        return f"{head}: {label} = {value} (阈值 {threshold})"
+    return f"{head}: {label} = {value} (threshold {threshold})"
+
+
+def render_weight(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
+    """One line for a weight-change payload."""
+    name = (names or {}).get(p["channel"], p["channel"])
+    if language == "zh":
+        return f"⚖️ 权重 {name} ({p['channel']}): {p['old']} → {p['new']} ({p['reason']})"
+    return f"⚖️ weight {name} ({p['channel']}): {p['old']} → {p['new']} ({p['reason']})"
