@@ -1,0 +1,114 @@
+"""The YAML weight sink: reads and rewrites ``weight`` values in ``channels.yaml``, touching nothing else.
+
+The file is parsed with a round-trip YAML parser only to *locate* each channel's ``weight`` value; the rewrite
+replaces exactly those digits in the original text, so comments, key order, quotes and indentation survive
+byte for byte. The new text goes to a temporary file in the same folder, is fsynced, and replaces the original
+atomically (``os.replace``): the shop never reads a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from monitor.errors import SinkError
+
+__all__ = ["YamlWeightSink"]
+
+_INT = re.compile(r"""(["']?)(\d+)\1""")
+
+
+def _keep_comment_column(new: str, old: str, rest: str) -> str:
+    """Put ``new`` where ``old`` was, widening or narrowing the spaces before a trailing comment to keep its column."""
+    quote_end = len(rest) - len(rest.lstrip("'\""))
+    head, tail = rest[:quote_end], rest[quote_end:]
+    stripped = tail.lstrip(" ")
+    if stripped.startswith("#"):
+        spaces = max(1, len(tail) - len(stripped) + len(old) - len(new))
+        return f"{new}{head}{' ' * spaces}{stripped}"
+    return f"{new}{rest}"
+
+
+class YamlWeightSink:
+    """Weights of ``channels[*].weight`` in one YAML file."""
+
+    name = "yaml"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _locate(self, text: str) -> dict[str, tuple[int, int, int]]:
+        """channel id -> (line, column, current weight) of its ``weight`` value."""
+        try:
+            doc: Any = YAML(typ="rt").load(text)
+        except YAMLError as exc:
+            raise SinkError(f"{self.path}: cannot parse: {exc}", retryable=True) from None
+        spots: dict[str, tuple[int, int, int]] = {}
+        for item in (doc or {}).get("channels") or []:
+            if "id" in item and "weight" in item:
+                line, col = item.lc.value("weight")
+                spots[str(item["id"])] = (line, col, int(item["weight"]))
+        return spots
+
+    def read(self) -> dict[str, int]:
+        """Current weight of every channel in the file."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SinkError(f"{self.path}: {exc.strerror}", retryable=True) from None
+        return {ch: w for ch, (_, _, w) in self._locate(text).items()}
+
+    def write(self, weights: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """Set the given weights; returns {channel: (old, new)} for the values that changed."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SinkError(f"{self.path}: {exc.strerror}", retryable=True) from None
+        spots = self._locate(text)
+        missing = sorted(set(weights) - set(spots))
+        if missing:
+            raise SinkError(f"{self.path}: no weight for channel(s) {', '.join(missing)}", retryable=False)
+        lines = text.splitlines(keepends=True)
+        changed: dict[str, tuple[int, int]] = {}
+        for ch, new in weights.items():
+            line, col, old = spots[ch]
+            if old == new:
+                continue
+            if new < 0:
+                raise SinkError(f"refusing negative weight {new} for {ch}", retryable=False)
+            src = lines[line]
+            m = _INT.match(src, col)
+            if m is None:  # pragma: no cover - the parser said an integer is there
+                raise SinkError(f"{self.path}:{line + 1}: weight of {ch} is not a plain integer", retryable=False)
+            lines[line] = src[: m.start(2)] + _keep_comment_column(str(new), m.group(2), src[m.end(2) :])
+            changed[ch] = (old, new)
+        if changed:
+            self._replace("".join(lines))
+        return changed
+
+    def _replace(self, text: str) -> None:
+        folder = self.path.parent
+        mode = self.path.stat().st_mode & 0o777
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise SinkError(f"{self.path}: cannot replace: {exc.strerror}", retryable=True) from None
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
