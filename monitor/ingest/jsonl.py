@@ -1,0 +1,155 @@
+"""The ``jsonl`` source: follows the shop's order event log (SPEC §2.7) like ``tail -F``.
+
+Each call to :meth:`JsonlSource.poll` reads the complete lines appended since the checkpoint and commits the
+parsed events *together with* the new checkpoint (file identity + byte offset), so a crash re-reads at most the
+uncommitted lines and the store's per-order merge makes that re-read a no-op. A partial last line waits for its
+newline. Rotation: when the path names a new file (rename rotation), the rest of the old file is read through the
+descriptor still open on it, then reading starts at the new file's beginning; when the file shrank
+(copytruncate), reading restarts at offset 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Collection
+from pathlib import Path
+from typing import IO
+from zoneinfo import ZoneInfo
+
+from monitor.clock import Clock
+from monitor.ingest.events import Rejected, parse_event
+from monitor.models import IngestResult, OrderEvent
+from monitor.store import Checkpoint, Store
+
+__all__ = ["MAX_LINE", "JsonlSource"]
+
+log = logging.getLogger(__name__)
+
+#: Lines longer than this are rejected (``line_too_long``) without being held in memory whole.
+MAX_LINE = 1 << 20
+_CHUNK = 1 << 20
+
+
+def _identity(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+class JsonlSource:
+    """Reads one JSONL file into the store. ``source_id`` names its checkpoint."""
+
+    kind = "jsonl"
+
+    def __init__(self, *, source_id: str, path: str | Path, timezone: str, store: Store, clock: Clock,
+                 channels: Collection[str] | None = None, batch_lines: int = 5000) -> None:
+        self.source_id = source_id
+        self.path = Path(path)
+        self.tz = ZoneInfo(timezone)
+        self.store = store
+        self.clock = clock
+        self.channels = frozenset(channels) if channels is not None else None
+        self.batch_lines = batch_lines
+        self._fh: IO[bytes] | None = None
+        self._fh_id = ""
+
+    def __enter__(self) -> JsonlSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file kept open between polls."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _open_current(self) -> tuple[IO[bytes], str] | None:
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - kept open across polls to survive rename rotation
+        except FileNotFoundError:
+            return None
+        return fh, _identity(os.fstat(fh.fileno()))
+
+    def poll(self) -> IngestResult:
+        """Ingest everything complete that is new; returns the counts of this call."""
+        total = IngestResult()
+        cp = self.store.checkpoint(self.source_id)
+        current = self._open_current()
+        if current is None:
+            return total
+        fh, file_id = current
+        # Rename rotation: finish the file we were reading before switching to the new one.
+        if self._fh is not None and self._fh_id != file_id and cp is not None and cp.file_id == self._fh_id:
+            total += self._drain(self._fh, self._fh_id, cp.position)
+            self.close()
+            cp = None
+        if self._fh is None or self._fh_id != file_id:
+            self.close()
+            self._fh, self._fh_id = fh, file_id
+        else:
+            fh.close()
+        position = cp.position if cp is not None and cp.file_id == file_id else 0
+        if position > os.fstat(self._fh.fileno()).st_size:  # copytruncate
+            log.info("%s was truncated; reading from the start", self.path)
+            position = 0
+        total += self._drain(self._fh, file_id, position)
+        return total
+
+    def _drain(self, fh: IO[bytes], file_id: str, position: int) -> IngestResult:
+        total = IngestResult()
+        while True:
+            result, position, more = self._batch(fh, file_id, position)
+            total += result
+            if not more:
+                return total
+
+    def _batch(self, fh: IO[bytes], file_id: str, position: int) -> tuple[IngestResult, int, bool]:
+        """Read up to ``batch_lines`` complete lines from ``position``; commit them with the new position."""
+        fh.seek(position)
+        events: list[OrderEvent] = []
+        reasons: Counter[str] = Counter()
+        now = self.clock.now()
+        lines = 0
+        while lines < self.batch_lines:
+            raw = fh.readline(MAX_LINE + 1)
+            if not raw:
+                break
+            if not raw.endswith(b"\n"):
+                if len(raw) <= MAX_LINE:
+                    break  # a partial last line: wait for its newline
+                # Too long: skip to the end of the line without holding it.
+                while raw and not raw.endswith(b"\n"):
+                    raw = fh.readline(_CHUNK)
+                if not raw:
+                    break  # the long line is still being written; come back later
+                position = fh.tell()
+                reasons["line_too_long"] += 1
+                lines += 1
+                continue
+            position += len(raw)
+            lines += 1
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                text = line.decode("utf-8")
+                rec = json.loads(text)
+                if not isinstance(rec, dict):
+                    raise Rejected("not_an_object")
+                events.append(parse_event(rec, tz=self.tz, now=now, channels=self.channels))
+            except UnicodeDecodeError:
+                reasons["bad_utf8"] += 1
+            except Rejected as r:
+                reasons[r.reason] += 1
+            except ValueError:
+                reasons["bad_json"] += 1
+        if lines == 0:
+            return IngestResult(), position, False
+        result = self.store.apply_events(
+            events, checkpoint=Checkpoint(self.source_id, file_id, position),
+            rejected=sum(reasons.values()), reasons=dict(reasons),
+        )
+        return result, position, lines >= self.batch_lines
