@@ -1,0 +1,162 @@
+"""``config/channels.yaml``: the payment channels, their credentials, probes and routing weights.
+
+This file is shared with the shop, which reads the ``weight`` values; paymon only ever rewrites those.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, model_validator
+
+from monitor.config.fields import (
+    ConfigModel,
+    HttpUrl,
+    PositiveDuration,
+    SecretValue,
+    Slug,
+    TimeZoneName,
+    invalid,
+)
+
+__all__ = [
+    "CHANNEL_KINDS",
+    "TIERS",
+    "BalanceProbe",
+    "ChannelConfig",
+    "ChannelsFile",
+    "Expect",
+    "Probes",
+    "QueryProbe",
+    "TestOrderProbe",
+]
+
+ChannelKind = Literal["epay", "epay_v2", "alipay_f2f", "wxpay_v2", "epusdt", "stripe", "paypal", "http"]
+Tier = Literal["primary", "backup", "special"]
+CHANNEL_KINDS: tuple[str, ...] = (
+    "epay",
+    "epay_v2",
+    "alipay_f2f",
+    "wxpay_v2",
+    "epusdt",
+    "stripe",
+    "paypal",
+    "http",
+)
+TIERS: tuple[str, ...] = ("primary", "backup", "special")
+
+
+def _json_scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, str | int | float | bool):
+        return value
+    raise invalid("expected a string, a number or true/false")
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise invalid(f"{value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
+JsonScalar = Annotated[str | int | float | bool, PlainValidator(_json_scalar)]
+HttpStatus = Annotated[int, Field(ge=100, le=599)]
+
+
+class Expect(ConfigModel):
+    """What a generic ``http`` query probe must see to count as ``ok`` (default: any 2xx).
+
+    ``json`` maps a dotted field path of the JSON body (``data.status``) to the value it must equal.
+    """
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    status: tuple[HttpStatus, ...] = ()
+    json_: dict[str, JsonScalar] = Field(default_factory=dict, alias="json")
+    max_latency: PositiveDuration | None = None
+
+
+class QueryProbe(ConfigModel):
+    """The order-query probe: cheap, read-only, run often."""
+
+    every: PositiveDuration = timedelta(seconds=30)
+    timeout: PositiveDuration = timedelta(seconds=5)
+    url: HttpUrl | None = None
+    expect: Expect | None = None
+
+
+class TestOrderProbe(ConfigModel):
+    """Create the smallest order the gateway accepts, check its pay URL / QR, never pay it, close it."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    every: PositiveDuration = timedelta(minutes=5)
+    timeout: PositiveDuration = timedelta(seconds=10)
+    amount: Annotated[Decimal, Field(gt=0)] = Decimal("0.01")
+    close: bool = True
+
+
+class BalanceProbe(ConfigModel):
+    """The balance / settlement probe, where the gateway has one."""
+
+    every: PositiveDuration = timedelta(minutes=10)
+    timeout: PositiveDuration = timedelta(seconds=5)
+
+
+class Probes(ConfigModel):
+    """Which probes run against a channel; a probe that is absent does not run."""
+
+    query: QueryProbe | None = None
+    test_order: TestOrderProbe | None = None
+    balance: BalanceProbe | None = None
+
+
+class ChannelConfig(ConfigModel):
+    """One payment channel: how to reach it, how to probe it, and its routing weight."""
+
+    id: Slug
+    name: str
+    kind: ChannelKind
+    tier: Tier = "primary"
+    methods: Annotated[tuple[Slug, ...], AfterValidator(_unique)] = ()
+    weight: Annotated[int, Field(ge=0)]
+    fee_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    settlement: str | None = None
+    endpoint: HttpUrl | None = None
+    credentials: dict[str, SecretValue] = Field(default_factory=dict)
+    timezone: TimeZoneName = "Asia/Shanghai"
+    pay_timeout: PositiveDuration | None = None
+    probes: Probes = Field(default_factory=Probes)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data and "id" in data:
+            return {**data, "name": data["id"]}
+        return data
+
+    @model_validator(mode="after")
+    def _needs_an_endpoint(self) -> ChannelConfig:
+        if self.endpoint is None and not (
+            self.kind == "http" and self.probes.query and self.probes.query.url
+        ):
+            if self.kind == "http":
+                raise invalid("required (or give probes.query.url)", at="endpoint")
+            raise invalid("required for a channel of kind " + repr(self.kind), at="endpoint")
+        return self
+
+
+def _at_least_one(channels: tuple[ChannelConfig, ...]) -> tuple[ChannelConfig, ...]:
+    if not channels:
+        raise invalid("list at least one channel")
+    return channels
+
+
+class ChannelsFile(ConfigModel):
+    """The whole of ``channels.yaml``: one key, ``channels``, a non-empty list."""
+
+    channels: Annotated[tuple[ChannelConfig, ...], AfterValidator(_at_least_one)]

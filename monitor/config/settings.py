@@ -1,0 +1,395 @@
+"""``config/monitor.yaml``: the daemon's settings (storage, HTTP, sources, rules, notify, routing policy).
+
+Every section is optional; the defaults written here are the only place defaults live. Sections whose
+defaults depend on where the file is (the SQLite path, the routing sink, ``channels:``) are validated
+even when absent, so those defaults are resolved against the file's directory like values written out.
+"""
+
+from __future__ import annotations
+
+import os.path
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
+
+from monitor.config.fields import (
+    ConfigModel,
+    HttpUrl,
+    LocalPath,
+    PositiveDuration,
+    SecretValue,
+    Slug,
+    TimeZoneName,
+    WindowText,
+    invalid,
+    load_context,
+)
+from monitor.config.rules import Rule
+from monitor.secret import Secret
+
+__all__ = [
+    "EVENT_FIELDS",
+    "Chat",
+    "Defaults",
+    "DujiaokaSource",
+    "HttpConfig",
+    "JsonlSource",
+    "MonitorConfig",
+    "NginxSource",
+    "Notify",
+    "Reconcile",
+    "Restore",
+    "Retention",
+    "Routing",
+    "RoutingSink",
+    "Source",
+    "SqlSink",
+    "StorageConfig",
+    "Telegram",
+    "WebhookSink",
+    "YamlSink",
+]
+
+_DB_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+[A-Za-z0-9_]+)?):///(.*)$", re.DOTALL)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_DB_URL_HINT = "expected a database URL like 'sqlite:///var/paymon.db' or 'postgresql+psycopg://user:${PASSWORD}@host/db'"
+#: Fields of the JSONL order event (SPEC 2.7) that a source's ``fields:`` mapping may rename.
+EVENT_FIELDS: tuple[str, ...] = (
+    "ts", "event", "order_id", "channel", "method", "amount", "trade_no", "paid_at", "verified", "detail",
+)  # fmt: skip
+
+
+def _section() -> Any:
+    """An optional section that is validated (with the load context) even when the file leaves it out."""
+    return Field(default_factory=dict, validate_default=True)
+
+
+def _db_url(value: str) -> str:
+    if not _DB_URL.match(value):
+        raise invalid(_DB_URL_HINT)
+    return value
+
+
+def _secret_db_url(value: Secret) -> Secret:
+    if not _DB_URL.match(value.reveal()):
+        raise invalid(f"{_DB_URL_HINT} (value not shown: it may hold a password)")
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise invalid(
+            f"{value!r} is not a plain SQL name (letters, digits and '_', optionally 'schema.table')"
+        )
+    return value
+
+
+def _not_empty(value: dict[Any, Any]) -> dict[Any, Any]:
+    if not value:
+        raise invalid("map at least one entry")
+    return value
+
+
+def _url_paths(value: dict[str, str]) -> dict[str, str]:
+    for path in value:
+        if not path.startswith("/"):
+            raise invalid(f"{path!r} is not a URL path (it must start with '/')")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise invalid(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+def _chat_id(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and not value.strip():
+        raise invalid("is empty")
+    return value
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:9108"`` -> ``("127.0.0.1", 9108)``; ``"[::1]:0"`` -> ``("::1", 0)``; else ValueError."""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port like '127.0.0.1:9108' (port 0-65535), got {text!r}")
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    try:
+        split_listen(value)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    return value
+
+
+class Retention(ConfigModel):
+    """How long stored probe results and orders are kept."""
+
+    probes: PositiveDuration = timedelta(days=14)
+    orders: PositiveDuration = timedelta(days=90)
+
+
+class StorageConfig(ConfigModel):
+    """The database. A relative SQLite path is resolved against the directory of ``monitor.yaml``."""
+
+    url: Annotated[str, AfterValidator(_db_url)] = Field(
+        default="sqlite:///var/paymon.db", validate_default=True, repr=False
+    )
+    retention: Retention = Field(default_factory=Retention)
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _absolute_sqlite(cls, value: str, info: ValidationInfo) -> str:
+        ctx = load_context(info)
+        return value if ctx is None else absolute_sqlite_url(value, ctx.base_dir)
+
+
+def absolute_sqlite_url(url: str, base_dir: Path) -> str:
+    """``sqlite:///rel/x.db`` -> ``sqlite:////<base_dir>/rel/x.db``; other URLs and in-memory SQLite as is."""
+    match = _SQLITE_URL.match(url)
+    if match is None:
+        return url
+    scheme, rest = match.groups()
+    path, question, query = rest.partition("?")
+    if not path or path == ":memory:" or path.startswith(("/", "file:")):
+        return url
+    absolute = os.path.normpath(base_dir / Path(path).expanduser())
+    return f"{scheme}:///{absolute}{question}{query}"
+
+
+class HttpConfig(ConfigModel):
+    """The read-only HTTP server (``/metrics``, ``/healthz``, ``/api/status``). Port 0 picks a free port."""
+
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9108"
+    enabled: bool = True
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without IPv6 brackets."""
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The port to bind (0: let the OS pick one)."""
+        return split_listen(self.listen)[1]
+
+
+def _unique_windows(windows: tuple[str, ...]) -> tuple[str, ...]:
+    if not windows:
+        raise invalid("list at least one window")
+    if len(set(windows)) != len(windows):
+        raise invalid("each window may be listed once")
+    return windows
+
+
+class Defaults(ConfigModel):
+    """Defaults for every channel and rule; ``windows`` are the metric windows, kept as written."""
+
+    pay_timeout: PositiveDuration = timedelta(minutes=15)
+    callback_deadline: PositiveDuration = timedelta(minutes=5)
+    min_orders: Annotated[int, Field(ge=0)] = 20
+    windows: Annotated[tuple[WindowText, ...], AfterValidator(_unique_windows)] = ("5m", "15m", "1h", "24h")
+
+
+def _event_fields(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if name not in EVENT_FIELDS:
+            raise invalid(f"unknown event field {name!r} (expected one of: {', '.join(EVENT_FIELDS)})")
+    return value
+
+
+class JsonlSource(ConfigModel):
+    """The shop's JSONL order-event log (SPEC 2.7). ``fields`` renames: our field -> the shop's field."""
+
+    kind: Literal["jsonl"] = "jsonl"
+    path: LocalPath
+    timezone: TimeZoneName = "UTC"
+    name: Slug | None = None
+    fields: Annotated[dict[str, str], AfterValidator(_event_fields)] = Field(default_factory=dict)
+
+    @property
+    def source_id(self) -> str:
+        """The ``source`` metric label and checkpoint key: ``name``, else ``jsonl:<path>``."""
+        return self.name or f"{self.kind}:{self.path}"
+
+
+class NginxSource(ConfigModel):
+    """An nginx access log; requests to a ``callbacks`` URL path count as that channel's callbacks."""
+
+    kind: Literal["nginx"] = "nginx"
+    path: LocalPath
+    callbacks: Annotated[dict[str, str], AfterValidator(_url_paths), AfterValidator(_not_empty)]
+    pattern: Annotated[str, AfterValidator(_regex)] | None = None
+    timezone: TimeZoneName = "UTC"
+    name: Slug | None = None
+
+    @property
+    def source_id(self) -> str:
+        """``name``, else ``nginx:<path>``."""
+        return self.name or f"{self.kind}:{self.path}"
+
+
+class DujiaokaSource(ConfigModel):
+    """dujiaoka's database, polled every ``every``; ``channels`` maps ``pays.id`` to a channel id."""
+
+    kind: Literal["dujiaoka"] = "dujiaoka"
+    url: Annotated[SecretValue, AfterValidator(_secret_db_url)]
+    channels: Annotated[dict[int, str], AfterValidator(_not_empty)]
+    every: PositiveDuration = timedelta(seconds=30)
+    name: Slug | None = None
+
+    @property
+    def source_id(self) -> str:
+        """``name``, else ``dujiaoka:<database host>`` (never the user or password)."""
+        return self.name or f"{self.kind}:{urlsplit(self.url.reveal()).hostname or 'localhost'}"
+
+
+Source = Annotated[JsonlSource | NginxSource | DujiaokaSource, Field(discriminator="kind")]
+
+
+class Reconcile(ConfigModel):
+    """Ask the channel about orders still unpaid in the shop after ``older_than``, back to ``horizon``."""
+
+    every: PositiveDuration = timedelta(minutes=1)
+    older_than: PositiveDuration = timedelta(minutes=5)
+    horizon: PositiveDuration = timedelta(hours=24)
+    replay_notify: bool = False
+
+
+Severity = Literal["critical", "warning", "info"]
+
+
+class Chat(ConfigModel):
+    """A Telegram chat and the alert severities sent to it. ``id`` stays text (it may come from the env)."""
+
+    id: Annotated[str, BeforeValidator(_chat_id)]
+    severities: tuple[Severity, ...] = ("critical", "warning")
+
+
+def _at_least_one_chat(chats: tuple[Chat, ...]) -> tuple[Chat, ...]:
+    if not chats:
+        raise invalid("list at least one chat")
+    return chats
+
+
+class Telegram(ConfigModel):
+    """The Telegram sink; requests go to ``{api_base}/bot<token>/<method>``."""
+
+    token: SecretValue
+    chats: Annotated[tuple[Chat, ...], AfterValidator(_at_least_one_chat)]
+    admins: tuple[int, ...] = ()
+    api_base: Annotated[HttpUrl, AfterValidator(lambda url: url.rstrip("/"))] = "https://api.telegram.org"
+
+
+class Notify(ConfigModel):
+    """Where alerts go. Without ``telegram`` the console is the only sink."""
+
+    language: Literal["zh", "en"] = "zh"
+    console: bool = True
+    telegram: Telegram | None = None
+
+
+def _increasing_steps(steps: tuple[float, ...]) -> tuple[float, ...]:
+    if not steps:
+        raise invalid("list at least one step")
+    if any(not 0 < step <= 1 for step in steps):
+        raise invalid("each step is a fraction of the original weight: 0 < step <= 1")
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+        raise invalid("steps must increase")
+    if steps[-1] != 1.0:
+        raise invalid("the last step must be 1.0 (the original weight)")
+    return steps
+
+
+class Restore(ConfigModel):
+    """Give a recovered channel its weight back in ``steps``, one every ``every`` while it stays healthy."""
+
+    steps: Annotated[tuple[float, ...], AfterValidator(_increasing_steps)] = (0.25, 0.5, 1.0)
+    every: PositiveDuration = timedelta(minutes=5)
+    healthy_for: PositiveDuration = timedelta(minutes=10)
+
+
+class YamlSink(ConfigModel):
+    """Write weights into a channels.yaml file (round-trip, atomic); default: the loaded channels file."""
+
+    kind: Literal["yaml"] = "yaml"
+    path: LocalPath = Field(default=None, validate_default=True)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _default_is_channels_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            return value
+        ctx = load_context(info)
+        return ctx.channels_path if ctx is not None else Path("channels.yaml")
+
+
+class SqlSink(ConfigModel):
+    """Write weights (or open/close) into a shop table like dujiaoka's ``pays``; ``channels``: row -> id."""
+
+    kind: Literal["sql"] = "sql"
+    url: Annotated[SecretValue, AfterValidator(_secret_db_url)]
+    table: Annotated[str, AfterValidator(_identifier)] = "pays"
+    key_column: Annotated[str, AfterValidator(_identifier)] = "id"
+    open_column: Annotated[str, AfterValidator(_identifier)] = "is_open"
+    weight_column: Annotated[str, AfterValidator(_identifier)] | None = None
+    channels: Annotated[dict[int, str], AfterValidator(_not_empty)]
+
+
+class WebhookSink(ConfigModel):
+    """POST every weight change as JSON to ``url``."""
+
+    kind: Literal["webhook"] = "webhook"
+    url: HttpUrl = Field(repr=False)
+    timeout: PositiveDuration = timedelta(seconds=5)
+
+
+RoutingSink = Annotated[YamlSink | SqlSink | WebhookSink, Field(discriminator="kind")]
+
+
+class Routing(ConfigModel):
+    """How routing weights are changed: ``auto`` writes, ``suggest`` only proposes, ``off`` does nothing."""
+
+    mode: Literal["auto", "suggest", "off"] = "auto"
+    sink: RoutingSink = Field(default_factory=lambda: {"kind": "yaml"}, validate_default=True)
+    min_active_per_method: Annotated[int, Field(ge=1)] = 1
+    max_changes_per_hour: Annotated[int, Field(ge=0)] = 6
+    restore: Restore = Field(default_factory=Restore)
+
+
+class MonitorConfig(ConfigModel):
+    """The whole of ``monitor.yaml``; ``channels`` is the channels file (default: channels.yaml beside it)."""
+
+    storage: StorageConfig = _section()
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    defaults: Defaults = Field(default_factory=Defaults)
+    sources: tuple[Source, ...] = ()
+    reconcile: Reconcile = Field(default_factory=Reconcile)
+    rules: tuple[Rule, ...] = ()
+    notify: Notify = Field(default_factory=Notify)
+    routing: Routing = _section()
+    channels: LocalPath = Field(default=None, validate_default=True)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _default_channels_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            return value
+        ctx = load_context(info)
+        return ctx.channels_path if ctx is not None else Path("channels.yaml")
