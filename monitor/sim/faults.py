@@ -1,0 +1,89 @@
+"""Per-channel fault knobs of the simulated gateways, changeable while the simulator runs.
+
+A :class:`Faults` instance belongs to one simulated channel. The gateway reads it on every request (latency,
+HTTP 500, hang, broken JSON) and on every simulated buyer (pay probability, callback delay, dropped
+callbacks), so ``faults.update(error_rate=0.5)`` takes effect on the next request. Random draws come from the
+``random.Random`` the caller passes in, which keeps a seeded simulation reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, fields
+from typing import Literal
+
+__all__ = ["Faults", "RequestFault", "roll"]
+
+#: What the gateway does to a request instead of answering it normally.
+RequestFault = Literal["hang", "error", "bad_json"]
+
+_RATES = frozenset({"error_rate", "hang_rate", "bad_json_rate", "pay_probability", "callback_drop_rate"})
+_DURATIONS = frozenset({"latency_s", "callback_delay_s"})
+
+
+def roll(rate: float, rng: random.Random) -> bool:
+    """True with probability ``rate``. Draws nothing at 0 and always hits at 1: those settings are exact."""
+    if rate <= 0.0:
+        return False
+    if rate >= 1.0:
+        return True
+    return rng.random() < rate
+
+
+@dataclass(slots=True)
+class Faults:
+    """Fault knobs of one simulated channel. Rates are fractions in [0, 1]; durations are seconds >= 0."""
+
+    #: Delay added to every request before it is answered.
+    latency_s: float = 0.0
+    #: Fraction of requests answered with HTTP 500 and an empty body.
+    error_rate: float = 0.0
+    #: Fraction of requests that never get an answer: the server waits until the client gives up.
+    hang_rate: float = 0.0
+    #: Fraction of requests answered HTTP 200 with an HTML page where JSON was expected.
+    bad_json_rate: float = 0.0
+    #: Chance that a simulated buyer who reaches the pay page pays.
+    pay_probability: float = 0.9
+    #: Seconds between the payment and the async notify to the shop.
+    callback_delay_s: float = 0.5
+    #: Fraction of paid orders whose notify is never sent: the buyer paid, the shop never hears (a lost
+    #: order).
+    callback_drop_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name)))
+
+    def update(self, **changes: float) -> None:
+        """Change some knobs at once; all are validated before any is applied.
+
+        Raises ``ValueError`` for an unknown knob name or a value out of range.
+        """
+        checked = {name: _checked(name, value) for name, value in changes.items()}
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def request_fault(self, rng: random.Random) -> RequestFault | None:
+        """Decide what happens to one request: hang, HTTP 500, HTML instead of JSON, or nothing (None)."""
+        if roll(self.hang_rate, rng):
+            return "hang"
+        if roll(self.error_rate, rng):
+            return "error"
+        if roll(self.bad_json_rate, rng):
+            return "bad_json"
+        return None
+
+
+def _checked(name: str, value: object) -> float:
+    if name not in _RATES and name not in _DURATIONS:
+        known = ", ".join(sorted(_RATES | _DURATIONS))
+        raise ValueError(f"unknown fault knob {name!r} (known: {known})")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"fault knob {name!r} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0.0:
+        raise ValueError(f"fault knob {name!r} must be a finite number >= 0, got {value!r}")
+    if name in _RATES and number > 1.0:
+        raise ValueError(f"fault knob {name!r} is a fraction in [0, 1], got {value!r}")
+    return number

@@ -1,0 +1,416 @@
+"""A tiny simulated shop that pays through epay V1 like dujiaoka's yipay flow and writes the JSONL order log.
+
+:class:`Shop` knows its channels (epay site root, pid, key), creates orders (16-character ``[A-Z0-9]`` ids),
+opens them at the gateway through ``mapi.php`` over real HTTP, serves ``GET /pay/yipay/notify_url`` on
+loopback (verifies the MD5 signature, completes the order, answers ``success``/``fail``) and expires orders
+left unpaid. Every step is one line of the SPEC §2.7 event log. :class:`ShopTraffic` drives it: orders at a
+given rate, spread over channels by weight, with simulated buyers at the gateway. Gateway faults never stop
+either: they become failed or expired orders in the log, which is exactly what paymon has to notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from monitor.clock import Clock, SystemClock
+from monitor.protocols.epay import (
+    CODE_OK,
+    SIGN_TYPE_MD5,
+    coerce_int,
+    format_money,
+    parse_epay_time,
+    sign_md5,
+    verify_md5,
+)
+from monitor.sim.server import AppServer, SimServer
+
+__all__ = ["DEFAULT_AMOUNTS", "EventLog", "Shop", "ShopChannel", "ShopOrder", "ShopTraffic"]
+
+log = logging.getLogger(__name__)
+
+NOTIFY_PATH = "/pay/yipay/notify_url"
+RETURN_PATH = "/pay/yipay/return_url"
+#: Typical 发卡 prices (CNY); the smallest is what test orders use.
+DEFAULT_AMOUNTS: tuple[Decimal, ...] = tuple(
+    Decimal(a) for a in ("0.01", "1.00", "9.90", "10.00", "25.50", "99.00")
+)
+_ORDER_ID_CHARS = string.ascii_uppercase + string.digits
+
+
+class EventLog:
+    """Appends SPEC §2.7 events to a JSONL file, one object per line, flushed line by line."""
+
+    def __init__(self, path: str | Path, clock: Clock) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._file: IO[str] | None = None
+
+    def write(self, event: str, order: ShopOrder, **fields: object) -> None:
+        """Write one event for ``order``; ``ts`` is now in UTC with milliseconds; None fields are left out."""
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        record: dict[str, object] = {
+            "ts": self._clock.now().isoformat(timespec="milliseconds"),
+            "event": event,
+            "order_id": order.order_id,
+            "channel": order.channel,
+        }
+        record.update((k, v) for k, v in fields.items() if v is not None)
+        self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShopChannel:
+    """How the shop reaches one epay channel (dujiaoka's ``pays`` row): site root, pid, MD5 key."""
+
+    id: str
+    endpoint: str
+    pid: int
+    key: str
+
+    def __repr__(self) -> str:  # the key stays out of logs and test output
+        return f"ShopChannel(id={self.id!r}, endpoint={self.endpoint!r}, pid={self.pid})"
+
+
+@dataclass(slots=True)
+class ShopOrder:
+    """One shop order. ``status``: ``wait_pay`` → ``completed`` (verified notify) or ``expired``."""
+
+    order_id: str
+    channel: str
+    method: str
+    amount: Decimal
+    created_at: datetime
+    status: str = "wait_pay"
+    trade_no: str | None = None
+    payurl: str | None = None
+    #: Why opening the order at the gateway failed, when it did.
+    error: str | None = None
+
+
+class Shop:
+    """The simulated shop: its notify endpoint on loopback, its orders, and the JSONL log at ``log_path``.
+
+    ``async with Shop(path) as shop:`` (or ``start()``/``stop()``) runs the endpoint; ``add_channel``
+    registers a gateway; ``place_order`` creates and opens an order; ``expire_due`` expires orders unpaid for
+    ``expire_after`` seconds (dujiaoka's default is 5 minutes).
+    """
+
+    def __init__(
+        self,
+        log_path: str | Path,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        expire_after: float = 300.0,
+        request_timeout: float = 5.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._rng = rng if rng is not None else random.Random()
+        self.expire_after = expire_after
+        self._request_timeout = request_timeout
+        self.log = EventLog(log_path, self._clock)
+        self.channels: dict[str, ShopChannel] = {}
+        self.orders: dict[str, ShopOrder] = {}
+        self._pending: dict[str, ShopOrder] = {}
+        self._client: httpx.AsyncClient | None = None
+        app = Starlette(routes=[Route(NOTIFY_PATH, self._notify, methods=["GET"])])
+        self._server = AppServer(app, host=host, port=port)
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.path
+
+    @property
+    def base_url(self) -> str:
+        return self._server.base_url
+
+    @property
+    def notify_url(self) -> str:
+        return self.base_url + NOTIFY_PATH
+
+    def add_channel(self, channel_id: str, *, endpoint: str, pid: int | str, key: str) -> ShopChannel:
+        """Register an epay channel: its site root (where ``mapi.php`` lives), pid and MD5 key."""
+        channel = ShopChannel(
+            channel_id, endpoint if endpoint.endswith("/") else endpoint + "/", int(pid), key
+        )
+        self.channels[channel_id] = channel
+        return channel
+
+    async def start(self) -> None:
+        await self._server.start()
+        self._client = httpx.AsyncClient(timeout=self._request_timeout, trust_env=False)
+
+    async def stop(self) -> None:
+        await self._server.stop()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self.log.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ---- orders ------------------------------------------------------------------------------------
+
+    def create_order(self, channel: str, method: str, amount: Decimal | str) -> ShopOrder:
+        """Create an order on ``channel`` (logs ``order_created``); it is not yet opened at the gateway."""
+        if channel not in self.channels:
+            raise KeyError(f"the shop has no channel {channel!r}")
+        order_id = "".join(self._rng.choices(_ORDER_ID_CHARS, k=16))
+        while order_id in self.orders:
+            order_id = "".join(self._rng.choices(_ORDER_ID_CHARS, k=16))
+        value = Decimal(amount).quantize(Decimal("0.01"))
+        order = ShopOrder(order_id, channel, method, value, self._clock.now())
+        self.orders[order_id] = self._pending[order_id] = order
+        self.log.write("order_created", order, method=method, amount=f"{value:.2f}")
+        return order
+
+    async def open_at_gateway(self, order: ShopOrder) -> bool:
+        """POST the signed order to the channel's ``mapi.php``; on success log ``pay_redirect`` and return
+        True.
+
+        Timeouts, HTTP errors, non-JSON and error codes are recorded in ``order.error``; the order then waits
+        for expiry like one whose buyer never paid.
+        """
+        if self._client is None:
+            raise RuntimeError("the shop is not started")
+        channel = self.channels[order.channel]
+        params: dict[str, str] = {
+            "pid": str(channel.pid),
+            "type": order.method,
+            "out_trade_no": order.order_id,
+            "notify_url": self.notify_url,
+            "return_url": f"{self.base_url}{RETURN_PATH}?order_id={order.order_id}",
+            "name": order.order_id,
+            "money": format_money(order.amount),
+            "clientip": "127.0.0.1",
+            "device": "pc",
+        }
+        params["sign"] = sign_md5(params, channel.key)
+        params["sign_type"] = SIGN_TYPE_MD5
+        try:
+            reply = await self._client.post(channel.endpoint + "mapi.php", data=params)
+            body = reply.json() if reply.status_code == 200 else None
+        except httpx.HTTPError as exc:
+            order.error = type(exc).__name__
+            return False
+        except ValueError:
+            order.error = "bad_response: not JSON"
+            return False
+        if reply.status_code != 200:
+            order.error = f"http_error: {reply.status_code}"
+            return False
+        if not isinstance(body, dict) or coerce_int(body.get("code")) != CODE_OK or not body.get("trade_no"):
+            order.error = f"business_error: {body!r}"[:200]
+            return False
+        order.trade_no = str(body["trade_no"])
+        order.payurl = str(body.get("payurl") or "") or None
+        self.log.write("pay_redirect", order, trade_no=order.trade_no)
+        return True
+
+    async def place_order(self, channel: str, method: str, amount: Decimal | str) -> ShopOrder:
+        """``create_order`` then ``open_at_gateway``: what a buyer clicking "pay" causes."""
+        order = self.create_order(channel, method, amount)
+        await self.open_at_gateway(order)
+        return order
+
+    def expire_due(self) -> list[ShopOrder]:
+        """Expire orders unpaid for ``expire_after`` seconds (logs ``order_expired``) and return them."""
+        now = self._clock.now()
+        due = [o for o in self._pending.values() if (now - o.created_at).total_seconds() >= self.expire_after]
+        for order in due:
+            order.status = "expired"
+            del self._pending[order.order_id]
+            self.log.write("order_expired", order)
+        return due
+
+    # ---- notify ------------------------------------------------------------------------------------
+
+    async def _notify(self, request: Request) -> PlainTextResponse:
+        """dujiaoka ``YipayController::notifyUrl``: find the order, check the signature, complete it."""
+        params = dict(request.query_params)
+        order = self.orders.get(params.get("out_trade_no", ""))
+        channel = self.channels.get(order.channel) if order is not None else None
+        if order is None or channel is None:
+            return PlainTextResponse("fail")
+        trade_no = params.get("trade_no", "")
+        verified = bool(trade_no) and verify_md5(params, channel.key)
+        detail = None
+        if verified and _amount(params.get("money", "")) != order.amount:
+            detail = "amount mismatch"
+        elif verified and order.status == "completed":
+            detail = "already completed"
+        self.log.write(
+            "callback_received",
+            order,
+            trade_no=trade_no or None,
+            verified=verified,
+            paid_at=_paid_at(params.get("endtime")),
+            detail=detail,
+        )
+        if not verified:
+            return PlainTextResponse("fail")
+        if detail is not None:
+            # completedOrder() throws here; dujiaoka's yipay handler lets that become an HTTP 500.
+            return PlainTextResponse("fail", status_code=500)
+        # A late notify completes an expired order too, as dujiaoka does.
+        order.status, order.trade_no = "completed", trade_no
+        self._pending.pop(order.order_id, None)
+        self.log.write("order_paid", order, trade_no=trade_no, amount=f"{order.amount:.2f}")
+        self.log.write("order_delivered", order)
+        return PlainTextResponse("success")
+
+
+def _amount(text: str) -> Decimal | None:
+    try:
+        return Decimal(text).quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _paid_at(endtime: str | None) -> str | None:
+    """The gateway's pay time as ISO 8601 with +08:00, when the notify carries one (V1 notifies do not)."""
+    if not endtime:
+        return None
+    try:
+        return parse_epay_time(endtime).isoformat()
+    except ValueError:
+        return None
+
+
+class ShopTraffic:
+    """Shop traffic: orders arrive at ``rate_per_s`` (Poisson), each on a channel picked by weight.
+
+    ``channels`` is a list (equal weights) or ``{channel: weight}``; ``weights`` can be changed while running.
+    Channels the shop does not know yet are registered from ``gateway_server``. For every order that opens, a
+    simulated buyer visits the gateway (which pays it or not per the channel's faults). Unpaid orders are
+    expired as they come due. ``start()``/``stop()`` or ``async with``.
+    """
+
+    def __init__(
+        self,
+        shop: Shop,
+        gateway_server: SimServer,
+        channels: Sequence[str] | Mapping[str, float],
+        *,
+        rate_per_s: float = 2.0,
+        rng: random.Random | None = None,
+        methods: Sequence[str] = ("alipay", "wxpay"),
+        amounts: Sequence[Decimal] = DEFAULT_AMOUNTS,
+        expire_check_s: float = 0.5,
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be > 0")
+        if not channels or not methods or not amounts:
+            raise ValueError("channels, methods and amounts must not be empty")
+        self.shop = shop
+        self.gateway_server = gateway_server
+        self.weights: dict[str, float] = (
+            dict(channels) if isinstance(channels, Mapping) else {c: 1.0 for c in channels}
+        )
+        self.rate_per_s = rate_per_s
+        self._rng = rng if rng is not None else random.Random()
+        self._methods = list(methods)
+        self._amounts = list(amounts)
+        self._expire_check_s = expire_check_s
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        #: Orders created, opened at the gateway, and paid by their buyer.
+        self.created = self.opened = self.paid = 0
+        for channel in self.weights:
+            if channel not in shop.channels:
+                sim_channel = gateway_server.gateway.channel(channel)
+                shop.add_channel(
+                    channel,
+                    endpoint=gateway_server.endpoint(channel),
+                    pid=sim_channel.pid,
+                    key=sim_channel.key,
+                )
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("traffic already running")
+        self._task = asyncio.create_task(self._run(), name="shop traffic")
+
+    async def stop(self) -> None:
+        """Stop creating orders and cancel the ones still being opened. Idempotent."""
+        tasks = [t for t in (self._task, *self._inflight) if t is not None]
+        self._task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self._rng.expovariate(self.rate_per_s)
+        while True:
+            await asyncio.sleep(max(0.0, min(next_at - loop.time(), self._expire_check_s)))
+            self.shop.expire_due()
+            if loop.time() < next_at:
+                continue
+            next_at += self._rng.expovariate(self.rate_per_s)
+            channels = [c for c, w in self.weights.items() if w > 0]
+            if not channels:
+                continue
+            channel = self._rng.choices(channels, weights=[self.weights[c] for c in channels])[0]
+            task = asyncio.create_task(
+                self._one(channel, self._rng.choice(self._methods), self._rng.choice(self._amounts))
+            )
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _one(self, channel: str, method: str, amount: Decimal) -> None:
+        try:
+            order = self.shop.create_order(channel, method, amount)
+            self.created += 1
+            if await self.shop.open_at_gateway(order):
+                self.opened += 1
+                assert order.trade_no is not None
+                if self.gateway_server.gateway.buyer_visits(channel, order.trade_no):
+                    self.paid += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broken order must never stop the traffic
+            log.exception("simulated order on %s failed", channel)
