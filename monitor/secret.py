@@ -55,7 +55,7 @@ class Secret:
 class Redactor:
     """Replaces every known secret value (and its URL-encoded form) in a text with ``***``.
 
-    Values shorter than 4 characters are ignored: masking every ``1`` in a log line would hide more than it
+    Values shorter than 6 characters are ignored: masking every ``1`` in a log line would hide more than it
     protects, and such values are not credentials.
     """
 
@@ -70,7 +70,7 @@ class Redactor:
 
         for v in values:
             raw = v.reveal() if isinstance(v, Secret) else v
-            if len(raw) >= 4:
+            if len(raw) >= 6:
                 self._values.update({raw, quote(raw, safe=""), quote_plus(raw)})
         if self._values:
             alts = sorted(self._values, key=len, reverse=True)

@@ -15,7 +15,7 @@ from monitor.models import CHANNEL_STATES, ProbeResult
 
 __all__ = ["Metrics"]
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PROBE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CALLBACK_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)

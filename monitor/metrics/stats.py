@@ -114,7 +114,8 @@ def compute_stats(
         lat = {str(ch): v.to_numpy() for ch, v in latency[cb_in].groupby(df["channel"][cb_in], observed=True)}
         for ch in channels:
             row = sums.loc[ch] if ch in sums.index else None
-            n = {k: int(row[k]) if row is not None else 0 for k in ("created", "succ", "fail", "paid", "lost", "pending")}
+            keys = ("created", "succ", "fail", "paid", "lost", "pending")
+            n = {k: int(row[k]) if row is not None else 0 for k in keys}
             decided = n["succ"] + n["fail"]
             q = _quantiles(lat.get(ch, np.array([])))
             result[(ch, label)] = ChannelStats(

@@ -455,7 +455,9 @@ class Store:
                     reason=reason, active=True,
                 )
             )
-            return int(res.inserted_primary_key[0])
+            key = res.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def active_silences(self) -> list[Silence]:
         s = t.silences.c

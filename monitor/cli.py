@@ -1,0 +1,289 @@
+"""The ``paymon`` command line. The only place where real objects are built and wired together.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from monitor import __version__
+from monitor.alerts.console import ConsoleSink
+from monitor.alerts.dispatch import Sink
+from monitor.clock import Clock, SystemClock
+from monitor.config import JsonlSource as JsonlSourceConfig
+from monitor.config import LoadedConfig, YamlSink, load_config
+from monitor.errors import LockedError, PaymonError, SinkError
+from monitor.ingest import SOURCES
+from monitor.metrics.prom import Metrics
+from monitor.pipeline import Pipeline, status_view
+from monitor.routing import SINKS
+from monitor.routing.yaml_file import YamlWeightSink
+from monitor.secret import RedactingFilter, Redactor
+from monitor.store import Store
+
+__all__ = ["App", "build_app", "main"]
+
+log = logging.getLogger("monitor")
+DEFAULT_CONFIG = "config/monitor.yaml"
+
+
+@dataclass
+class App:
+    """Everything one config needs at run time."""
+
+    cfg: LoadedConfig
+    store: Store
+    clock: Clock
+    metrics: Metrics
+    pipeline: Pipeline
+    weights: YamlWeightSink | None
+
+
+def setup_logging(redactor: Redactor, *, verbose: bool = False, stream: TextIO | None = None) -> None:
+    """Log to stderr, every record passing the redactor first."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_paymon", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(redactor))
+    handler._paymon = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("httpx", "httpcore", "apscheduler", "alembic", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO | None = None,
+              metrics: Metrics | None = None) -> App:
+    """Open the store (migrating it) and wire the pipeline for ``cfg``."""
+    clock = clock or SystemClock()
+    store = Store.open(cfg.monitor.storage.url, clock=clock)
+    metrics = metrics or Metrics()
+    names = {c.id: c.name for c in cfg.channels}
+    sinks: dict[str, Sink] = {}
+    if cfg.monitor.notify.console:
+        sinks["console"] = ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream)
+    if cfg.monitor.notify.telegram is not None:
+        log.warning("notify.telegram is configured but the Telegram sink is not available yet; using the console")
+        sinks.setdefault("console", ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream))
+    weights = None
+    sink_cfg = cfg.monitor.routing.sink
+    if cfg.monitor.routing.mode != "off":
+        if isinstance(sink_cfg, YamlSink):
+            weights = SINKS[sink_cfg.kind](sink_cfg.path)
+        else:
+            log.warning("routing sink %s is not available yet; weights will not be changed", sink_cfg.kind)
+    channel_ids = [c.id for c in cfg.channels]
+    sources = []
+    for src in cfg.monitor.sources:
+        cls = SOURCES.get(src.kind)
+        if cls is None or not isinstance(src, JsonlSourceConfig):
+            log.warning("source %s: kind %s is not available yet; skipped", src.source_id, src.kind)
+            continue
+        sources.append(cls(source_id=src.source_id, path=src.path, timezone=src.timezone, store=store, clock=clock,
+                           channels=channel_ids))
+    pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)
+    return App(cfg, store, clock, metrics, pipeline, weights)
+
+
+@contextlib.contextmanager
+def run_lock(cfg: LoadedConfig) -> Iterator[None]:
+    """One paymon per store at a time: an overlapping ``once`` (or ``run``) exits instead of doubling work."""
+    url = cfg.monitor.storage.url
+    if url.startswith("sqlite:////"):
+        path = Path(url.removeprefix("sqlite:///")).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"paymon-{digest}.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"another paymon is already running on this store (lock {path})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    rules = len(cfg.monitor.rules)
+    print(f"ok: {cfg.monitor_path.name} and {cfg.channels_path.name} are valid "
+          f"({len(cfg.channels)} channels, {rules} rules, {len(cfg.monitor.sources)} sources)")
+    return 0
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon, probe_summary
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.redactor, verbose=args.verbose)
+    with run_lock(cfg):
+        app = build_app(cfg)
+
+        async def one() -> int:
+            async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics) as d:
+                results = await d.probe_all()
+            report = await asyncio.to_thread(app.pipeline.cycle)
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(probe_summary(results).items())) or "none"
+            print(f"probes: {counts}; ingested: {report.ingested.accepted} accepted, "
+                  f"{report.ingested.duplicate} duplicate, {report.ingested.rejected} rejected; "
+                  f"alerts: {len(report.events)}; weight changes: {len(report.changes)}")
+            return 0
+
+        try:
+            return asyncio.run(one())
+        finally:
+            app.store.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon
+    from monitor.http import HttpServer
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.redactor, verbose=args.verbose)
+    with run_lock(cfg):
+        app = build_app(cfg)
+
+        async def serve() -> int:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics) as d:
+                http = None
+                if cfg.monitor.http.enabled:
+                    http = HttpServer(
+                        cfg.monitor.http.host, cfg.monitor.http.port, registry=app.metrics.registry,
+                        health=d.health, status=lambda: _status(app),
+                    ).start()
+                    log.info("http on http://%s:%d (/metrics /healthz /api/status)", http.host, http.port)
+                d.start()
+                try:
+                    await stop.wait()
+                finally:
+                    log.info("stopping")
+                    if http is not None:
+                        http.stop()
+            return 0
+
+        try:
+            return asyncio.run(serve())
+        finally:
+            app.store.close()
+
+
+def _weights(app: App) -> dict[str, int]:
+    if app.weights is None:
+        return {c.id: c.weight for c in app.cfg.channels}
+    try:
+        return app.weights.read()
+    except SinkError:
+        return {c.id: c.weight for c in app.cfg.channels}
+
+
+def _status(app: App) -> dict[str, object]:
+    return status_view(app.cfg, app.store, app.clock.now(), _weights(app))
+
+
+def _pct(v: object) -> str:
+    return "-" if v is None else f"{float(v) * 100:.1f}%"  # type: ignore[arg-type]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    setup_logging(cfg.redactor, verbose=args.verbose)
+    app = build_app(cfg)
+    try:
+        view = _status(app)
+    finally:
+        app.store.close()
+    if args.json:
+        print(json.dumps(view, ensure_ascii=False, indent=2))
+        return 0
+    rows = [("CHANNEL", "STATE", "WEIGHT", "SUCCESS", "ORDERS", "LOST", "CB P95", "LAST PROBE")]
+    for ch in view["channels"]:  # type: ignore[attr-defined]
+        last = ch["last_probe"]
+        probe = "-" if last is None else f"{last['probe']} {last['outcome']} {last['latency_s'] * 1000:.0f}ms"
+        p95 = "-" if ch["callback_p95_s"] is None else f"{ch['callback_p95_s']:.1f}s"
+        rows.append((ch["id"], ch["state"], str(ch["weight"]), f"{_pct(ch['success_ratio'])} ({ch['window']})",
+                     str(ch["orders"]), str(ch["lost"]), p95, probe))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    firing = view["firing"]
+    if firing:
+        print("\nfiring: " + ", ".join(f"{a['rule']}@{a['channel']}" for a in firing))  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo
+
+    return int(run_demo(duration=args.duration, keep=args.keep))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="paymon",
+        description="paymon watches payment channels (probes, order log), alerts, and moves routing weights.",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Secrets come from ${ENV} only.",
+    )
+    p.add_argument("--version", action="version", version=f"paymon {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"path of monitor.yaml (channels.yaml is found beside it; default {DEFAULT_CONFIG})")
+        sp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        return sp
+
+    add("run", "run the daemon: scheduled probes, ingestion, rules, alerts, weights, HTTP").set_defaults(func=cmd_run)
+    add("once", "run one full cycle (every probe once, ingest, evaluate, act) and exit; for cron"
+        ).set_defaults(func=cmd_once)
+    add("check-config", "validate monitor.yaml and channels.yaml; errors name file, line and field"
+        ).set_defaults(func=cmd_check_config)
+    st = add("status", "table of channels: state, weight, success ratio, lost orders, callback p95, last probe")
+    st.add_argument("--json", action="store_true", help="print the same JSON as GET /api/status")
+    st.set_defaults(func=cmd_status)
+    demo = sub.add_parser("demo", help="simulated channels + shop traffic + the daemon; one channel fails and "
+                          "recovers, and paymon says what it saw and did",
+                          description="Runs everything on loopback with a temporary copy of the configs.")
+    demo.add_argument("--duration", type=float, default=75.0, help="seconds the scenario runs (default 75)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PaymonError as exc:
+        print(f"paymon: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 1

@@ -1,0 +1,179 @@
+"""The long-running daemon: APScheduler jobs for every probe and for the evaluation cycle, plus the HTTP thread.
+
+Scheduling: one job per (channel, probe) with jitter, ``max_instances=1`` (a slow gateway never piles up calls),
+``coalesce`` (missed runs collapse into one) and an explicit misfire grace; a global semaphore caps concurrent
+probes. The evaluation cycle runs in a worker thread because it reads the database and pandas; probes keep
+running on the loop meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.clock import Clock
+from monitor.config import ChannelConfig, LoadedConfig
+from monitor.metrics.prom import Metrics
+from monitor.models import ProbeResult
+from monitor.pipeline import CycleReport, Pipeline
+from monitor.probes import ADAPTERS, Adapter, ProbeContext, run_probe
+from monitor.store import Store
+
+__all__ = ["Daemon", "ProbeJob", "build_probe_jobs"]
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_PROBES = 200
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """One scheduled probe: which channel, which probe type, how often, through which adapter."""
+
+    channel: str
+    probe: str
+    every: timedelta
+    adapter: Adapter
+
+
+def build_probe_jobs(channels: tuple[ChannelConfig, ...]) -> list[ProbeJob]:
+    """A job for every configured probe whose channel kind has an adapter supporting it."""
+    jobs: list[ProbeJob] = []
+    for ch in channels:
+        cls = ADAPTERS.get(ch.kind)
+        if cls is None:
+            log.warning("channel %s: no probe adapter for kind %s yet; its probes are not scheduled", ch.id, ch.kind)
+            continue
+        adapter: Adapter = cls(ch)
+        for probe in ("query", "test_order", "balance"):
+            spec = getattr(ch.probes, probe)
+            if spec is None:
+                continue
+            if probe not in adapter.supports:
+                log.warning("channel %s: probe %s is not supported for kind %s yet", ch.id, probe, ch.kind)
+                continue
+            jobs.append(ProbeJob(ch.id, probe, spec.every, adapter))
+    return jobs
+
+
+class Daemon:
+    """Wires the scheduler, probes, the pipeline and (optionally) the HTTP server for ``paymon run``."""
+
+    def __init__(
+        self,
+        cfg: LoadedConfig,
+        pipeline: Pipeline,
+        store: Store,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        cycle_every: float = 10.0,
+        client: httpx.AsyncClient | None = None,
+        on_cycle: Callable[[CycleReport], None] | None = None,
+        on_probe: Callable[[ProbeResult], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.cycle_every = cycle_every
+        self.client = client
+        self.on_cycle = on_cycle
+        self.on_probe = on_probe
+        self.jobs = build_probe_jobs(cfg.channels)
+        self.scheduler: AsyncIOScheduler | None = None
+        self._sem = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
+        self._cycle_lock = asyncio.Lock()
+        self._ctx: ProbeContext | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler is not None and bool(self.scheduler.running)
+
+    async def probe_once(self, job: ProbeJob) -> ProbeResult:
+        """Run one probe, record it, publish it."""
+        assert self._ctx is not None
+        async with self._sem:
+            result = await run_probe(job.adapter, job.channel, job.probe, self._ctx)
+        await asyncio.to_thread(self.store.add_probe_results, [result])
+        self.metrics.observe_probe(result)
+        if self.on_probe is not None:
+            self.on_probe(result)
+        return result
+
+    async def probe_all(self) -> list[ProbeResult]:
+        """Every configured probe once, concurrently (``paymon once``)."""
+        return list(await asyncio.gather(*(self.probe_once(j) for j in self.jobs)))
+
+    async def cycle(self) -> CycleReport | None:
+        """One evaluation cycle in a worker thread; overlapping calls are skipped, never stacked."""
+        if self._cycle_lock.locked():
+            return None
+        async with self._cycle_lock:
+            try:
+                report = await asyncio.to_thread(self.pipeline.cycle)
+            except Exception:
+                log.exception("evaluation cycle failed; the next one will retry")
+                return None
+        if self.on_cycle is not None:
+            self.on_cycle(report)
+        return report
+
+    async def __aenter__(self) -> Daemon:
+        owned = self.client is None
+        self._owned_client = owned
+        if self.client is None:
+            self.client = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=500))
+        self._ctx = ProbeContext(self.client, self.clock, self.cfg.redactor)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.stop()
+        if self._owned_client and self.client is not None:
+            await self.client.aclose()
+
+    def start(self) -> None:
+        """Schedule every job; the first runs of all start now."""
+        sched = AsyncIOScheduler(
+            timezone="UTC",
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+        now = self.clock.now()
+        for job in self.jobs:
+            every = job.every.total_seconds()
+            sched.add_job(self.probe_once, "interval", args=[job], seconds=every, jitter=min(every * 0.1, 5.0),
+                          id=f"probe:{job.channel}:{job.probe}", next_run_time=now, replace_existing=True)
+        sched.add_job(self.cycle, "interval", seconds=self.cycle_every, id="cycle",
+                      next_run_time=now + timedelta(seconds=min(1.0, self.cycle_every)), replace_existing=True)
+        sched.start()
+        self.scheduler = sched
+        log.info("paymon running: %d probe job(s), cycle every %gs", len(self.jobs), self.cycle_every)
+
+    def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.scheduler = None
+
+    def health(self) -> tuple[bool, str]:
+        """For ``/healthz``: the scheduler runs and the store answers."""
+        if not self.running:
+            return False, "scheduler is not running"
+        if not self.store.ping():
+            return False, "storage does not answer"
+        return True, "ok"
+
+
+def probe_summary(results: list[ProbeResult]) -> Mapping[str, int]:
+    """Outcome counts, for ``paymon once`` output."""
+    out: dict[str, int] = {}
+    for r in results:
+        out[r.outcome] = out.get(r.outcome, 0) + 1
+    return out

@@ -1,0 +1,307 @@
+"""One evaluation cycle: ingest → stats → rules → alert state → routing → notify. The one place stages chain.
+
+Each stage is pure or owns one kind of I/O; this module only passes their results along. ``Pipeline.cycle`` is
+what the daemon runs on its schedule and what ``paymon once`` runs once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from monitor.alerts.dispatch import Sink, deliver_outbox
+from monitor.alerts.lifecycle import RuleSpec, step
+from monitor.alerts.signals import Query, Signals, signal_value
+from monitor.clock import Clock
+from monitor.config import LoadedConfig, parse_duration
+from monitor.errors import SinkError
+from monitor.ingest import JsonlSource
+from monitor.metrics.prom import Metrics
+from monitor.metrics.stats import ChannelStats, compute_stats
+from monitor.models import AlertEvent, AlertState, IngestResult, ProbeResult, WeightChange
+from monitor.routing.policy import ChannelRouting, RestorePolicy, Wish, decide
+from monitor.routing.yaml_file import YamlWeightSink
+from monitor.store import Store
+
+__all__ = ["CycleReport", "Pipeline", "Snapshot", "channel_states", "snapshot"]
+
+log = logging.getLogger(__name__)
+
+#: Signals that read a window of order statistics (the rest read probes or balances).
+_WINDOWED = {
+    "success_ratio", "orders", "lost_orders", "lost_order_ratio", "callback_latency_p50", "callback_latency_p95",
+    "callback_latency_p99", "pending_orders", "probe_success_ratio", "probe_latency_p95", "bad_signatures",
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What paymon knows at ``now``: window stats, signals, the last probe of each (channel, probe)."""
+
+    now: datetime
+    stats: Mapping[tuple[str, str], ChannelStats]
+    signals: Signals
+    last_probes: Mapping[tuple[str, str], ProbeResult]
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What one cycle saw and did."""
+
+    now: datetime
+    ingested: IngestResult
+    events: list[AlertEvent] = field(default_factory=list)
+    changes: list[WeightChange] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    states: dict[str, str] = field(default_factory=dict)
+
+
+def _windows(cfg: LoadedConfig) -> dict[str, timedelta]:
+    labels = list(cfg.monitor.defaults.windows)
+    labels += [r.window for r in cfg.monitor.rules if r.window and r.window not in labels]
+    return {label: parse_duration(label) for label in labels}
+
+
+def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
+    """Read the store and compute every number the rules and the status view need."""
+    d = cfg.monitor.defaults
+    windows = _windows(cfg)
+    widest = max(windows.values())
+    timeouts = {c.id: c.pay_timeout for c in cfg.channels if c.pay_timeout is not None}
+    longest_pay = max([d.pay_timeout, *timeouts.values()])
+    frame = store.orders_frame(now - widest - longest_pay - d.callback_deadline)
+    stats = compute_stats(
+        frame, now=now, windows=windows, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
+        default_pay_timeout=d.pay_timeout, callback_deadline=d.callback_deadline, min_orders=d.min_orders,
+    )
+    recent: dict[tuple[str, str], list[ProbeResult]] = {}
+    for r in store.probe_results(since=now - widest):
+        recent.setdefault((r.channel, r.probe), []).append(r)
+    signals = Signals(stats=stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent)
+    return Snapshot(now, stats, signals, store.last_probes())
+
+
+def channel_states(
+    cfg: LoadedConfig, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState]
+) -> dict[str, str]:
+    """healthy / degraded / down / unknown per channel, from what fires and whether there is any data."""
+    severity = {r.name: r.severity for r in cfg.monitor.rules}
+    out: dict[str, str] = {}
+    for ch in cfg.channels:
+        firing = [severity.get(rule, "warning") for (rule, c), s in alerts.items()
+                  if c == ch.id and s.state == "firing"]
+        has_data = any(c == ch.id for c, _ in snap.last_probes) or any(
+            s.decided > 0 for (c, _), s in snap.stats.items() if c == ch.id)
+        if "critical" in firing:
+            out[ch.id] = "down"
+        elif firing:
+            out[ch.id] = "degraded"
+        else:
+            out[ch.id] = "healthy" if has_data else "unknown"
+    return out
+
+
+class Pipeline:
+    """Runs cycles for one loaded config. Built (and wired) only in ``monitor.cli``/``monitor.daemon``."""
+
+    def __init__(
+        self,
+        cfg: LoadedConfig,
+        store: Store,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        sinks: Mapping[str, Sink],
+        weights: YamlWeightSink | None,
+        sources: Sequence[JsonlSource] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.sinks = dict(sinks)
+        self.weights = weights
+        self.sources = list(sources)
+        self._warned: set[str] = set()
+
+    # -- stages ------------------------------------------------------------------------------------------
+
+    def ingest(self) -> IngestResult:
+        total = IngestResult()
+        for src in self.sources:
+            try:
+                r = src.poll()
+            except OSError as exc:
+                log.warning("source %s: %s", src.source_id, exc)
+                continue
+            for result in ("accepted", "duplicate", "rejected"):
+                n = getattr(r, result)
+                if n:
+                    self.metrics.ingest_events_total.labels(src.source_id, result).inc(n)
+            total += r
+        return total
+
+    def _rules(self, snap: Snapshot, prev: Mapping[tuple[str, str], AlertState]) -> tuple[
+        list[AlertState], list[AlertEvent], dict[tuple[str, str], AlertState]
+    ]:
+        changed: list[AlertState] = []
+        events: list[AlertEvent] = []
+        current = dict(prev)
+        d = self.cfg.monitor.defaults
+        for rule in self.cfg.monitor.rules:
+            if rule.detector is not None:
+                if rule.name not in self._warned:
+                    log.warning("rule %s: detector %s is not available yet; rule skipped", rule.name, rule.detector)
+                    self._warned.add(rule.name)
+                continue
+            assert rule.threshold is not None  # config guarantees it without a detector
+            spec = RuleSpec(
+                name=rule.name, signal=rule.signal, op=rule.op, threshold=rule.threshold, severity=rule.severity,
+                recover=rule.recover, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
+                actions=tuple(a.kind for a in rule.actions),
+            )
+            window = rule.window or "15m"
+            for ch in self.cfg.channels:
+                if not rule.applies_to(ch):
+                    continue
+                q = Query(ch.id, window, parse_duration(window).total_seconds(), rule.probe or "query",
+                          rule.min_orders if rule.min_orders is not None else d.min_orders)
+                value = signal_value(rule.signal, snap.signals, q)
+                before = prev.get((rule.name, ch.id)) or AlertState(rule.name, ch.id)
+                after, evs = step(before, spec, value, snap.now)
+                if after != before:
+                    changed.append(after)
+                current[(rule.name, ch.id)] = after
+                events.extend(evs)
+        return changed, events, current
+
+    def _routing(self, states: Mapping[tuple[str, str], AlertState], now: datetime) -> tuple[
+        list[WeightChange], list[str], dict[str, int]
+    ]:
+        routing = self.cfg.monitor.routing
+        if self.weights is None or routing.mode == "off":
+            return [], [], {}
+        try:
+            file_weights = self.weights.read()
+        except SinkError as exc:
+            log.warning("routing: %s", exc)
+            return [], [str(exc)], {}
+        actions = {r.name: r.actions for r in self.cfg.monitor.rules}
+        wishes = []
+        for (rule, channel), s in states.items():
+            if s.state != "firing":
+                continue
+            for a in actions.get(rule, ()):
+                if a.kind == "drain":
+                    wishes.append(Wish(channel, rule, 0.0))
+                elif a.kind == "reduce_weight" and a.factor is not None:
+                    wishes.append(Wish(channel, rule, a.factor))
+        channels = [ChannelRouting(c.id, file_weights[c.id], tuple(c.methods))
+                    for c in self.cfg.channels if c.id in file_weights]
+        recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
+                  if w.actor == "paymon" and w.new < w.old]
+        r = routing.restore
+        decision = decide(
+            channels, self.store.routing_states(), wishes, now=now,
+            restore=RestorePolicy(tuple(r.steps), r.every, r.healthy_for),
+            min_active_per_method=routing.min_active_per_method,
+            max_changes_per_hour=routing.max_changes_per_hour, changes_last_hour=len(recent),
+        )
+        for msg in decision.held:
+            if msg not in self._warned:
+                log.warning("routing held: %s", msg)
+                self._warned.add(msg)
+        if routing.mode != "auto":
+            return decision.changes, decision.held, file_weights
+        self.store.save_routing(decision.rows.values(), decision.changes, list(self.sinks))
+        pending = {ch: row.target for ch, row in decision.rows.items()
+                   if file_weights.get(ch) != row.target}
+        if pending:
+            try:
+                self.weights.write(pending)
+            except SinkError as exc:
+                log.warning("routing: cannot write weights (will retry): %s", exc)
+                return decision.changes, decision.held, file_weights
+            file_weights.update(pending)
+        for ch, row in decision.rows.items():
+            if row.applied != file_weights.get(ch) and file_weights.get(ch) == row.target:
+                self.store.mark_applied(ch, row.target)
+        return decision.changes, decision.held, file_weights
+
+    # -- the cycle ---------------------------------------------------------------------------------------
+
+    def cycle(self) -> CycleReport:
+        """Ingest, evaluate, act, notify; every step's writes are committed before the next starts."""
+        ingested = self.ingest()
+        now = self.clock.now()
+        snap = snapshot(self.cfg, self.store, now)
+        prev = self.store.alert_states()
+        changed, events, current = self._rules(snap, prev)
+        notify_rules = {r.name for r in self.cfg.monitor.rules if any(a.kind == "notify" for a in r.actions)}
+        silenced = {(s.channel, s.rule) for s in self.store.active_silences()}
+        loud = [e for e in events if e.rule in notify_rules
+                and (e.channel, None) not in silenced and (e.channel, e.rule) not in silenced]
+        quiet = [e for e in events if e not in loud]
+        self.store.save_alerts(changed, loud, list(self.sinks))
+        if quiet:
+            self.store.save_alerts([], quiet, [])
+        changes, held, weights = self._routing(current, now)
+        deliver_outbox(self.store, self.sinks,
+                       on_result=lambda sink, result: self.metrics.notifications_total.labels(sink, result).inc())
+        states = channel_states(self.cfg, snap, current)
+        self._publish(snap, current, states, weights)
+        return CycleReport(now, ingested, events, changes, held, states)
+
+    def _publish(self, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState], states: Mapping[str, str],
+                 weights: Mapping[str, int]) -> None:
+        m = self.metrics
+        windows = list(self.cfg.monitor.defaults.windows)
+        m.set_stats(snap.stats, windows[0] if windows else "15m")
+        m.set_channel_states(states)
+        severity = {r.name: r.severity for r in self.cfg.monitor.rules}
+        keys = [(rule, ch, severity.get(rule, "warning")) for (rule, ch) in alerts]
+        m.set_alerts([k for k in keys if alerts[(k[0], k[1])].state == "firing"], keys)
+        m.set_weights(weights)
+        depth = self.store.outbox_depth()
+        for sink in self.sinks:
+            m.notification_queue.labels(sink).set(depth.get(sink, 0))
+
+
+def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping[str, int]) -> dict[str, Any]:
+    """The JSON of ``paymon status --json`` and ``GET /api/status`` (no secrets: ids, names and numbers only)."""
+    snap = snapshot(cfg, store, now)
+    alerts = store.alert_states()
+    states = channel_states(cfg, snap, alerts)
+    windows = list(cfg.monitor.defaults.windows)
+    main = "15m" if "15m" in windows else windows[0]
+    channels = []
+    for ch in cfg.channels:
+        s = snap.stats.get((ch.id, main))
+        last = [p for (c, _), p in snap.last_probes.items() if c == ch.id]
+        last.sort(key=lambda p: p.started_at, reverse=True)
+        channels.append({
+            "id": ch.id,
+            "name": ch.name,
+            "kind": ch.kind,
+            "tier": ch.tier,
+            "state": states[ch.id],
+            "weight": weights.get(ch.id, ch.weight),
+            "window": main,
+            "success_ratio": None if s is None else s.success_ratio,
+            "orders": 0 if s is None else s.orders,
+            "lost": 0 if s is None else s.lost,
+            "callback_p95_s": None if s is None else s.callback_p95,
+            "last_probe": None if not last else {
+                "probe": last[0].probe, "outcome": last[0].outcome, "at": last[0].started_at.isoformat(),
+                "latency_s": round(last[0].latency_s, 4), "detail": last[0].detail,
+            },
+        })
+    firing = [
+        {"rule": s.rule, "channel": s.channel, "since": s.fired_at.isoformat() if s.fired_at else None,
+         "value": s.value}
+        for s in alerts.values() if s.state == "firing"
+    ]
+    return {"now": now.isoformat(), "channels": channels, "firing": firing}
