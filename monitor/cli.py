@@ -242,7 +242,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
-    return int(run_demo(duration=args.duration, keep=args.keep))
+    return int(run_demo(duration=args.duration, keep=args.keep, language=args.language))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -274,6 +274,7 @@ def parser() -> argparse.ArgumentParser:
                           description="Runs everything on loopback with a temporary copy of the configs.")
     demo.add_argument("--duration", type=float, default=75.0, help="seconds the scenario runs (default 75)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
+    demo.add_argument("--language", choices=["en", "zh"], default="en", help="language of the alert lines")
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -57,6 +57,7 @@ class CycleReport:
     changes: list[WeightChange] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
+    stats: Mapping[tuple[str, str], ChannelStats] = field(default_factory=dict)
 
 
 def _windows(cfg: LoadedConfig) -> dict[str, timedelta]:
@@ -126,6 +127,11 @@ class Pipeline:
         self.weights = weights
         self.sources = list(sources)
         self._warned: set[str] = set()
+
+    def close(self) -> None:
+        """Release the sources' open files."""
+        for src in self.sources:
+            src.close()
 
     # -- stages ------------------------------------------------------------------------------------------
 
@@ -253,7 +259,7 @@ class Pipeline:
                        on_result=lambda sink, result: self.metrics.notifications_total.labels(sink, result).inc())
         states = channel_states(self.cfg, snap, current)
         self._publish(snap, current, states, weights)
-        return CycleReport(now, ingested, events, changes, held, states)
+        return CycleReport(now, ingested, events, changes, held, states, snap.stats)
 
     def _publish(self, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState], states: Mapping[str, str],
                  weights: Mapping[str, int]) -> None:
