@@ -112,3 +112,44 @@ def config_dir(tmp_path: Path) -> Path:
     dst = tmp_path / "config"
     shutil.copytree(ROOT / "config", dst)
     return dst
+
+
+class SimThread:
+    """The epay simulator on its own event loop in a background thread, for code that runs its own loop
+    (the CLI) or another process (``paymon run``)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from monitor.sim.server import SimServer
+
+        self.loop = asyncio.new_event_loop()
+        self.server = SimServer()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def call(self, fn, *args, **kw):  # type: ignore[no-untyped-def]
+        """Run a plain function on the simulator's loop (fault knobs are not thread-safe)."""
+        import asyncio
+
+        async def run():  # type: ignore[no-untyped-def]
+            return fn(*args, **kw)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def sim_thread() -> Iterator[SimThread]:
+    sim = SimThread()
+    yield sim
+    sim.close()

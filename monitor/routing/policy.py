@@ -5,7 +5,9 @@
 - Once a channel has nothing firing with a weight action, it is restored in steps (``restore.steps`` of the
   baseline): the first after it has been healthy for ``healthy_for``, each next one ``every`` later.
 - ``baseline`` is the operator's weight. When the weight in the shared file differs from the last weight paymon
-  wrote, the operator changed it: paymon adopts it as the new baseline and never overwrites it silently.
+  wrote, the operator changed it: paymon adopts it as the new baseline and never overwrites it silently. An edit
+  made while alerts fire on the channel is an override: paymon leaves that weight alone until those alerts
+  resolve (``operator_hold``).
 - Guards: no change leaves a payment method with fewer than ``min_active_per_method`` channels of weight > 0,
   and at most ``max_changes_per_hour`` lowering changes are made (restores are always allowed: they only help).
 """
@@ -81,10 +83,13 @@ def decide(
         row = rows.get(ch.id)
         if row is None:
             row = RoutingRow(ch.id, ch.file_weight, ch.file_weight, ch.file_weight, 0, "", now)
+        elif row.applied != ch.file_weight and ch.file_weight == row.target:
+            row = replace(row, applied=row.target)  # our last write landed; only its bookkeeping was lost
         elif row.applied is not None and ch.file_weight != row.applied:
             changes.append(WeightChange(ch.id, row.applied, ch.file_weight, "edited in the shared config",
                                         now, None, "operator"))
-            row = RoutingRow(ch.id, ch.file_weight, ch.file_weight, ch.file_weight, 0, "", now)
+            row = RoutingRow(ch.id, ch.file_weight, ch.file_weight, ch.file_weight, 0, "operator edit", now,
+                             operator_hold=ch.id in by_channel)
         out[ch.id] = row
 
     active = {ch.id: out[ch.id].target > 0 for ch in channels}
@@ -93,6 +98,9 @@ def decide(
     for ch in channels:
         row = out[ch.id]
         wish = by_channel.get(ch.id)
+        if wish is not None and row.operator_hold:
+            held.append(f"{ch.id}: weight {row.target} was set by hand while {wish.rule} fires; left alone")
+            continue
         if wish is not None:
             want = int(round(row.baseline * wish.factor))
             if want >= row.target:
@@ -117,6 +125,8 @@ def decide(
             active[ch.id] = want > 0
             continue
         # No wish: restore step by step towards the baseline.
+        if row.operator_hold:
+            row = replace(row, operator_hold=False)
         if row.target >= row.baseline:
             out[ch.id] = replace(row, healthy_since=None, step=0) if row.healthy_since or row.step else row
             continue

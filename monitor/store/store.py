@@ -102,6 +102,7 @@ class RoutingRow:
     reason: str
     changed_at: datetime
     healthy_since: datetime | None = None
+    operator_hold: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +477,8 @@ class Store:
             rows = conn.execute(select(t.routing_state)).all()
         return {
             r.channel: RoutingRow(
-                r.channel, r.baseline, r.target, r.applied, r.step, r.reason, r.changed_at, r.healthy_since
+                r.channel, r.baseline, r.target, r.applied, r.step, r.reason, r.changed_at, r.healthy_since,
+                r.operator_hold,
             )
             for r in rows
         }
@@ -492,6 +494,7 @@ class Store:
                 values = {
                     "baseline": r.baseline, "target": r.target, "applied": r.applied, "step": r.step,
                     "reason": r.reason, "changed_at": r.changed_at, "healthy_since": r.healthy_since,
+                    "operator_hold": r.operator_hold,
                 }
                 if conn.execute(update(t.routing_state).where(c.channel == r.channel).values(**values)).rowcount == 0:
                     conn.execute(insert(t.routing_state).values(channel=r.channel, **values))

@@ -186,6 +186,8 @@ routing_state = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("changed_at", UTCDateTime, nullable=False),
     Column("healthy_since", UTCDateTime),
+    # The operator set this weight by hand while an alert was firing: leave it until that alert resolves.
+    Column("operator_hold", Boolean, nullable=False, default=False),
 )
 
 silences = Table(

@@ -64,3 +64,12 @@ def test_relapse_during_restore_lowers_again_and_resets_the_clock() -> None:
     d = decide(files, rows, [Wish("main", "r", 0.0)], now=T0 + timedelta(minutes=1), restore=RESTORE)
     assert [(c.old, c.new) for c in d.changes] == [(15, 0)]
     assert d.rows["main"].healthy_since is None
+
+
+def test_a_landed_write_whose_bookkeeping_was_lost_is_not_an_operator_edit() -> None:
+    # paymon wrote 0 to the file, then crashed before recording it as applied.
+    rows = {"main": RoutingRow("main", 60, 0, 60, 0, "drain", T0)}
+    files = [ChannelRouting("main", 0, MAIN.methods), BACKUP]
+    d = decide(files, rows, [Wish("main", "r", 0.0)], now=T0 + timedelta(seconds=5), restore=RESTORE)
+    assert d.changes == []
+    assert (d.rows["main"].applied, d.rows["main"].baseline) == (0, 60)

@@ -78,6 +78,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("changed_at", TS, nullable=False),
         sa.Column("healthy_since", TS),
+        sa.Column("operator_hold", sa.Boolean, nullable=False),
     )
     op.create_table(
         "silences",

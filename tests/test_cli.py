@@ -1,0 +1,224 @@
+"""The CLI as an operator uses it: check-config, once, status, and run as a real process with HTTP and SIGTERM.
+
+One test feeds a known secret through the environment and scans everything paymon wrote — stdout, stderr,
+the database, /metrics, /api/status — for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "zz-known-secret-value-4711"
+
+MONITOR = """\
+storage: {{url: "sqlite:///var/paymon.db"}}
+http: {{listen: "127.0.0.1:{port}"}}
+sources: [{{kind: jsonl, path: var/orders.jsonl}}]
+rules:
+  - {{name: channel_down, signal: probe_failures_in_a_row, op: ">=", threshold: 2, severity: critical,
+     actions: [notify, drain]}}
+notify: {{language: en}}
+"""
+CHANNELS = """\
+channels:
+  - id: epay-main
+    kind: epay
+    methods: [alipay]
+    weight: 60
+    endpoint: "{main}"
+    credentials: {{pid: "1001", key: "${{EPAY_MAIN_KEY}}"}}
+    probes: {{query: {{every: 1s, timeout: 1s}}}}
+  - id: epay-backup
+    kind: epay
+    methods: [alipay]
+    weight: 40
+    endpoint: "{backup}"
+    credentials: {{pid: "1002", key: "backup-key-123456"}}
+    probes: {{query: {{every: 1s, timeout: 1s}}}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(folder: Path, main_url: str, backup_url: str, port: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "monitor.yaml").write_text(MONITOR.format(port=port), encoding="utf-8")
+    (folder / "channels.yaml").write_text(CHANNELS.format(main=main_url, backup=backup_url), encoding="utf-8")
+    return folder / "monitor.yaml"
+
+
+# -- check-config -------------------------------------------------------------------------------------------
+
+
+def test_check_config_accepts_the_shipped_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(ROOT / "config" / "monitor.yaml")]) == 0
+    assert capsys.readouterr().out.startswith("ok: monitor.yaml and channels.yaml are valid (3 channels")
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        ("channels.yaml", "query:      {every: 30s, timeout: 5s}", "query:      {every: 30x, timeout: 5s}",
+         "channels.yaml:{line} channels[epay-main].probes.query.every: expected a duration like '30s'"),
+        ("channels.yaml", "    weight: 60", "    wieght: 60",
+         "channels.yaml:{line} channels[epay-main].wieght: unknown key 'wieght'"),
+        ("channels.yaml", '"${EPAY_MAIN_KEY:-sim-epay-main-key}"', '"${EPAY_MAIN_KEY}"',
+         "channels.yaml:{line} channels[epay-main].credentials.key: environment variable EPAY_MAIN_KEY is not set"),
+    ],
+    ids=["bad-duration", "unknown-key", "missing-env"],
+)
+def test_check_config_names_file_line_and_field(config_dir: Path, capsys: pytest.CaptureFixture[str], file: str,
+                                                old: str, new: str, expected: str) -> None:
+    path = config_dir / file
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    line = text[: text.index(old)].count("\n") + 1
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    assert main(["check-config", "-c", str(config_dir / "monitor.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert expected.format(line=line) in err, err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("run", "once", "check-config", "status", "demo"):
+        assert command in out
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "-c", str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml" in capsys.readouterr().err
+
+
+# -- once and status ----------------------------------------------------------------------------------------
+
+
+def test_once_then_status(tmp_path: Path, sim_thread: object, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = sim_thread.server  # type: ignore[attr-defined]
+    sim_thread.call(sim.add_channel, "epay-main", pid="1001", key=SECRET)  # type: ignore[attr-defined]
+    sim_thread.call(sim.add_channel, "epay-backup", pid="1002", key="backup-key-123456")  # type: ignore[attr-defined]
+    monkeypatch.setenv("EPAY_MAIN_KEY", SECRET)
+    cfg = write_config(tmp_path / "cfg", sim.endpoint("epay-main"), sim.endpoint("epay-backup"))
+    assert main(["once", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "probes: ok 2;" in out
+    assert main(["status", "-c", str(cfg)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["CHANNEL", "STATE", "WEIGHT", "SUCCESS", "ORDERS", "LOST", "CB", "P95", "LAST",
+                                "PROBE"]
+    assert table[1].split()[:3] == ["epay-main", "healthy", "60"]
+    assert main(["status", "--json", "-c", str(cfg)]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert [c["last_probe"]["outcome"] for c in view["channels"]] == ["ok", "ok"]
+
+    sim_thread.call(sim.faults("epay-main").update, error_rate=1.0)  # type: ignore[attr-defined]
+    assert main(["once", "-c", str(cfg)]) == 0
+    assert main(["once", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "FIRING [critical] epay-main (epay-main) · channel_down" in out
+    assert "weight epay-main (epay-main): 60 → 0" in out
+    assert "    weight: 0\n" in (tmp_path / "cfg" / "channels.yaml").read_text(encoding="utf-8")
+
+
+def test_once_refuses_to_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+
+    cfg = write_config(tmp_path / "cfg", "http://127.0.0.1:9/a/", "http://127.0.0.1:9/b/")
+    monkeypatch.setenv("EPAY_MAIN_KEY", "x" * 10)
+    (tmp_path / "cfg" / "var").mkdir()
+    with open(tmp_path / "cfg" / "var" / "paymon.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["once", "-c", str(cfg)]) == 1
+    assert "another paymon is already running" in capsys.readouterr().err
+
+
+# -- run, as a real process ---------------------------------------------------------------------------------
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path, sim_thread: object) -> None:
+    sim = sim_thread.server  # type: ignore[attr-defined]
+    sim_thread.call(sim.add_channel, "epay-main", pid="1001", key=SECRET)  # type: ignore[attr-defined]
+    sim_thread.call(sim.add_channel, "epay-backup", pid="1002", key="backup-key-123456")  # type: ignore[attr-defined]
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", sim.endpoint("epay-main"), sim.endpoint("epay-backup"), port)
+    env = {**os.environ, "EPAY_MAIN_KEY": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "-v", "-c", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        metrics = ""
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            try:
+                status, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                continue
+            if 'paymon_probe_total{channel="epay-main",outcome="ok",probe="query"} 2.0' in metrics:
+                break
+        else:
+            pytest.fail(f"no scheduled probes seen; metrics:\n{metrics[:2000]}")
+        assert fetch(f"http://127.0.0.1:{port}/healthz") == (200, '{"ok": true, "reason": "ok"}')
+        status, body = fetch(f"http://127.0.0.1:{port}/api/status")
+        assert status == 200 and [c["id"] for c in json.loads(body)["channels"]] == ["epay-main", "epay-backup"]
+        sim_thread.call(sim.faults("epay-main").update, error_rate=1.0)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            if "    weight: 0\n" in (tmp_path / "cfg" / "channels.yaml").read_text(encoding="utf-8"):
+                break
+        else:
+            pytest.fail("epay-main was not drained")
+        _, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+        _, status_body = fetch(f"http://127.0.0.1:{port}/api/status")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "FIRING [critical]" in out and "60 → 0" in out
+    assert 'paymon_routing_weight{channel="epay-main"} 0.0' in metrics
+    assert 'paymon_alerts_firing{channel="epay-main",rule="channel_down",severity="critical"} 1.0' in metrics
+    assert "stopping" in err
+
+    # The secret went into every request's URL: it must be in none of the output.
+    db = sqlite3.connect(tmp_path / "cfg" / "var" / "paymon.db")
+    dump = "\n".join(db.iterdump())
+    db.close()
+    for name, text in [("stdout", out), ("stderr", err), ("metrics", metrics), ("status", status_body),
+                       ("database", dump)]:
+        assert SECRET not in text, f"secret leaked into {name}"
+    assert "http_error" in dump  # the scan looked at real content
