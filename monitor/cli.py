@@ -97,7 +97,7 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
             log.warning("source %s: kind %s is not available yet; skipped", src.source_id, src.kind)
             continue
         sources.append(cls(source_id=src.source_id, path=src.path, timezone=src.timezone, store=store, clock=clock,
-                           channels=channel_ids))
+                           channels=channel_ids, fields=src.fields))
     pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)
     return App(cfg, store, clock, metrics, pipeline, weights)
 
@@ -146,6 +146,7 @@ def cmd_once(args: argparse.Namespace) -> int:
             async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics) as d:
                 results = await d.probe_all()
             report = await asyncio.to_thread(app.pipeline.cycle)
+            await asyncio.to_thread(app.pipeline.prune)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(probe_summary(results).items())) or "none"
             print(f"probes: {counts}; ingested: {report.ingested.accepted} accepted, "
                   f"{report.ingested.duplicate} duplicate, {report.ingested.rejected} rejected; "

@@ -153,6 +153,8 @@ class Daemon:
                           id=f"probe:{job.channel}:{job.probe}", next_run_time=now, replace_existing=True)
         sched.add_job(self.cycle, "interval", seconds=self.cycle_every, id="cycle",
                       next_run_time=now + timedelta(seconds=min(1.0, self.cycle_every)), replace_existing=True)
+        sched.add_job(asyncio.to_thread, "interval", args=[self.pipeline.prune], hours=1, id="retention",
+                      next_run_time=now + timedelta(seconds=60), replace_existing=True)
         sched.start()
         self.scheduler = sched
         log.info("paymon running: %d probe job(s), cycle every %gs", len(self.jobs), self.cycle_every)

@@ -220,7 +220,13 @@ class Pipeline:
             if msg not in self._warned:
                 log.warning("routing held: %s", msg)
                 self._warned.add(msg)
-        if routing.mode != "auto":
+        if routing.mode != "auto":  # suggest: say what would change, write nothing
+            for c in decision.changes:
+                key = f"suggest|{c.channel}|{c.old}|{c.new}"
+                if key not in self._warned:
+                    log.info("routing suggestion (mode: suggest, nothing written): %s %d -> %d (%s)",
+                             c.channel, c.old, c.new, c.reason)
+                    self._warned.add(key)
             return decision.changes, decision.held, file_weights
         self.store.save_routing(decision.rows.values(), decision.changes, list(self.sinks))
         pending = {ch: row.target for ch, row in decision.rows.items()
@@ -236,6 +242,14 @@ class Pipeline:
             if row.applied != file_weights.get(ch) and file_weights.get(ch) == row.target:
                 self.store.mark_applied(ch, row.target)
         return decision.changes, decision.held, file_weights
+
+    def prune(self) -> tuple[int, int]:
+        """Apply ``storage.retention``; returns (probe results, orders) deleted."""
+        r = self.cfg.monitor.storage.retention
+        deleted = self.store.prune(probes=r.probes, orders=r.orders)
+        if any(deleted):
+            log.info("retention: deleted %d probe results and %d orders", *deleted)
+        return deleted
 
     # -- the cycle ---------------------------------------------------------------------------------------
 

@@ -195,3 +195,22 @@ def test_never_drains_the_last_channel_of_a_method(rig: Rig) -> None:
     lines = rig.cycle()
     assert sum("→ 0" in line for line in lines) == 1
     assert sorted([rig.weight("main"), rig.weight("backup")]) == [0, 40]
+
+
+def test_retention_and_suggest_mode(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.probes("main", "ok")
+    rig.clock.advance(timedelta(days=15))
+    rig.probes("main", "ok")
+    assert rig.app.pipeline.prune() == (1, 0)  # probes are kept 14 days by default
+
+    path = rig.folder / "monitor.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("routing:\n", "routing:\n  mode: suggest\n"),
+                    encoding="utf-8")
+    rig.restart()
+    rig.probes("main", "timeout", "timeout", "timeout")
+    with caplog.at_level("INFO"):
+        lines = rig.cycle()
+        rig.cycle()
+    assert lines == ["🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 3 (threshold 3)"]
+    assert rig.weight("main") == 60
+    assert caplog.text.count("routing suggestion (mode: suggest, nothing written): main 60 -> 0") == 1

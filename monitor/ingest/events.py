@@ -10,7 +10,7 @@ from typing import Any
 from monitor.clock import utc
 from monitor.models import EVENT_KINDS, OrderEvent
 
-__all__ = ["FUTURE_TOLERANCE", "Rejected", "parse_event", "parse_time"]
+__all__ = ["FUTURE_TOLERANCE", "Rejected", "parse_event", "parse_time", "remap"]
 
 #: Timestamps further ahead of the clock than this are rejected (a wrong clock or a wrong timezone).
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -40,6 +40,15 @@ def parse_time(value: Any, tz: tzinfo) -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
     return utc(dt)
+
+
+def remap(rec: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
+    """Rename a shop's own field names to ours (``fields`` maps our name -> the shop's name)."""
+    out = dict(rec)
+    for ours, theirs in fields.items():
+        if theirs in rec:
+            out[ours] = rec[theirs]
+    return out
 
 
 def parse_event(

@@ -14,13 +14,13 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
 
 from monitor.clock import Clock
-from monitor.ingest.events import Rejected, parse_event
+from monitor.ingest.events import Rejected, parse_event, remap
 from monitor.models import IngestResult, OrderEvent
 from monitor.store import Checkpoint, Store
 
@@ -43,13 +43,15 @@ class JsonlSource:
     kind = "jsonl"
 
     def __init__(self, *, source_id: str, path: str | Path, timezone: str, store: Store, clock: Clock,
-                 channels: Collection[str] | None = None, batch_lines: int = 5000) -> None:
+                 channels: Collection[str] | None = None, fields: Mapping[str, str] | None = None,
+                 batch_lines: int = 5000) -> None:
         self.source_id = source_id
         self.path = Path(path)
         self.tz = ZoneInfo(timezone)
         self.store = store
         self.clock = clock
         self.channels = frozenset(channels) if channels is not None else None
+        self.fields = dict(fields or {})
         self.batch_lines = batch_lines
         self._fh: IO[bytes] | None = None
         self._fh_id = ""
@@ -139,6 +141,8 @@ class JsonlSource:
                 rec = json.loads(text)
                 if not isinstance(rec, dict):
                     raise Rejected("not_an_object")
+                if self.fields:
+                    rec = remap(rec, self.fields)
                 events.append(parse_event(rec, tz=self.tz, now=now, channels=self.channels))
             except UnicodeDecodeError:
                 reasons["bad_utf8"] += 1

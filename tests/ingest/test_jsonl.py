@@ -159,3 +159,15 @@ def test_naive_times_use_the_source_timezone(clock: FixedClock) -> None:
     assert e.ts.isoformat() == "2026-11-26T02:00:00+00:00"
     assert e.paid_at is not None and e.paid_at.isoformat() == "2025-11-26T02:00:00+00:00"
     assert str(e.amount) == "10.00" and e.verified is True
+
+
+def test_field_mapping_adapts_another_shops_log(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
+    log = tmp_path / "orders.jsonl"
+    rec = {"time": (clock.now() - timedelta(minutes=1)).isoformat(), "event": "order_created", "sn": "X1",
+           "gateway": "c1", "price": "9.90"}
+    log.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    fields = {"ts": "time", "order_id": "sn", "channel": "gateway", "amount": "price"}
+    with source(log, sqlite_store, clock, fields=fields) as src:
+        assert src.poll().accepted == 1
+    row = sqlite_store.orders_frame(clock.now() - timedelta(hours=1)).iloc[0]
+    assert (row["order_id"], row["channel"], row["amount"]) == ("X1", "c1", "9.90")
