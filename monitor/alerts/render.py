@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,9 +53,26 @@ def render_alert(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[s
     return f"{head}: {label} = {value} (threshold {threshold})"
 
 
+_REASON_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^rule (\S+): drain$"), r"规则 \1: 摘除 (权重归零)"),
+    (re.compile(r"^rule (\S+): reduce to (\S+)× baseline$"), r"规则 \1: 降至原权重的 \2 倍"),
+    (re.compile(r"^restore step (\d+)/(\d+)$"), r"逐步恢复 第 \1/\2 步"),
+    (re.compile(r"^edited in the shared config$"), "运营者手动修改了配置"),
+)
+
+
+def _reason(text: str, language: str) -> str:
+    if language != "zh":
+        return text
+    for pattern, repl in _REASON_ZH:
+        if pattern.match(text):
+            return pattern.sub(repl, text)
+    return text
+
+
 def render_weight(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
     """One line for a weight-change payload."""
     name = (names or {}).get(p["channel"], p["channel"])
     if language == "zh":
-        return f"⚖️ 权重 {name} ({p['channel']}): {p['old']} → {p['new']} ({p['reason']})"
+        return f"⚖️ 权重 {name} ({p['channel']}): {p['old']} → {p['new']} ({_reason(p['reason'], 'zh')})"
     return f"⚖️ weight {name} ({p['channel']}): {p['old']} → {p['new']} ({p['reason']})"

@@ -71,7 +71,7 @@ def test_console_sink_in_chinese_and_a_broken_stream() -> None:
                "at": "2026-11-26T03:13:30+00:00"})
     assert out.getvalue().splitlines() == [
         "2026-11-26 03:13:30 🔴 告警 [warning] 易支付主通道 (c1) · low_success: 支付成功率 = 41.0% (阈值 80.0%)",
-        "2026-11-26 03:13:30 ⚖️ 权重 易支付主通道 (c1): 60 → 0 (rule channel_down: drain)",
+        "2026-11-26 03:13:30 ⚖️ 权重 易支付主通道 (c1): 60 → 0 (规则 channel_down: 摘除 (权重归零))",
     ]
     out.close()
     try:
@@ -80,3 +80,15 @@ def test_console_sink_in_chinese_and_a_broken_stream() -> None:
         assert not exc.retryable
     else:
         raise AssertionError("a closed stream must raise SinkError")
+
+
+def test_weight_reasons_in_chinese() -> None:
+    from monitor.alerts.render import render_weight
+
+    def zh(reason: str) -> str:
+        return render_weight({"channel": "c1", "old": 60, "new": 30, "reason": reason}, language="zh")
+
+    assert zh("rule low_success: reduce to 0.5× baseline").endswith("(规则 low_success: 降至原权重的 0.5 倍)")
+    assert zh("restore step 2/3").endswith("(逐步恢复 第 2/3 步)")
+    assert zh("edited in the shared config").endswith("(运营者手动修改了配置)")
+    assert zh("something new").endswith("(something new)")
