@@ -6,7 +6,7 @@ Signals are names from a fixed list; nothing the operator writes is evaluated as
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -32,21 +32,7 @@ Signal = Literal[
     "unsettled_balance",
     "bad_signatures",
 ]
-SIGNALS: tuple[str, ...] = (
-    "probe_failures_in_a_row",
-    "probe_success_ratio",
-    "probe_latency_p95",
-    "success_ratio",
-    "orders",
-    "lost_orders",
-    "lost_order_ratio",
-    "callback_latency_p50",
-    "callback_latency_p95",
-    "callback_latency_p99",
-    "pending_orders",
-    "unsettled_balance",
-    "bad_signatures",
-)
+SIGNALS: tuple[str, ...] = get_args(Signal)
 #: Signals computed from probe results; they take ``probe:`` (default ``query``).
 PROBE_SIGNALS: frozenset[str] = frozenset(
     {"probe_failures_in_a_row", "probe_success_ratio", "probe_latency_p95"}

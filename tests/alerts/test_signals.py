@@ -51,3 +51,9 @@ def test_every_signal_is_none_without_data() -> None:
 def test_volume_gate_of_the_rule() -> None:
     assert signal_value("success_ratio", SIG, Query("c1", "15m", 900, "query", 41)) is None
     assert signal_value("success_ratio", SIG, Query("c1", "15m", 900, "query", 40)) == 0.75
+
+
+def test_every_configurable_signal_has_an_implementation() -> None:
+    from monitor.config import SIGNALS as CONFIGURABLE
+
+    assert set(SIGNALS) == set(CONFIGURABLE)
