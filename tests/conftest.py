@@ -87,16 +87,19 @@ def mariadb_url() -> Iterator[str]:
     yield from _server_database(MARIADB_URL, "MariaDB at 127.0.0.1:3306")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> Iterator[Store]:
-    """The same store tests on SQLite and on PostgreSQL."""
+    """The same store tests on SQLite, PostgreSQL and MariaDB."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'paymon.db'}"
         s = Store.open(url, clock=clock)
         yield s
         s.close()
     else:
-        gen = _server_database(PG_URL, "PostgreSQL at 127.0.0.1:5432")
+        if request.param == "postgres":
+            gen = _server_database(PG_URL, "PostgreSQL at 127.0.0.1:5432")
+        else:
+            gen = _server_database(MARIADB_URL, "MariaDB at 127.0.0.1:3306")
         url = next(gen)
         s = Store.open(url, clock=clock)
         try:

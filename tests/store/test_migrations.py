@@ -47,6 +47,10 @@ def test_postgres_upgrade_keeps_rows(pg_url, clock) -> None:  # type: ignore[no-
     _upgrade_keeps_rows(pg_url, clock)
 
 
+def test_mariadb_upgrade_keeps_rows(mariadb_url, clock) -> None:  # type: ignore[no-untyped-def]
+    _upgrade_keeps_rows(mariadb_url, clock)
+
+
 def test_opening_twice_is_a_no_op(tmp_path, clock) -> None:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'p.db'}"
     Store.open(url, clock=clock).close()

@@ -40,6 +40,12 @@ def test_probe_results_round_trip_and_streaks(store: Store, clock: FixedClock) -
     assert store.last_probes()[("c1", "query")].detail == "d5"
 
 
+def test_times_keep_microseconds(store: Store, clock: FixedClock) -> None:
+    at = clock.now() + timedelta(microseconds=123456)
+    store.add_probe_results([ProbeResult("c1", "query", "ok", 0.1, at)])
+    assert store.probe_results()[0].started_at == at
+
+
 def test_naive_datetimes_are_refused(store: Store, clock: FixedClock) -> None:
     with pytest.raises(Exception, match="naive"):
         store.add_probe_results([ProbeResult("c1", "query", "ok", 0.1, clock.now().replace(tzinfo=None))])
