@@ -26,7 +26,7 @@ from monitor.alerts.dispatch import Sink
 from monitor.clock import Clock, SystemClock
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import LoadedConfig, YamlSink, load_config
-from monitor.errors import LockedError, PaymonError, SinkError
+from monitor.errors import ConfigError, LockedError, PaymonError, SinkError
 from monitor.ingest import SOURCES
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline, status_view
@@ -289,6 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ConfigError as exc:
+        n = len(exc.problems)
+        print(f"paymon: the configuration is invalid ({n} problem{'s' if n != 1 else ''}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
     except PaymonError as exc:
         print(f"paymon: {exc}", file=sys.stderr)
         return exc.exit_code

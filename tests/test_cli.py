@@ -94,8 +94,9 @@ def test_check_config_names_file_line_and_field(config_dir: Path, capsys: pytest
     line = text[: text.index(old)].count("\n") + 1
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
     assert main(["check-config", "-c", str(config_dir / "monitor.yaml")]) == 2
-    err = capsys.readouterr().err
-    assert expected.format(line=line) in err, err
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "paymon: the configuration is invalid (1 problem):"
+    assert err[1].startswith(expected.format(line=line)), err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
