@@ -365,13 +365,22 @@ class ShopTraffic:
             raise RuntimeError("traffic already running")
         self._task = asyncio.create_task(self._run(), name="shop traffic")
 
-    async def stop(self) -> None:
-        """Stop creating orders and cancel the ones still being opened. Idempotent."""
-        tasks = [t for t in (self._task, *self._inflight) if t is not None]
-        self._task = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def stop(self, drain_s: float = 2.0) -> None:
+        """Stop creating orders, give the ones being opened ``drain_s`` to finish, cancel the rest. Idempotent.
+
+        Letting in-flight orders finish keeps the log honest: an order is not left "unopened" only because the
+        traffic stopped while its request was on the wire.
+        """
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        inflight = list(self._inflight)
+        if inflight:
+            _, pending = await asyncio.wait(inflight, timeout=drain_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
 
     async def __aenter__(self) -> Self:
         await self.start()
