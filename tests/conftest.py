@@ -54,8 +54,9 @@ def sqlite_store(tmp_path: Path, clock: FixedClock) -> Iterator[Store]:
     store.close()
 
 
-def _server_database(base_url: str, what: str) -> Iterator[str]:
+def _server_database(base_url: str, kind: str) -> Iterator[str]:
     url = make_url(base_url)
+    what = f"{kind} at {url.host}:{url.port}"
     name = f"paymon_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
@@ -78,13 +79,13 @@ def _server_database(base_url: str, what: str) -> Iterator[str]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
-    yield from _server_database(PG_URL, "PostgreSQL at 127.0.0.1:5432")
+    yield from _server_database(PG_URL, "PostgreSQL")
 
 
 @pytest.fixture
 def mariadb_url() -> Iterator[str]:
     """A fresh, empty MariaDB database, dropped afterwards."""
-    yield from _server_database(MARIADB_URL, "MariaDB at 127.0.0.1:3306")
+    yield from _server_database(MARIADB_URL, "MariaDB")
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
@@ -97,9 +98,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> 
         s.close()
     else:
         if request.param == "postgres":
-            gen = _server_database(PG_URL, "PostgreSQL at 127.0.0.1:5432")
+            gen = _server_database(PG_URL, "PostgreSQL")
         else:
-            gen = _server_database(MARIADB_URL, "MariaDB at 127.0.0.1:3306")
+            gen = _server_database(MARIADB_URL, "MariaDB")
         url = next(gen)
         s = Store.open(url, clock=clock)
         try:
