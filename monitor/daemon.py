@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from monitor.clock import Clock
 from monitor.config import ChannelConfig, LoadedConfig
 from monitor.metrics.prom import Metrics
-from monitor.models import ProbeResult
+from monitor.models import PROBE_TYPES, ProbeResult
 from monitor.pipeline import CycleReport, Pipeline
 from monitor.probes import ADAPTERS, Adapter, ProbeContext, run_probe
 from monitor.store import Store
@@ -52,7 +52,7 @@ def build_probe_jobs(channels: tuple[ChannelConfig, ...]) -> list[ProbeJob]:
             log.warning("channel %s: no probe adapter for kind %s yet; its probes are not scheduled", ch.id, ch.kind)
             continue
         adapter: Adapter = cls(ch)
-        for probe in ("query", "test_order", "balance"):
+        for probe in PROBE_TYPES:
             spec = getattr(ch.probes, probe)
             if spec is None:
                 continue

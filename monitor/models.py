@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Literal
 
 __all__ = [
-    "ALERT_KINDS",
     "CHANNEL_STATES",
     "EVENT_KINDS",
     "OUTCOMES",
@@ -35,9 +34,6 @@ OUTCOMES: tuple[str, ...] = (
     "business_error",
     "maintenance",
 )
-Outcome = Literal[
-    "ok", "timeout", "connect_error", "http_error", "bad_signature", "bad_response", "business_error", "maintenance"
-]
 
 #: The three probe types a channel may configure.
 PROBE_TYPES: tuple[str, ...] = ("query", "test_order", "balance")
@@ -55,8 +51,6 @@ EVENT_KINDS: tuple[str, ...] = (
 
 CHANNEL_STATES: tuple[str, ...] = ("healthy", "degraded", "down", "maintenance", "unknown")
 
-#: What an alert notification announces.
-ALERT_KINDS: tuple[str, ...] = ("firing", "reminder", "resolved")
 
 
 @dataclass(frozen=True, slots=True)

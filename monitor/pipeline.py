@@ -30,12 +30,6 @@ __all__ = ["CycleReport", "Pipeline", "Snapshot", "channel_states", "snapshot"]
 
 log = logging.getLogger(__name__)
 
-#: Signals that read a window of order statistics (the rest read probes or balances).
-_WINDOWED = {
-    "success_ratio", "orders", "lost_orders", "lost_order_ratio", "callback_latency_p50", "callback_latency_p95",
-    "callback_latency_p99", "pending_orders", "probe_success_ratio", "probe_latency_p95", "bad_signatures",
-}
-
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import httpx
 
 from monitor.clock import Clock
-from monitor.models import ProbeResult
+from monitor.models import OUTCOMES, ProbeResult
 from monitor.secret import Redactor
 
 __all__ = [
@@ -46,6 +46,8 @@ class ProbeFailure(Exception):
     """A probe ended with a non-``ok`` outcome; ``detail`` says what happened (redacted later)."""
 
     def __init__(self, outcome: str, detail: str, code: str | None = None) -> None:
+        if outcome not in OUTCOMES or outcome == "ok":
+            raise ValueError(f"not a failure outcome: {outcome!r}")
         super().__init__(detail)
         self.outcome = outcome
         self.detail = detail

@@ -384,11 +384,6 @@ class Store:
                 for sink in sinks:
                     self._enqueue(conn, sink, e.key, alert_payload(e), now)
 
-    def enqueue(self, sink: str, key: str, payload: dict[str, Any]) -> bool:
-        """Queue a payload for a sink unless the same key is already queued; True if it was added."""
-        with self.engine.begin() as conn:
-            return self._enqueue(conn, sink, key, payload, self.clock.now())
-
     def _enqueue(self, conn: Connection, sink: str, key: str, payload: dict[str, Any], now: datetime) -> bool:
         o = t.outbox.c
         if conn.execute(select(o.id).where(o.sink == sink, o.dedupe_key == key)).first() is not None:

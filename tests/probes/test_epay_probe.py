@@ -160,3 +160,10 @@ async def test_fetch_broken_connection(ctx: ProbeContext) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_probe_failure_takes_only_failure_outcomes() -> None:
+    with pytest.raises(ValueError):
+        ProbeFailure("ok", "not a failure")
+    with pytest.raises(ValueError):
+        ProbeFailure("weird", "not an outcome")
