@@ -325,19 +325,21 @@ class Restore(ConfigModel):
     healthy_for: PositiveDuration = timedelta(minutes=10)
 
 
+def _channels_file_default(cls: type, value: Any, info: ValidationInfo) -> Any:
+    """A missing path means the channels file being loaded (``channels.yaml`` beside monitor.yaml)."""
+    if value is not None:
+        return value
+    ctx = load_context(info)
+    return ctx.channels_path if ctx is not None else Path("channels.yaml")
+
+
 class YamlSink(ConfigModel):
     """Write weights into a channels.yaml file (round-trip, atomic); default: the loaded channels file."""
 
     kind: Literal["yaml"] = "yaml"
     path: LocalPath = Field(default=None, validate_default=True)
 
-    @field_validator("path", mode="before")
-    @classmethod
-    def _default_is_channels_file(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is not None:
-            return value
-        ctx = load_context(info)
-        return ctx.channels_path if ctx is not None else Path("channels.yaml")
+    _default_is_channels_file = field_validator("path", mode="before")(_channels_file_default)
 
 
 class SqlSink(ConfigModel):
@@ -386,10 +388,4 @@ class MonitorConfig(ConfigModel):
     routing: Routing = _section()
     channels: LocalPath = Field(default=None, validate_default=True)
 
-    @field_validator("channels", mode="before")
-    @classmethod
-    def _default_channels_file(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is not None:
-            return value
-        ctx = load_context(info)
-        return ctx.channels_path if ctx is not None else Path("channels.yaml")
+    _default_channels_file = field_validator("channels", mode="before")(_channels_file_default)
