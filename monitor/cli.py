@@ -131,11 +131,15 @@ def run_lock(cfg: LoadedConfig) -> Iterator[None]:
 # -- commands -------------------------------------------------------------------------------------------------
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    rules = len(cfg.monitor.rules)
-    print(f"ok: {cfg.monitor_path.name} and {cfg.channels_path.name} are valid "
-          f"({len(cfg.channels)} channels, {rules} rules, {len(cfg.monitor.sources)} sources)")
+    counts = ", ".join(_plural(n, what) for n, what in (
+        (len(cfg.channels), "channel"), (len(cfg.monitor.rules), "rule"), (len(cfg.monitor.sources), "source")))
+    print(f"ok: {cfg.monitor_path.name} and {cfg.channels_path.name} are valid ({counts})")
     return 0
 
 
