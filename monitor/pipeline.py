@@ -72,9 +72,13 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
         frame, now=now, windows=windows, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
         default_pay_timeout=d.pay_timeout, callback_deadline=d.callback_deadline, min_orders=d.min_orders,
     )
+    # Only windowed probe rules read probe history; load just their widest window (not the 24h stats window).
+    probe_windows = [parse_duration(r.window or "15m") for r in cfg.monitor.rules
+                     if r.signal in ("probe_success_ratio", "probe_latency_p95", "bad_signatures")]
     recent: dict[tuple[str, str], list[ProbeResult]] = {}
-    for r in store.probe_results(since=now - widest):
-        recent.setdefault((r.channel, r.probe), []).append(r)
+    if probe_windows:
+        for r in store.probe_results(since=now - max(probe_windows)):
+            recent.setdefault((r.channel, r.probe), []).append(r)
     signals = Signals(stats=stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent)
     return Snapshot(now, stats, signals, store.last_probes())
 

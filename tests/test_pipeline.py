@@ -214,3 +214,22 @@ def test_retention_and_suggest_mode(rig: Rig, caplog: pytest.LogCaptureFixture) 
     assert lines == ["🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 3 (threshold 3)"]
     assert rig.weight("main") == 60
     assert caplog.text.count("routing suggestion (mode: suggest, nothing written): main 60 -> 0") == 1
+
+
+def test_windowed_probe_rule_reads_probe_history(tmp_path: Path, clock: FixedClock) -> None:
+    folder = tmp_path / "cfg"
+    (folder / "var").mkdir(parents=True)
+    rig = Rig(folder, clock)
+    try:
+        path = folder / "monitor.yaml"
+        path.write_text(path.read_text(encoding="utf-8").replace(
+            "notify: {language: en}",
+            "  - {name: flappy, signal: probe_success_ratio, window: 5m, op: '<', threshold: 0.7}\n"
+            "notify: {language: en}"), encoding="utf-8")
+        rig.restart()
+        rig.probes("main", "ok", "timeout", "ok", "timeout")  # 50 % < 70 %, never 3 in a row
+        assert rig.cycle() == ["🔴 FIRING [warning] main (main) · flappy: probe_success_ratio = 50.0% "
+                               "(threshold 70.0%)"]
+    finally:
+        rig.app.pipeline.close()
+        rig.app.store.close()
