@@ -21,7 +21,6 @@ import hmac
 import json
 import random
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -33,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from monitor.clock import Clock, SystemClock
+from monitor.clock import Clock
 from monitor.protocols.epay import (
     CODE_AUTH_ERROR,
     CODE_ERROR,
@@ -49,12 +48,11 @@ from monitor.protocols.epay import (
     url_with_query,
     verify_md5,
 )
+from monitor.sim.core import HANG_SECONDS, GatewayBase, NotifyAttempt, OrderTruth, truth_from_attempts
 from monitor.sim.faults import Faults, roll
 
 __all__ = ["EpayChannel", "EpayGateway", "NotifyAttempt", "OrderTruth", "php_json"]
 
-#: How long a hung request waits when neither the client nor the simulator gives up first.
-HANG_SECONDS = 3600.0
 #: epay's curl settings for the merchant notify (§2.4).
 NOTIFY_TIMEOUT_S = 5.0
 NOTIFY_HEADERS = {
@@ -80,41 +78,6 @@ _SYSMSG = (
     '<!DOCTYPE html><html><head><meta charset="utf-8"><title>站点提示信息</title></head>'
     '<body id="error-page"><h3>站点提示信息</h3>{msg}</body></html>'
 )
-#: What a misbehaving host serves instead of JSON (a CDN/WAF challenge page, HTTP 200).
-_BAD_JSON_PAGE = (
-    '<!DOCTYPE html><html><head><meta charset="utf-8"><title>安全检测</title></head>'
-    "<body><h1>请稍候…</h1><p>正在进行安全检测，请开启 JavaScript 后刷新页面。</p></body></html>"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyAttempt:
-    """One delivery of an async notify: when, its HTTP status (None: no answer), whether it was acked."""
-
-    at: datetime
-    status_code: int | None
-    acknowledged: bool
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderTruth:
-    """What really happened to one simulated order (times are aware UTC)."""
-
-    channel: str
-    trade_no: str
-    out_trade_no: str
-    money: Decimal
-    created_at: datetime
-    paid: bool
-    paid_at: datetime | None
-    #: The buyer paid but the notify was deliberately never sent (``callback_drop_rate``).
-    callback_dropped: bool
-    #: At least one notify attempt was made.
-    callback_sent: bool
-    callback_sent_at: datetime | None
-    callback_acknowledged: bool
-    attempts: tuple[NotifyAttempt, ...] = ()
 
 
 @dataclass(slots=True)
@@ -169,16 +132,15 @@ class EpayChannel:
     settlements: list[dict[str, object]] = field(default_factory=list)
 
 
-_Handler = Callable[[Request, EpayChannel], Awaitable[Response]]
-
-
-class EpayGateway:
+class EpayGateway(GatewayBase[EpayChannel]):
     """The simulated epay V1 gateway. Build it, add channels, serve :attr:`app` (see ``monitor.sim.server``).
 
     ``rng`` drives every random choice (faults, trade numbers, buyers) and ``clock`` every timestamp, so a
     seeded run is reproducible. Call :meth:`aclose` when done: it releases hung requests and cancels pending
     notifies.
     """
+
+    kind = "epay"
 
     def __init__(
         self,
@@ -187,19 +149,13 @@ class EpayGateway:
         clock: Clock | None = None,
         hang_s: float = HANG_SECONDS,
     ) -> None:
-        self._rng = rng if rng is not None else random.Random()
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self._hang_s = hang_s
-        self._channels: dict[str, EpayChannel] = {}
-        self._closing = asyncio.Event()
-        self._notify_tasks: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        super().__init__(rng=rng, clock=clock, hang_s=hang_s)
         self.app = Starlette(
             routes=[
-                Route("/{channel}/mapi.php", self._route(self._mapi), methods=["GET", "POST"]),
-                Route("/{channel}/api.php", self._route(self._api), methods=["GET", "POST"]),
+                Route("/{channel}/mapi.php", self.guarded(self._mapi), methods=["GET", "POST"]),
+                Route("/{channel}/api.php", self.guarded(self._api), methods=["GET", "POST"]),
                 Route(
-                    "/{channel}/pay/submit/{trade_no}/", self._route(self._pay_page), methods=["GET", "POST"]
+                    "/{channel}/pay/submit/{trade_no}/", self.guarded(self._pay_page), methods=["GET", "POST"]
                 ),
             ]
         )
@@ -219,21 +175,6 @@ class EpayGateway:
         channel = EpayChannel(channel_id, int(pid), key, faults if faults is not None else Faults())
         self._channels[channel_id] = channel
         return channel
-
-    def channel(self, channel_id: str) -> EpayChannel:
-        """The channel with this id; ``KeyError`` if there is none."""
-        try:
-            return self._channels[channel_id]
-        except KeyError:
-            raise KeyError(f"no simulated channel {channel_id!r}") from None
-
-    @property
-    def channels(self) -> list[str]:
-        return list(self._channels)
-
-    def faults(self, channel_id: str) -> Faults:
-        """The live fault knobs of a channel (mutate them, or call ``update``)."""
-        return self.channel(channel_id).faults
 
     # ---- buyers, settlement, ground truth ----------------------------------------------------------
 
@@ -259,11 +200,7 @@ class EpayGateway:
         if roll(faults.callback_drop_rate, self._rng):
             order.callback_dropped = True
         else:
-            task = asyncio.get_running_loop().create_task(
-                self._notify(channel, order, faults.callback_delay_s)
-            )
-            self._notify_tasks.add(task)
-            task.add_done_callback(self._notify_tasks.discard)
+            self.schedule(self._notify(channel, order, faults.callback_delay_s))
         return True
 
     def settle(self, channel_id: str) -> dict[str, object]:
@@ -295,101 +232,14 @@ class EpayGateway:
 
     def ground_truth(self) -> list[OrderTruth]:
         """Every order of every channel, in creation order per channel, as it really stands now."""
-        out: list[OrderTruth] = []
-        for channel in self._channels.values():
-            for o in channel.orders.values():
-                first = o.attempts[0] if o.attempts else None
-                out.append(
-                    OrderTruth(
-                        channel=channel.id,
-                        trade_no=o.trade_no,
-                        out_trade_no=o.out_trade_no,
-                        money=o.money,
-                        created_at=o.created_at,
-                        paid=o.status != STATUS_UNPAID,
-                        paid_at=o.paid_at,
-                        callback_dropped=o.callback_dropped,
-                        callback_sent=first is not None,
-                        callback_sent_at=first.at if first else None,
-                        callback_acknowledged=any(a.acknowledged for a in o.attempts),
-                        attempts=tuple(o.attempts),
-                    )
-                )
-        return out
-
-    @property
-    def pending_notifies(self) -> int:
-        """Notifies scheduled or in flight."""
-        return len(self._notify_tasks)
-
-    async def wait_notifies(self, timeout: float | None = None) -> bool:
-        """Wait until no notify is scheduled or in flight; False if ``timeout`` seconds passed first."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while self._notify_tasks:
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                return False
-            await asyncio.wait(set(self._notify_tasks), timeout=left)
-        return True
-
-    async def aclose(self) -> None:
-        """Release hung and delayed requests, cancel pending notifies, close the notify HTTP client."""
-        # Waiters hold the old event; a fresh one lets the gateway be served again after a restart.
-        closing, self._closing = self._closing, asyncio.Event()
-        closing.set()
-        tasks = list(self._notify_tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        return [
+            truth_from_attempts(channel.id, o.trade_no, o.out_trade_no, o.money, o.created_at,
+                                o.status != STATUS_UNPAID, o.paid_at, o.callback_dropped, o.attempts)
+            for channel in self._channels.values()
+            for o in channel.orders.values()
+        ]
 
     # ---- HTTP --------------------------------------------------------------------------------------
-
-    def _route(self, handler: _Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            channel = self._channels.get(request.path_params["channel"])
-            if channel is None:
-                return Response(status_code=404)
-            faults = channel.faults
-            if faults.latency_s > 0 and await self._pause(faults.latency_s):
-                return Response(status_code=503)
-            fault = faults.request_fault(self._rng)
-            if fault == "hang":
-                await self._hang(request)
-                return Response(status_code=504)
-            if fault == "error":
-                return Response(status_code=500)
-            if fault == "bad_json":
-                return _text(_BAD_JSON_PAGE)
-            return await handler(request, channel)
-
-        return endpoint
-
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep, cut short when the gateway closes; True if it was."""
-        try:
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _hang(self, request: Request) -> None:
-        """Wait until the client disconnects, the gateway closes, or ``hang_s`` passes."""
-
-        async def disconnected() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-
-        waiters = {asyncio.ensure_future(disconnected()), asyncio.ensure_future(self._closing.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=self._hang_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _mapi(self, request: Request, channel: EpayChannel) -> Response:
         """``mapi.php`` as EP-new: POST only, sign checked, order created or reused (§2.3)."""
@@ -566,12 +416,9 @@ class EpayGateway:
             param=order.param,
         )
         at = self._clock.now()
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=NOTIFY_TIMEOUT_S, follow_redirects=False, headers=NOTIFY_HEADERS, trust_env=False
-            )
+        client = self.notify_client(timeout=NOTIFY_TIMEOUT_S, headers=NOTIFY_HEADERS)
         try:
-            reply = await self._client.get(url_with_query(order.notify_url, params))
+            reply = await client.get(url_with_query(order.notify_url, params))
             attempt = NotifyAttempt(at, reply.status_code, is_notify_ack(reply.text))
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             attempt = NotifyAttempt(at, None, False, f"{type(exc).__name__}: {exc}")

@@ -3,13 +3,15 @@ loop.
 
 :class:`AppServer` binds the socket itself (so a busy fixed port raises ``OSError`` here instead of uvicorn
 calling ``sys.exit``), leaves the host process's signal handlers alone and stops cleanly. :class:`SimServer`
-is the epay gateway simulator served that way: tests, the demo and the benchmarks talk to it over real HTTP.
+serves every simulated gateway that way on one port: tests, the demo and the benchmarks talk to it over
+real HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import socket
 from collections.abc import Iterator
@@ -17,9 +19,14 @@ from types import TracebackType
 from typing import Self
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from monitor.clock import Clock
+from monitor.sim.core import Gateway, OrderTruth
 from monitor.sim.epay import EpayChannel, EpayGateway
 from monitor.sim.faults import Faults
 
@@ -146,10 +153,15 @@ class AppServer:
 
 
 class SimServer:
-    """The epay gateway simulator on loopback: ``async with SimServer() as sim: sim.add_channel(...)``.
+    """Simulated gateways on loopback: ``async with SimServer() as sim: sim.add_channel(...)``.
 
-    Channels can be added before or after start. ``endpoint(channel)`` is the URL a probe or shop configures
-    (``http://127.0.0.1:PORT/{channel}/``, ending with ``/`` like an epay site root).
+    Every channel is served under its own path prefix, ``endpoint(channel)`` (``http://127.0.0.1:PORT/{id}/``),
+    by the gateway of its protocol; several protocols share one port. Channels can be added before or after
+    start. A small control API under ``/_sim/`` changes fault knobs and exports the ground truth over HTTP:
+
+    - ``GET /_sim/channels``: every channel with its kind and fault knobs;
+    - ``POST /_sim/channels/{id}/faults`` with a JSON object of knobs: change them (400 on a bad knob);
+    - ``GET /_sim/truth[?channel=ID]``: what really happened to every order.
     """
 
     def __init__(
@@ -163,8 +175,18 @@ class SimServer:
     ) -> None:
         if gateway is not None and (rng is not None or clock is not None):
             raise ValueError("pass rng/clock to the EpayGateway you supply, not to SimServer")
-        self.gateway = gateway if gateway is not None else EpayGateway(rng=rng, clock=clock)
-        self._server = AppServer(self.gateway.app, host=host, port=port)
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self.gateway = gateway if gateway is not None else EpayGateway(rng=self._rng, clock=clock)
+        self.gateways: dict[str, Gateway] = {"epay": self.gateway}
+        self._owner: dict[str, Gateway] = {}
+        app = Starlette(routes=[
+            Route("/_sim/channels", self._list_channels, methods=["GET"]),
+            Route("/_sim/channels/{channel}/faults", self._faults, methods=["GET", "POST", "PATCH"]),
+            Route("/_sim/truth", self._truth, methods=["GET"]),
+            Mount("/", app=self._dispatch),
+        ])
+        self._server = AppServer(app, host=host, port=port)
 
     @property
     def base_url(self) -> str:
@@ -176,25 +198,68 @@ class SimServer:
         return self._server.port
 
     def endpoint(self, channel: str) -> str:
-        """A channel's epay site root, e.g. ``http://127.0.0.1:PORT/epay-main/`` (no such channel: 404)."""
+        """A channel's base URL, e.g. ``http://127.0.0.1:PORT/epay-main/`` (no such channel: 404)."""
         return f"{self.base_url}/{channel}/"
 
     def add_channel(
         self, channel_id: str, pid: int | str, key: str, faults: Faults | None = None
     ) -> EpayChannel:
-        """Add a simulated merchant (see :meth:`EpayGateway.add_channel`)."""
-        return self.gateway.add_channel(channel_id, pid, key, faults)
+        """Add a simulated epay V1 merchant (see :meth:`EpayGateway.add_channel`)."""
+        self._claim(channel_id)
+        channel = self.gateway.add_channel(channel_id, pid, key, faults)
+        self._owner[channel_id] = self.gateway
+        return channel
+
+    def add_gateway(self, gateway: Gateway) -> Gateway:
+        """Serve another protocol's gateway (one per ``kind``); its channels are found by id."""
+        if gateway.kind in self.gateways:
+            raise ValueError(f"a {gateway.kind} gateway is already served")
+        self.gateways[gateway.kind] = gateway
+        for channel_id in gateway.channels:
+            self._claim(channel_id)
+            self._owner[channel_id] = gateway
+        return gateway
+
+    def register(self, channel_id: str, gateway: Gateway) -> None:
+        """Route ``/{channel_id}/`` to ``gateway`` (for channels added to a gateway after ``add_gateway``)."""
+        if self.gateways.get(gateway.kind) is not gateway:
+            self.add_gateway(gateway)
+        if self._owner.get(channel_id) is not gateway:
+            self._claim(channel_id)
+            self._owner[channel_id] = gateway
+
+    def _claim(self, channel_id: str) -> None:
+        if channel_id in self._owner or channel_id.startswith("_"):
+            raise ValueError(f"channel id {channel_id!r} is taken or reserved")
+
+    def gateway_of(self, channel: str) -> Gateway:
+        """The gateway serving a channel; ``KeyError`` if none does."""
+        for gw in self.gateways.values():
+            if channel in gw.channels:
+                self._owner.setdefault(channel, gw)
+                return gw
+        raise KeyError(f"no simulated channel {channel!r}")
 
     def faults(self, channel: str) -> Faults:
         """The live fault knobs of a channel."""
-        return self.gateway.faults(channel)
+        return self.gateway_of(channel).faults(channel)
+
+    def ground_truth(self) -> list[OrderTruth]:
+        """What really happened to every order on every gateway."""
+        return [t for gw in self.gateways.values() for t in gw.ground_truth()]
+
+    async def wait_notifies(self, timeout: float | None = None) -> bool:
+        """Wait for every gateway's pending notifies (False if ``timeout`` passed first)."""
+        results = [await gw.wait_notifies(timeout) for gw in self.gateways.values()]
+        return all(results)
 
     async def start(self) -> None:
         await self._server.start()
 
     async def stop(self) -> None:
         """Release hung requests and pending notifies first, so shutdown never waits on them."""
-        await self.gateway.aclose()
+        for gw in self.gateways.values():
+            await gw.aclose()
         await self._server.stop()
 
     async def __aenter__(self) -> Self:
@@ -205,3 +270,43 @@ class SimServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    # ---- HTTP ----------------------------------------------------------------------------------------
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the request, untouched, to the gateway that owns the path's first segment."""
+        path = scope.get("path", "")
+        channel = path.lstrip("/").split("/", 1)[0]
+        try:
+            gw = self.gateway_of(channel)
+        except KeyError:
+            await Response(status_code=404)(scope, receive, send)
+            return
+        await gw.app(scope, receive, send)
+
+    async def _list_channels(self, request: Request) -> Response:
+        return JSONResponse([
+            {"id": ch, "kind": gw.kind, "faults": dataclasses.asdict(gw.faults(ch))}
+            for gw in self.gateways.values() for ch in gw.channels
+        ])
+
+    async def _faults(self, request: Request) -> Response:
+        channel = request.path_params["channel"]
+        try:
+            faults = self.faults(channel)
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc.args[0])}, status_code=404)
+        if request.method != "GET":
+            try:
+                changes = await request.json()
+                if not isinstance(changes, dict):
+                    raise ValueError("expected a JSON object of fault knobs")
+                faults.update(**changes)
+            except (ValueError, TypeError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(dataclasses.asdict(faults))
+
+    async def _truth(self, request: Request) -> Response:
+        channel = request.query_params.get("channel")
+        rows = [t.as_dict() for t in self.ground_truth() if channel is None or t.channel == channel]
+        return JSONResponse(rows)
