@@ -179,7 +179,8 @@ class GatewayBase(Generic[C]):
             if channel is None:
                 return Response(status_code=404)
             faults = channel.faults
-            if faults.latency_s > 0 and await self._pause(faults.latency_s):
+            delay = faults.latency(self._rng)
+            if delay > 0 and await self._pause(delay):
                 return Response(status_code=503)
             fault = faults.request_fault(self._rng)
             if fault == "hang":
@@ -189,9 +190,15 @@ class GatewayBase(Generic[C]):
                 return Response(status_code=500)
             if fault == "bad_json":
                 return Response(self.bad_body, media_type=self.bad_body_type)
+            if fault == "maintenance":
+                return self.maintenance_reply(request, channel)
             return await handler(request, channel)
 
         return endpoint
+
+    def maintenance_reply(self, request: Request, channel: C) -> Response:
+        """The protocol's well-formed "under maintenance" answer; gateways override this with their own."""
+        return Response("系统维护中，请稍后再试", status_code=503, media_type="text/plain; charset=utf-8")
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep, cut short when the gateway closes; True if it was."""
