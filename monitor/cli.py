@@ -255,6 +255,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(run_demo(duration=args.duration, keep=args.keep, language=args.language))
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from monitor.sim.runner import run_sim
+    from monitor.sim.scenario import load_scenario
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.redactor, verbose=args.verbose)
+    scenario = load_scenario(args.scenario) if args.scenario else None
+    return run_sim(cfg, scenario=scenario, port=args.port, rate=args.rate,
+                   truth=Path(args.truth) if args.truth else None)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="paymon",
@@ -279,6 +290,13 @@ def parser() -> argparse.ArgumentParser:
     st = add("status", "table of channels: state, weight, success ratio, lost orders, callback p95, last probe")
     st.add_argument("--json", action="store_true", help="print the same JSON as GET /api/status")
     st.set_defaults(func=cmd_status)
+    sim = add("sim", "run the simulated gateways and shop traffic for the channels of the config, on their own "
+              "(with `paymon run` on the same config: a complete local setup)")
+    sim.add_argument("--scenario", metavar="FILE", help="a YAML timeline of fault changes (config/scenarios/*.yaml)")
+    sim.add_argument("--port", type=int, help="listen port (default: the port of the channels' loopback endpoints)")
+    sim.add_argument("--rate", type=float, help="shop orders per second (default: the scenario's, else 2)")
+    sim.add_argument("--truth", metavar="FILE", help="write the ground truth of every order as JSON on exit")
+    sim.set_defaults(func=cmd_sim)
     demo = sub.add_parser("demo", help="simulated channels + shop traffic + the daemon; one channel fails and "
                           "recovers, and paymon says what it saw and did",
                           description="Runs everything on loopback with a temporary copy of the configs.")

@@ -22,7 +22,7 @@ from monitor.config.channels import (
     TestOrderProbe,
 )
 from monitor.config.durations import DURATION_HINT, parse_duration
-from monitor.config.loader import LoadedConfig, load_config
+from monitor.config.loader import LoadedConfig, load_config, load_model
 from monitor.config.rules import PROBE_SIGNALS, SIGNALS, UNWINDOWED_SIGNALS, Action, Rule
 from monitor.config.settings import (
     EVENT_FIELDS,
@@ -85,5 +85,6 @@ __all__ = [
     "WebhookSink",
     "YamlSink",
     "load_config",
+    "load_model",
     "parse_duration",
 ]

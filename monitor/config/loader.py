@@ -24,7 +24,7 @@ from monitor.config.settings import MonitorConfig
 from monitor.errors import ConfigError
 from monitor.secret import Redactor
 
-__all__ = ["LoadedConfig", "load_config"]
+__all__ = ["LoadedConfig", "load_config", "load_model"]
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -84,6 +84,24 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
     if problems or monitor is None or channels is None:
         raise ConfigError([redactor(str(problem)) for problem in problems] or [f"{path}: invalid"])
     return LoadedConfig(monitor, channels.channels, monitor_path, channels_path, redactor)
+
+
+def load_model(path: str | Path, model: type[_Model], env: Mapping[str, str] | None = None) -> _Model:
+    """Load one YAML file into ``model`` with the same rules and messages as the config files
+    (``${VAR}`` expansion, unknown keys rejected, ``file:line field: message`` problems, paths relative to the
+    file). Used for files other than the two config files, such as simulator scenarios."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    given = Path(path).expanduser()
+    absolute = Path(os.path.abspath(given))
+    if not absolute.exists():
+        raise ConfigError([f"{path}: no such file"])
+    doc = read_document(absolute, str(path), environ)
+    ctx = LoadContext(base_dir=absolute.parent, channels_path=absolute.parent / "channels.yaml")
+    result = _validate(model, doc, {} if doc.parsed and doc.data is None else doc.data, ctx)
+    redactor = Redactor([*doc.from_env, *ctx.secrets])
+    if doc.problems or result is None:
+        raise ConfigError([redactor(str(problem)) for problem in doc.problems] or [f"{path}: invalid"])
+    return result
 
 
 class _Shower:

@@ -1,0 +1,90 @@
+"""Scenarios: validated like config files, played on time, and `paymon sim` running one end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config
+from monitor.errors import ConfigError
+from monitor.sim.faults import Faults
+from monitor.sim.runner import listen_port, run_sim
+from monitor.sim.scenario import Scenario, load_scenario, play, total
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_scenarios_load() -> None:
+    names = sorted(p.name for p in (ROOT / "config" / "scenarios").glob("*.yaml"))
+    assert names == ["epay-outage.yaml", "lost-callbacks.yaml", "slow-decline.yaml"]
+    outage = load_scenario(ROOT / "config" / "scenarios" / "epay-outage.yaml")
+    assert [(s.at.total_seconds(), s.channel, s.set, s.reset) for s in outage.steps] == [
+        (60.0, "epay-main", {"error_rate": 1.0}, False), (240.0, "epay-main", {}, True)]
+    assert total(outage).total_seconds() == 480
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("steps:\n  - {at: 1x, channel: a, set: {error_rate: 1}}\n", "scn.yaml:2 steps[0].at: expected a duration"),
+        ("steps:\n  - {at: 1s, channel: a, set: {wobble: 1}}\n", "unknown fault knob 'wobble'"),
+        ("steps:\n  - {at: 1s, channel: a, set: {error_rate: 2}}\n", "is a fraction in [0, 1]"),
+        ("steps:\n  - {at: 1s, channel: a}\n", "a step needs 'set' (fault knobs) or 'reset: true'"),
+        ("durashun: 1m\n", "scn.yaml:1 durashun: unknown key 'durashun'"),
+    ],
+)
+def test_bad_scenarios_name_file_line_and_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str,
+                                                message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scn.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_scenario("scn.yaml")
+    assert message in str(exc.value), str(exc.value)
+
+
+async def test_play_applies_steps_on_time_and_resets() -> None:
+    knobs = {"a": Faults(pay_probability=0.9)}
+    scenario = Scenario.model_validate({"duration": "0.5s", "steps": [
+        {"at": "0.1s", "channel": "a", "set": {"error_rate": 1.0, "pay_probability": 0.2}},
+        {"at": "0.3s", "channel": "a", "reset": True},
+        {"at": "0.2s", "channel": "missing", "set": {"error_rate": 1.0}},
+    ]})
+    seen: list[tuple[float, float]] = []
+    task = asyncio.create_task(play(scenario, knobs.__getitem__, lambda s: seen.append(
+        (round(s.at.total_seconds(), 1), knobs["a"].error_rate))))
+    t0 = time.monotonic()
+    await asyncio.sleep(0.2)
+    assert (knobs["a"].error_rate, knobs["a"].pay_probability) == (1.0, 0.2)
+    await task
+    assert time.monotonic() - t0 >= 0.5
+    assert (knobs["a"].error_rate, knobs["a"].pay_probability) == (0.0, 0.9)
+    assert seen == [(0.1, 1.0), (0.3, 0.0)]
+
+
+def test_paymon_sim_runs_a_scenario_and_writes_ground_truth(tmp_path: Path) -> None:
+    cfg_dir = tmp_path / "config"
+    shutil.copytree(ROOT / "config", cfg_dir)
+    cfg = load_config(cfg_dir / "monitor.yaml", env={})
+    assert listen_port(cfg) == 8950
+    scenario = Scenario.model_validate({"duration": "2s", "steps": [
+        {"at": "0.5s", "channel": "epay-main", "set": {"error_rate": 1.0}},
+        {"at": "1.2s", "channel": "epay-main", "reset": True},
+    ]})
+    out = io.StringIO()
+    truth = tmp_path / "truth.json"
+    assert run_sim(cfg, scenario=scenario, port=0, rate=25, truth=truth, out=out) == 0
+    text = out.getvalue()
+    assert "sim: no simulated gateway for alipay-f2f (kind alipay_f2f) yet; skipped" in text
+    assert "sim: serving epay-main, epay-backup on http://127.0.0.1:" in text
+    assert 'sim: t+0.5s epay-main {"error_rate": 1.0}' in text and "sim: t+1.2s epay-main reset" in text
+    rows = json.loads(truth.read_text(encoding="utf-8"))
+    assert len(rows) >= 10 and {r["channel"] for r in rows} <= {"epay-main", "epay-backup"}
+    log = (tmp_path / "var" / "shop" / "orders.jsonl").read_text(encoding="utf-8").splitlines()
+    created = [json.loads(line) for line in log if '"order_created"' in line]
+    assert len(created) >= len(rows)
