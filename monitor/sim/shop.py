@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -57,10 +57,13 @@ _ORDER_ID_CHARS = string.ascii_uppercase + string.digits
 class EventLog:
     """Appends SPEC §2.7 events to a JSONL file, one object per line, flushed line by line."""
 
-    def __init__(self, path: str | Path, clock: Clock) -> None:
+    def __init__(self, path: str | Path, clock: Clock,
+                 mirrors: Sequence[Callable[[str, ShopOrder, Mapping[str, object]], None]] = ()) -> None:
         self.path = Path(path)
         self._clock = clock
         self._file: IO[str] | None = None
+        #: Also told about every event (e.g. a writer of dujiaoka's ``orders`` table).
+        self.mirrors = list(mirrors)
 
     def write(self, event: str, order: ShopOrder, **fields: object) -> None:
         """Write one event for ``order``; ``ts`` is now in UTC with milliseconds; None fields are left out."""
@@ -76,6 +79,8 @@ class EventLog:
         record.update((k, v) for k, v in fields.items() if v is not None)
         self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
         self._file.flush()
+        for mirror in self.mirrors:
+            mirror(event, order, record)
 
     def close(self) -> None:
         if self._file is not None:
@@ -130,12 +135,13 @@ class Shop:
         request_timeout: float = 5.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        mirrors: Sequence[Callable[[str, ShopOrder, Mapping[str, object]], None]] = (),
     ) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = rng if rng is not None else random.Random()
         self.expire_after = expire_after
         self._request_timeout = request_timeout
-        self.log = EventLog(log_path, self._clock)
+        self.log = EventLog(log_path, self._clock, mirrors)
         self.channels: dict[str, ShopChannel] = {}
         self.orders: dict[str, ShopOrder] = {}
         self._pending: dict[str, ShopOrder] = {}

@@ -1,0 +1,78 @@
+"""The simulated shop mirrored into dujiaoka's real `orders` schema on MariaDB, the way dujiaoka writes it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from monitor.sim.dujiaoka import BEIJING, DujiaokaWriter
+from monitor.sim.faults import Faults
+from monitor.sim.server import SimServer
+from monitor.sim.shop import Shop, ShopTraffic
+
+DDL = Path(__file__).resolve().parents[3] / "shared" / "data" / "dujiaoka_schema.sql"
+KEY = "dujiaoka-writer-key-123"
+
+
+def schema() -> list[str]:
+    if not DDL.exists():
+        reason = f"dujiaoka's DDL is not at {DDL}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    body = "\n".join(line for line in DDL.read_text(encoding="utf-8").splitlines() if not line.startswith("--"))
+    return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
+
+
+async def test_orders_rows_follow_the_shop(mariadb_url: str, tmp_path: Path) -> None:
+    engine = create_engine(mariadb_url)
+    with engine.begin() as conn:
+        for stmt in schema():
+            conn.execute(text(stmt))
+    writer = DujiaokaWriter(engine, {"epay-main": 15})
+    writer.ensure_pays({"epay-main": ("wxpay", "/pay/yipay")})
+    log = tmp_path / "orders.jsonl"
+    async with SimServer(rng=random.Random(3)) as sim:
+        sim.add_channel("epay-main", pid=1001, key=KEY,
+                        faults=Faults(pay_probability=0.6, callback_delay_s=0.0, callback_drop_rate=0.3))
+        async with Shop(log, rng=random.Random(4), expire_after=0.4, mirrors=[writer]) as shop:
+            async with ShopTraffic(shop, sim, ["epay-main"], rate_per_s=40.0, rng=random.Random(5),
+                                   expire_check_s=0.05):
+                await asyncio.sleep(1.0)
+            assert await sim.wait_notifies(3.0)
+            await asyncio.sleep(0.45)
+            shop.expire_due()
+        truth = {t.out_trade_no: t for t in sim.ground_truth()}
+
+    events = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    created = {e["order_id"]: e for e in events if e["event"] == "order_created"}
+    paid = {e["order_id"]: e["trade_no"] for e in events if e["event"] == "order_paid"}
+    with engine.connect() as conn:
+        rows = {r.order_sn: r for r in conn.execute(text(
+            "SELECT order_sn, pay_id, status, trade_no, actual_price, CAST(created_at AS CHAR) AS created "
+            "FROM orders"))}
+        pays = conn.execute(text("SELECT pay_check, pay_handleroute, is_open FROM pays WHERE id = 15")).one()
+    engine.dispose()
+
+    assert len(rows) == len(created) >= 20
+    assert tuple(pays) == ("wxpay", "/pay/yipay", 1)
+    for sn, row in rows.items():
+        assert row.pay_id == 15
+        assert f"{row.actual_price:.2f}" == created[sn]["amount"]
+        # Beijing wall clock, as dujiaoka's Eloquent writes it (the session time zone is left alone).
+        expected = datetime.fromisoformat(created[sn]["ts"]).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+        assert row.created == expected
+        if sn in paid:
+            assert (row.status, row.trade_no) == (4, paid[sn])
+            assert truth[sn].callback_acknowledged
+        else:
+            assert (row.status, row.trade_no) == (-1, "")
+    lost = [sn for sn, t in truth.items() if t.paid and t.callback_dropped]
+    assert lost and all(rows[sn].status == -1 for sn in lost)  # 掉单: paid at the gateway, expired in the shop
