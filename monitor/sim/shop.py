@@ -1,10 +1,11 @@
 """A tiny simulated shop that pays through epay V1 like dujiaoka's yipay flow and writes the JSONL order log.
 
-:class:`Shop` knows its channels (epay site root, pid, key), creates orders (16-character ``[A-Z0-9]`` ids),
-opens them at the gateway through ``mapi.php`` over real HTTP, serves ``GET /pay/yipay/notify_url`` on
-loopback (verifies the MD5 signature, completes the order, answers ``success``/``fail``) and expires orders
-left unpaid. Every step is one line of the SPEC §2.7 event log. :class:`ShopTraffic` drives it: orders at a
-given rate, spread over channels by weight, with simulated buyers at the gateway. Gateway faults never stop
+:class:`Shop` knows its channels (protocol, base URL, credentials), creates orders (16-character
+``[A-Z0-9]`` ids), opens them at the gateway over real HTTP, serves each protocol's notify route on loopback
+(verifies the signature, completes the order, answers as dujiaoka does) and expires orders left unpaid. The
+protocol-specific halves live in ``monitor/sim/shops/`` (one file per protocol). Every step is one line of the
+SPEC §2.7 event log. :class:`ShopTraffic` drives it: orders at a given rate, spread over channels by weight,
+with simulated buyers at the gateway. Gateway faults never stop
 either: they become failed or expired orders in the log, which is exactly what paymon has to notice.
 """
 
@@ -18,35 +19,26 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Protocol, Self
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from monitor.clock import Clock, SystemClock
-from monitor.protocols.epay import (
-    CODE_OK,
-    SIGN_TYPE_MD5,
-    coerce_int,
-    format_money,
-    parse_epay_time,
-    sign_md5,
-    verify_md5,
-)
 from monitor.sim.server import AppServer, SimServer
 
-__all__ = ["DEFAULT_AMOUNTS", "EventLog", "Shop", "ShopChannel", "ShopOrder", "ShopTraffic"]
+__all__ = [
+    "DEFAULT_AMOUNTS", "EventLog", "OpenFailed", "Shop", "ShopAdapter", "ShopChannel", "ShopOrder", "ShopTraffic",
+]
 
 log = logging.getLogger(__name__)
 
-NOTIFY_PATH = "/pay/yipay/notify_url"
-RETURN_PATH = "/pay/yipay/return_url"
 #: Typical 发卡 prices (CNY); the smallest is what test orders use.
 DEFAULT_AMOUNTS: tuple[Decimal, ...] = tuple(
     Decimal(a) for a in ("0.01", "1.00", "9.90", "10.00", "25.50", "99.00")
@@ -90,15 +82,43 @@ class EventLog:
 
 @dataclass(frozen=True, slots=True)
 class ShopChannel:
-    """How the shop reaches one epay channel (dujiaoka's ``pays`` row): site root, pid, MD5 key."""
+    """How the shop reaches one channel (dujiaoka's ``pays`` row): protocol, base URL, credentials."""
 
     id: str
+    kind: str
     endpoint: str
-    pid: int
-    key: str
+    credentials: Mapping[str, str]
 
-    def __repr__(self) -> str:  # the key stays out of logs and test output
-        return f"ShopChannel(id={self.id!r}, endpoint={self.endpoint!r}, pid={self.pid})"
+    def __repr__(self) -> str:  # credentials stay out of logs and test output
+        return f"ShopChannel(id={self.id!r}, kind={self.kind!r}, endpoint={self.endpoint!r})"
+
+
+class OpenFailed(Exception):
+    """Opening an order at the gateway failed; the message is a short reason (``http_error: 500``)."""
+
+
+class ShopAdapter(Protocol):
+    """The shop side of one protocol: open an order at the gateway, receive and acknowledge its notifies.
+
+    One file per protocol under ``monitor/sim/shops/``, registered with one line in ``SHOP_ADAPTERS``.
+    """
+
+    kind: str
+    #: Where the gateway's async notifies arrive on the shop (dujiaoka's route), and with which methods.
+    notify_path: str
+    notify_methods: tuple[str, ...]
+
+    async def open(self, order: ShopOrder, channel: ShopChannel) -> str:
+        """Create the order at the gateway; return the reference a buyer pays (``buyer_visits``' ``ref``)."""
+        ...
+
+    async def notify(self, request: Request) -> Response:
+        """Handle one notify: verify, report it with ``Shop.callback``, answer as the shop does."""
+        ...
+
+    def credentials_of(self, gateway: Any, channel_id: str) -> dict[str, str]:
+        """What the shop needs to use a simulated channel, read from the simulated gateway."""
+        ...
 
 
 @dataclass(slots=True)
@@ -146,7 +166,11 @@ class Shop:
         self.orders: dict[str, ShopOrder] = {}
         self._pending: dict[str, ShopOrder] = {}
         self._client: httpx.AsyncClient | None = None
-        app = Starlette(routes=[Route(NOTIFY_PATH, self._notify, methods=["GET"])])
+        from monitor.sim.shops import SHOP_ADAPTERS
+
+        self.adapters: dict[str, ShopAdapter] = {kind: cls(self) for kind, cls in SHOP_ADAPTERS.items()}
+        app = Starlette(routes=[Route(a.notify_path, a.notify, methods=list(a.notify_methods))
+                                for a in self.adapters.values()])
         self._server = AppServer(app, host=host, port=port)
 
     @property
@@ -159,15 +183,32 @@ class Shop:
 
     @property
     def notify_url(self) -> str:
-        return self.base_url + NOTIFY_PATH
+        """The epay notify URL (dujiaoka's ``/pay/yipay/notify_url``)."""
+        return self.notify_url_for("epay")
 
-    def add_channel(self, channel_id: str, *, endpoint: str, pid: int | str, key: str) -> ShopChannel:
-        """Register an epay channel: its site root (where ``mapi.php`` lives), pid and MD5 key."""
-        channel = ShopChannel(
-            channel_id, endpoint if endpoint.endswith("/") else endpoint + "/", int(pid), key
-        )
+    def notify_url_for(self, kind: str) -> str:
+        """Where a gateway of ``kind`` sends its notifies."""
+        return self.base_url + self.adapters[kind].notify_path
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The shop's HTTP client for gateway calls (only while started)."""
+        if self._client is None:
+            raise RuntimeError("the shop is not started")
+        return self._client
+
+    def add_channel(self, channel_id: str, *, endpoint: str, kind: str = "epay", **credentials: object) -> ShopChannel:
+        """Register a channel: its protocol, base URL (the gateway's site root) and credentials (epay: pid,
+        key)."""
+        if kind not in self.adapters:
+            raise ValueError(f"the simulated shop cannot pay through {kind!r} channels yet")
+        channel = ShopChannel(channel_id, kind, endpoint if endpoint.endswith("/") else endpoint + "/",
+                              {k: str(v) for k, v in credentials.items()})
         self.channels[channel_id] = channel
         return channel
+
+    def order(self, order_id: str) -> ShopOrder | None:
+        return self.orders.get(order_id)
 
     async def start(self) -> None:
         await self._server.start()
@@ -205,46 +246,22 @@ class Shop:
         return order
 
     async def open_at_gateway(self, order: ShopOrder) -> bool:
-        """POST the signed order to the channel's ``mapi.php``; on success log ``pay_redirect`` and return
-        True.
+        """Create the order at its channel's gateway; on success log ``pay_redirect`` and return True.
 
-        Timeouts, HTTP errors, non-JSON and error codes are recorded in ``order.error``; the order then waits
-        for expiry like one whose buyer never paid.
+        Timeouts, HTTP errors, malformed bodies and error codes are recorded in ``order.error``; the order then
+        waits for expiry like one whose buyer never paid.
         """
-        if self._client is None:
-            raise RuntimeError("the shop is not started")
         channel = self.channels[order.channel]
-        params: dict[str, str] = {
-            "pid": str(channel.pid),
-            "type": order.method,
-            "out_trade_no": order.order_id,
-            "notify_url": self.notify_url,
-            "return_url": f"{self.base_url}{RETURN_PATH}?order_id={order.order_id}",
-            "name": order.order_id,
-            "money": format_money(order.amount),
-            "clientip": "127.0.0.1",
-            "device": "pc",
-        }
-        params["sign"] = sign_md5(params, channel.key)
-        params["sign_type"] = SIGN_TYPE_MD5
         try:
-            reply = await self._client.post(channel.endpoint + "mapi.php", data=params)
-            body = reply.json() if reply.status_code == 200 else None
+            ref = await self.adapters[channel.kind].open(order, channel)
+        except OpenFailed as exc:
+            order.error = str(exc)[:200]
+            return False
         except httpx.HTTPError as exc:
             order.error = type(exc).__name__
             return False
-        except ValueError:
-            order.error = "bad_response: not JSON"
-            return False
-        if reply.status_code != 200:
-            order.error = f"http_error: {reply.status_code}"
-            return False
-        if not isinstance(body, dict) or coerce_int(body.get("code")) != CODE_OK or not body.get("trade_no"):
-            order.error = f"business_error: {body!r}"[:200]
-            return False
-        order.trade_no = str(body["trade_no"])
-        order.payurl = str(body.get("payurl") or "") or None
-        self.log.write("pay_redirect", order, trade_no=order.trade_no)
+        order.trade_no = ref
+        self.log.write("pay_redirect", order, trade_no=ref)
         return True
 
     async def place_order(self, channel: str, method: str, amount: Decimal | str) -> ShopOrder:
@@ -265,56 +282,29 @@ class Shop:
 
     # ---- notify ------------------------------------------------------------------------------------
 
-    async def _notify(self, request: Request) -> PlainTextResponse:
-        """dujiaoka ``YipayController::notifyUrl``: find the order, check the signature, complete it."""
-        params = dict(request.query_params)
-        order = self.orders.get(params.get("out_trade_no", ""))
-        channel = self.channels.get(order.channel) if order is not None else None
-        if order is None or channel is None:
-            return PlainTextResponse("fail")
-        trade_no = params.get("trade_no", "")
-        verified = bool(trade_no) and verify_md5(params, channel.key)
+    def callback(self, order: ShopOrder, *, verified: bool, trade_no: str | None, amount: Decimal | None,
+                 paid_at: str | None = None) -> str:
+        """Record a notify for ``order`` and complete it when it checks out, as dujiaoka's ``completedOrder``.
+
+        Returns ``"completed"``, ``"bad_signature"``, ``"amount_mismatch"`` or ``"already_completed"``; the
+        adapter turns that into its protocol's answer. A late notify completes an expired order too.
+        """
         detail = None
-        if verified and _amount(params.get("money", "")) != order.amount:
+        if verified and amount != order.amount:
             detail = "amount mismatch"
         elif verified and order.status == "completed":
             detail = "already completed"
-        self.log.write(
-            "callback_received",
-            order,
-            trade_no=trade_no or None,
-            verified=verified,
-            paid_at=_paid_at(params.get("endtime")),
-            detail=detail,
-        )
+        self.log.write("callback_received", order, trade_no=trade_no or None, verified=verified, paid_at=paid_at,
+                       detail=detail)
         if not verified:
-            return PlainTextResponse("fail")
+            return "bad_signature"
         if detail is not None:
-            # completedOrder() throws here; dujiaoka's yipay handler lets that become an HTTP 500.
-            return PlainTextResponse("fail", status_code=500)
-        # A late notify completes an expired order too, as dujiaoka does.
+            return detail.replace(" ", "_")
         order.status, order.trade_no = "completed", trade_no
         self._pending.pop(order.order_id, None)
         self.log.write("order_paid", order, trade_no=trade_no, amount=f"{order.amount:.2f}")
         self.log.write("order_delivered", order)
-        return PlainTextResponse("success")
-
-
-def _amount(text: str) -> Decimal | None:
-    try:
-        return Decimal(text).quantize(Decimal("0.01"))
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def _paid_at(endtime: str | None) -> str | None:
-    """The gateway's pay time as ISO 8601 with +08:00, when the notify carries one (V1 notifies do not)."""
-    if not endtime:
-        return None
-    try:
-        return parse_epay_time(endtime).isoformat()
-    except ValueError:
-        return None
+        return "completed"
 
 
 class ShopTraffic:
@@ -358,13 +348,9 @@ class ShopTraffic:
         self.created = self.opened = self.paid = 0
         for channel in self.weights:
             if channel not in shop.channels:
-                sim_channel = gateway_server.gateway.channel(channel)
-                shop.add_channel(
-                    channel,
-                    endpoint=gateway_server.endpoint(channel),
-                    pid=sim_channel.pid,
-                    key=sim_channel.key,
-                )
+                gateway = gateway_server.gateway_of(channel)
+                creds = shop.adapters[gateway.kind].credentials_of(gateway, channel)
+                shop.add_channel(channel, endpoint=gateway_server.endpoint(channel), kind=gateway.kind, **creds)
 
     async def start(self) -> None:
         if self._task is not None:
@@ -423,7 +409,7 @@ class ShopTraffic:
             if await self.shop.open_at_gateway(order):
                 self.opened += 1
                 assert order.trade_no is not None
-                if self.gateway_server.gateway.buyer_visits(channel, order.trade_no):
+                if self.gateway_server.gateway_of(channel).buyer_visits(channel, order.trade_no):
                     self.paid += 1
         except asyncio.CancelledError:
             raise
