@@ -4,9 +4,13 @@ the simulator's: one function per kind, registered with one line in ``ADDERS``."
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from monitor.config import ChannelConfig
+from monitor.sim.core import Gateway
+from monitor.sim.epusdt import EpusdtGateway
 from monitor.sim.server import SimServer
+from monitor.sim.wxpay import WxpayGateway
 
 __all__ = ["ADDERS", "add_channel"]
 
@@ -18,13 +22,40 @@ def _cred(channel: ChannelConfig, name: str) -> str:
         raise ValueError(f"channel {channel.id}: the simulator needs credentials.{name}") from None
 
 
+def _served(sim: SimServer, cls: Callable[[], Gateway]) -> Any:
+    """The simulator's gateway of that class, added on first use."""
+    kind = cls.kind  # type: ignore[attr-defined]
+    if kind not in sim.gateways:
+        sim.add_gateway(cls())
+    return sim.gateways[kind]
+
+
+def _claimed(sim: SimServer, channel: ChannelConfig, gateway: Any) -> None:
+    sim.register(channel.id, gateway)
+
+
 def _epay(sim: SimServer, channel: ChannelConfig) -> None:
     sim.add_channel(channel.id, pid=_cred(channel, "pid"), key=_cred(channel, "key"))
+
+
+def _wxpay_v2(sim: SimServer, channel: ChannelConfig) -> None:
+    gw = _served(sim, WxpayGateway)
+    gw.add_channel(channel.id, appid=_cred(channel, "appid"), mch_id=_cred(channel, "mch_id"),
+                   key=_cred(channel, "key"))
+    _claimed(sim, channel, gw)
+
+
+def _epusdt(sim: SimServer, channel: ChannelConfig) -> None:
+    gw = _served(sim, EpusdtGateway)
+    gw.add_channel(channel.id, token=_cred(channel, "token"))
+    _claimed(sim, channel, gw)
 
 
 #: channel kind -> adds that channel to a running SimServer.
 ADDERS: dict[str, Callable[[SimServer, ChannelConfig], None]] = {
     "epay": _epay,
+    "wxpay_v2": _wxpay_v2,
+    "epusdt": _epusdt,
 }
 
 
