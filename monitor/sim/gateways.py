@@ -9,7 +9,9 @@ from typing import Any
 from monitor.config import ChannelConfig
 from monitor.sim.core import Gateway
 from monitor.sim.epusdt import EpusdtGateway
+from monitor.sim.paypal import PayPalGateway
 from monitor.sim.server import SimServer
+from monitor.sim.stripe import StripeGateway
 from monitor.sim.wxpay import WxpayGateway
 
 __all__ = ["ADDERS", "add_channel"]
@@ -51,11 +53,25 @@ def _epusdt(sim: SimServer, channel: ChannelConfig) -> None:
     _claimed(sim, channel, gw)
 
 
+def _stripe(sim: SimServer, channel: ChannelConfig) -> None:
+    gw = _served(sim, StripeGateway)
+    gw.add_channel(channel.id, api_key=_cred(channel, "secret_key"))
+    _claimed(sim, channel, gw)
+
+
+def _paypal(sim: SimServer, channel: ChannelConfig) -> None:
+    gw = _served(sim, PayPalGateway)
+    gw.add_channel(channel.id, client_id=_cred(channel, "client_id"), client_secret=_cred(channel, "client_secret"))
+    _claimed(sim, channel, gw)
+
+
 #: channel kind -> adds that channel to a running SimServer.
 ADDERS: dict[str, Callable[[SimServer, ChannelConfig], None]] = {
     "epay": _epay,
     "wxpay_v2": _wxpay_v2,
     "epusdt": _epusdt,
+    "stripe": _stripe,
+    "paypal": _paypal,
 }
 
 
