@@ -27,7 +27,11 @@ __all__ = [
     "CODE_PLUGIN_ERROR",
     "EPAY_TIME_FORMAT",
     "EPAY_TZ",
+    "NOTIFY_HEADERS",
+    "NOTIFY_RETRY_DELAYS",
+    "NOTIFY_TIMEOUT_S",
     "PAID_STATUSES",
+    "RESUBMIT_WINDOW",
     "SIGN_TYPE_MD5",
     "STATUS_FROZEN",
     "STATUS_NAMES",
@@ -79,6 +83,26 @@ SIGN_TYPE_MD5 = "MD5"
 
 #: epay counts a notify as acknowledged when the body *contains* one of these (``strpos``, any HTTP status).
 ACK_MARKERS: tuple[str, ...] = ("success", "SUCCESS", "Success")
+
+#: How epay's curl sends a notify (§2.4): GET, 5 s timeout, no redirects, these headers. Shops can recognise
+#: epay notifies in their access logs by this User-Agent (§7).
+NOTIFY_TIMEOUT_S = 5.0
+NOTIFY_HEADERS: Mapping[str, str] = {
+    "User-Agent": (
+        "Mozilla/5.0 (Windows NT 10.0; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/78.0.3904.108 Safari/537.36"
+    ),
+    "Accept": "*/*",
+    "Accept-Language": "zh-CN,zh;q=0.8",
+    "Connection": "close",
+}
+#: Seconds between notify attempts when the operator runs ``cron.php?do=notify`` (§2.4): a failed first notify
+#: is retried after 1 min, then 2, 16 and 36 min (cumulative 1, 3, 19, 55 min). The cron run after the 5th
+#: failure, 1 h later, only marks the order ``notify=-1``: five attempts in all, never more. Without the cron
+#: job, or when epay learned of the payment on the buyer's return path, there is only the first attempt (§7).
+NOTIFY_RETRY_DELAYS: tuple[float, ...] = (60.0, 120.0, 960.0, 2160.0)
+#: An unpaid order can be re-submitted with the same ``out_trade_no`` for 10 days (§2.2).
+RESUBMIT_WINDOW = timedelta(seconds=864000)
 
 #: epay writes naive ``'Y-m-d H:i:s'`` times (``addtime``, ``endtime``, the ``trade_no`` prefix) in Beijing
 #: time (§2.5, §9 Q16). China has no DST, so a fixed +08:00 offset is exact.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -9,6 +10,7 @@ import pytest
 
 from monitor.protocols.epay import (
     EPAY_TZ,
+    NOTIFY_RETRY_DELAYS,
     coerce_int,
     format_epay_time,
     format_money,
@@ -219,3 +221,9 @@ def test_epay_times_are_beijing_wall_clock() -> None:
     assert parsed.isoformat() == "2026-11-26T11:12:00+08:00"
     with pytest.raises(ValueError):
         parse_epay_time("2026-11-26T11:12:00")
+
+
+def test_notify_retries_follow_cron_php() -> None:
+    # cron.php do=notify: retried 1, 3, 19 and 55 minutes after the first try; the run an hour after the 5th
+    # failure only gives up (notify=-1).
+    assert [t / 60 for t in itertools.accumulate(NOTIFY_RETRY_DELAYS)] == [1, 3, 19, 55]

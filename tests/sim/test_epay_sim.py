@@ -29,9 +29,12 @@ OTHER_KEY = "Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx"
 START = datetime(2026, 11, 26, 3, 12, 0, tzinfo=UTC)  # 11:12:00 in Beijing
 
 
+RETRIES = (0.02, 0.02, 0.02, 0.02)  # short stand-ins for cron.php's 1, 2, 16 and 36 minutes
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[SimServer]:
-    gateway = EpayGateway(rng=random.Random(7), clock=FixedClock(START))
+    gateway = EpayGateway(rng=random.Random(7), clock=FixedClock(START), notify_retry_delays=RETRIES)
     async with SimServer(gateway) as server:
         server.add_channel("main", 1001, KEY, Faults(pay_probability=1.0, callback_delay_s=0.0))
         server.add_channel("spare", 2002, OTHER_KEY)
@@ -51,12 +54,20 @@ class Receiver:
     body: str = "success"
     status: int = 200
     redirect: bool = False
+    #: Answer ``fail`` to this many notifies first.
+    fail_first: int = 0
+    #: Answer ``fail`` when the MD5 signature does not verify with this key (what a shop does).
+    check_key: str | None = None
     hits: list[tuple[list[tuple[str, str]], dict[str, str]]] = field(default_factory=list)
 
     async def handle(self, request: Request) -> Response:
         self.hits.append((list(request.query_params.multi_items()), dict(request.headers)))
         if self.redirect:
             return RedirectResponse("https://elsewhere.invalid/success", status_code=302)
+        if len(self.hits) <= self.fail_first:
+            return PlainTextResponse("fail")
+        if self.check_key is not None and not verify_md5(dict(request.query_params), self.check_key):
+            return PlainTextResponse("fail")
         return PlainTextResponse(self.body, status_code=self.status)
 
 
@@ -128,7 +139,7 @@ async def test_mapi_creates_order_that_api_finds_unpaid_then_paid(
 
     for query in ({"out_trade_no": "ORDER0000000001"}, {"trade_no": trade_no}):
         found = await api(client, sim, act="order", **query)
-        assert found.headers["content-type"] == "text/html; charset=UTF-8"
+        assert found.headers["content-type"] == "application/json; charset=UTF-8"  # EP-new api.php, §9 Q2
         row = found.json()
         assert row["code"] == 1 and row["msg"] == "succ"
         assert (row["trade_no"], row["out_trade_no"], row["pid"], row["type"]) == (
@@ -183,30 +194,29 @@ async def test_mapi_rejects_get_with_the_literal_body(sim: SimServer, client: ht
     assert reply.text == '{"code":-4, "msg":"未传入任何参数"}'
 
 
-@pytest.mark.parametrize(
-    ("params", "msg"),
-    [
-        pytest.param(
-            {**signed(order_params()), "sign": "0" * 32}, "签名校验失败，请返回重试！", id="bad-sign"
-        ),
-        pytest.param(signed(order_params(), OTHER_KEY), "签名校验失败，请返回重试！", id="wrong-key"),
-        pytest.param(signed(order_params(money="abc")), "金额不合法", id="money-text"),
-        pytest.param(signed(order_params(money="-1")), "金额不合法", id="money-negative"),
-        pytest.param(signed(order_params(money="1.2.3")), "金额不合法", id="money-two-dots"),
-        pytest.param(signed(order_params(money="0")), "金额(money)不能为空", id="money-zero"),
-        pytest.param(signed(order_params("bad order")), "订单号(out_trade_no)格式不正确", id="out-trade-no"),
-        pytest.param(signed(order_params(pid="9999")), "商户不存在！", id="unknown-pid"),
-        pytest.param(signed(order_params(clientip="")), "用户IP地址(clientip)不能为空", id="no-clientip"),
-    ],
-)
-async def test_mapi_errors(
-    sim: SimServer, client: httpx.AsyncClient, params: dict[str, str], msg: str
-) -> None:
-    reply = await mapi(client, sim, params)
-    assert reply.status_code == 200
-    assert reply.headers["content-type"] == "application/json; charset=UTF-8"
-    assert msg in reply.text  # raw UTF-8 (JSON_UNESCAPED_UNICODE), §9 Q1
-    assert reply.json() == {"code": -1, "msg": msg}
+MAPI_ERRORS = [  # (case, params, code, msg)
+    ("bad-sign", {**signed(order_params()), "sign": "0" * 32}, -3, "MD5签名校验失败"),
+    ("wrong-key", signed(order_params(), OTHER_KEY), -3, "MD5签名校验失败"),
+    ("no-sign", order_params(), -3, "缺少签名参数"),
+    ("money-text", signed(order_params(money="abc")), -1, "金额不合法"),
+    ("money-negative", signed(order_params(money="-1")), -1, "金额不合法"),
+    ("money-two-dots", signed(order_params(money="1.2.3")), -1, "金额不合法"),
+    ("money-zero", signed(order_params(money="0")), -1, "金额(money)不能为空"),
+    ("out-trade-no", signed(order_params("bad order")), -1, "订单号(out_trade_no)格式不正确"),
+    ("unknown-pid", signed(order_params(pid="9999")), -1, "商户不存在！"),
+    ("zero-pid", signed(order_params(pid="0")), -1, "商户ID不能为空"),
+    ("no-clientip", signed(order_params(clientip="")), -1, "用户IP地址(clientip)不能为空"),
+]
+
+
+async def test_mapi_errors(sim: SimServer, client: httpx.AsyncClient) -> None:
+    # One server for the whole table: each server stop costs uvicorn's 0.1 s shutdown sleep.
+    for case, params, code, msg in MAPI_ERRORS:
+        reply = await mapi(client, sim, params)
+        assert reply.status_code == 200, case
+        assert reply.headers["content-type"] == "application/json; charset=UTF-8", case
+        assert msg in reply.text, case  # raw UTF-8 (JSON_UNESCAPED_UNICODE), §9 Q1
+        assert reply.json() == {"code": code, "msg": msg}, case
     assert sim.gateway.ground_truth() == []
 
 
@@ -220,28 +230,24 @@ async def test_stored_name_is_escaped_like_php(sim: SimServer, client: httpx.Asy
 # ---- api.php ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        pytest.param({"act": "nope"}, {"code": -5, "msg": "No Act!"}, id="unknown-act"),
-        pytest.param({}, {"code": -5, "msg": "No Act!"}, id="no-act"),
-        pytest.param({"act": "query", "pid": "9"}, {"code": -3, "msg": "商户ID不存在"}, id="bad-pid"),
-        pytest.param(
-            {"act": "query", "pid": "x"}, {"code": -3, "msg": "商户ID不存在"}, id="pid-not-a-number"
-        ),
-        pytest.param({"act": "order", "key": "wrong"}, {"code": -3, "msg": "商户密钥错误"}, id="bad-key"),
-        pytest.param({"act": "order", "trade_no": "1"}, {"code": -1, "msg": "订单号不存在"}, id="not-found"),
-        pytest.param({"act": "order", "out_trade_no": "X"}, {"code": -1, "msg": "订单号不存在"}, id="no-out"),
-        pytest.param({"act": "order"}, {"code": -4, "msg": "订单号不能为空"}, id="no-id"),
-    ],
-)
-async def test_api_errors(
-    sim: SimServer, client: httpx.AsyncClient, query: dict[str, str], expected: dict[str, object]
-) -> None:
-    reply = await api(client, sim, **query)
-    assert reply.status_code == 200
-    assert reply.json() == expected
-    assert reply.text.isascii()  # json_encode default escapes non-ASCII
+API_ERRORS = [  # (case, query, expected)
+    ("unknown-act", {"act": "nope"}, {"code": -5, "msg": "No Act!"}),
+    ("no-act", {}, {"code": -5, "msg": "No Act!"}),
+    ("bad-pid", {"act": "query", "pid": "9"}, {"code": -3, "msg": "商户ID不存在"}),
+    ("pid-not-a-number", {"act": "query", "pid": "x"}, {"code": -3, "msg": "商户ID不存在"}),
+    ("bad-key", {"act": "order", "key": "wrong"}, {"code": -3, "msg": "商户密钥错误"}),
+    ("not-found", {"act": "order", "trade_no": "1"}, {"code": -1, "msg": "订单号不存在"}),
+    ("no-out", {"act": "order", "out_trade_no": "X"}, {"code": -1, "msg": "订单号不存在"}),
+    ("no-id", {"act": "order"}, {"code": -4, "msg": "订单号不能为空"}),
+]
+
+
+async def test_api_errors(sim: SimServer, client: httpx.AsyncClient) -> None:
+    for case, query, expected in API_ERRORS:
+        reply = await api(client, sim, **query)
+        assert reply.status_code == 200, case
+        assert reply.json() == expected, case
+        assert reply.text.isascii(), case  # json_encode default escapes non-ASCII
 
 
 async def test_orders_list_and_its_empty_500(sim: SimServer, client: httpx.AsyncClient) -> None:
@@ -437,11 +443,11 @@ async def test_notify_ack_rule(
     rec, url = receiver
     rec.body, rec.status, rec.redirect = body, status, redirect
     sim.gateway.buyer_visits("main", await create(client, sim, "ACK01", notify_url=url))
-    await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(3.0)
     (truth,) = sim.gateway.ground_truth()
     assert truth.callback_sent is True
     assert truth.callback_acknowledged is acked
-    assert len(rec.hits) == 1
+    assert len(rec.hits) == (1 if acked else 5)  # unacknowledged: the first try and 4 cron retries
 
 
 async def test_unreachable_notify_url_is_recorded(sim: SimServer, client: httpx.AsyncClient) -> None:
@@ -449,9 +455,10 @@ async def test_unreachable_notify_url_is_recorded(sim: SimServer, client: httpx.
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/notify"
     sim.gateway.buyer_visits("main", await create(client, sim, "DEAD01", notify_url=dead))
-    await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(3.0)
     (truth,) = sim.gateway.ground_truth()
     assert truth.callback_sent and not truth.callback_acknowledged
+    assert len(truth.attempts) == 5
     assert truth.attempts[0].status_code is None
     assert truth.attempts[0].error is not None and truth.attempts[0].error.startswith("ConnectError")
 
@@ -493,3 +500,195 @@ async def test_fixed_port_and_busy_port(client: httpx.AsyncClient) -> None:
         sim.add_channel("main", 1001, KEY)
         assert sim.base_url == f"http://127.0.0.1:{busy}"
         assert (await api(client, sim, act="query")).json()["code"] == 1
+
+
+# ---- notify retries and notify faults ----------------------------------------------------------------
+
+
+def test_retry_delays_are_validated() -> None:
+    with pytest.raises(ValueError):
+        EpayGateway(notify_retry_delays=(-1.0,))
+
+
+async def test_unacknowledged_notify_is_retried_on_the_schedule_then_given_up(
+    client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.body = "fail"
+    delays = (0.05, 0.1, 0.15, 0.2)
+    async with SimServer(EpayGateway(rng=random.Random(5), notify_retry_delays=delays)) as sim:
+        sim.add_channel("main", 1001, KEY, Faults(pay_probability=1.0, callback_delay_s=0.0))
+        assert sim.gateway.buyer_visits("main", await create(client, sim, "RETRY01", notify_url=url))
+        assert await sim.gateway.wait_notifies(3.0)
+        (truth,) = sim.gateway.ground_truth()
+    assert len(rec.hits) == 5
+    assert (truth.callback_sent, truth.callback_acknowledged) == (True, False)
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(truth.attempts, truth.attempts[1:], strict=False)]
+    assert all(d - 0.01 <= g < d + 0.15 for g, d in zip(gaps, delays, strict=True)), gaps
+
+
+async def test_retries_stop_at_the_first_acknowledgement(
+    sim: SimServer, client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.fail_first = 2
+    sim.gateway.buyer_visits("main", await create(client, sim, "RETRY02", notify_url=url))
+    assert await sim.gateway.wait_notifies(3.0)
+    (truth,) = sim.gateway.ground_truth()
+    assert [a.acknowledged for a in truth.attempts] == [False, False, True]
+    assert truth.callback_acknowledged and len(rec.hits) == 3
+
+
+async def test_without_cron_a_failed_notify_is_never_retried(
+    client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.body = "fail"
+    async with SimServer(EpayGateway(rng=random.Random(5), cron_notify=False)) as sim:
+        sim.add_channel("main", 1001, KEY, Faults(pay_probability=1.0, callback_delay_s=0.0))
+        sim.gateway.buyer_visits("main", await create(client, sim, "NOCRON", notify_url=url))
+        assert await sim.gateway.wait_notifies(3.0)
+        (truth,) = sim.gateway.ground_truth()
+    assert len(rec.hits) == 1 and len(truth.attempts) == 1 and not truth.callback_acknowledged
+
+
+async def test_duplicate_callback_sends_the_notify_twice(
+    sim: SimServer, client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    sim.faults("main").update(duplicate_callback_rate=1.0)
+    trade_no = await create(client, sim, "DUP01", notify_url=url)
+    sim.gateway.buyer_visits("main", trade_no)
+    assert await sim.gateway.wait_notifies(3.0)
+    assert [dict(items)["trade_no"] for items, _ in rec.hits] == [trade_no, trade_no]
+    assert all(verify_md5(dict(items), KEY) for items, _ in rec.hits)
+    (truth,) = sim.gateway.ground_truth()
+    assert [a.acknowledged for a in truth.attempts] == [True, True]
+
+
+async def test_bad_signature_corrupts_every_attempt_of_the_notify(
+    sim: SimServer, client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.check_key = KEY  # the shop rejects a notify whose signature does not verify
+    sim.faults("main").update(bad_signature_rate=1.0)
+    sim.gateway.buyer_visits("main", await create(client, sim, "BADSIG", notify_url=url))
+    assert await sim.gateway.wait_notifies(3.0)
+    assert len(rec.hits) == 5
+    for items, _ in rec.hits:
+        params = dict(items)
+        assert re.fullmatch(r"[0-9a-f]{32}", params["sign"]) and not verify_md5(params, KEY)
+    (truth,) = sim.gateway.ground_truth()
+    assert (truth.paid, truth.callback_sent, truth.callback_acknowledged) == (True, True, False)
+
+
+# ---- maintenance, settlement, balance ----------------------------------------------------------------
+
+
+async def test_maintenance_is_a_well_formed_epay_error(sim: SimServer, client: httpx.AsyncClient) -> None:
+    sim.gateway.add_channel("legacy", 3003, KEY, flavour="old")
+    for channel in ("main", "legacy"):
+        sim.faults(channel).update(maintenance_rate=1.0)
+    created = await mapi(client, sim, signed(order_params()))
+    assert created.headers["content-type"] == "application/json; charset=UTF-8"
+    assert created.json() == {"code": -1, "msg": "系统维护中，请稍后再试"}
+    assert "系统维护中" in created.text  # mapi errors are JSON_UNESCAPED_UNICODE
+    for channel, content_type in (("main", "application/json"), ("legacy", "text/html")):
+        reply = await api(client, sim, channel, act="query")
+        assert reply.status_code == 200
+        assert reply.headers["content-type"] == f"{content_type}; charset=UTF-8"
+        assert reply.json() == {"code": -1, "msg": "系统维护中，请稍后再试"}
+    assert sim.gateway.ground_truth() == []
+
+
+async def test_settlement_stall_leaves_the_balance_unpaid(sim: SimServer, client: httpx.AsyncClient) -> None:
+    sim.gateway.buyer_visits("main", await create(client, sim, "STALL1", money="12.5"))
+    sim.faults("main").update(settlement_stall=True)
+    first, second = sim.gateway.settle("main"), sim.gateway.settle("main")
+    assert (first["status"], first["money"], first["endtime"]) == (2, "12.50", None)  # 正在结算
+    assert second["status"] == 0  # 待结算, queued behind the stuck one
+    assert (await api(client, sim, act="query")).json()["money"] == "12.50"
+
+    sim.faults("main").update(settlement_stall=False)
+    done = sim.gateway.settle("main")
+    assert (done["status"], done["money"], done["endtime"]) == (1, "12.50", "2026-11-26 11:12:00")
+    data = (await api(client, sim, act="settle")).json()["data"]
+    assert [(r["id"], r["status"]) for r in data] == [(3, 1), (2, 0), (1, 2)]
+    assert (await api(client, sim, act="query")).json()["money"] == "0.00"
+
+
+async def test_balance_grows_with_the_gateway_clock() -> None:
+    clock = FixedClock(START)
+    async with SimServer(EpayGateway(rng=random.Random(1), clock=clock)) as sim:
+        sim.add_channel("main", 1001, KEY, Faults(balance_growth_per_min=1.5))
+        clock.advance(600)
+        assert sim.gateway.balance("main") == Decimal("15.00")
+        sim.faults("main").update(balance_growth_per_min=0.0)
+        clock.advance(600)
+        assert sim.gateway.balance("main") == Decimal("15.00")  # a knob change counts from then on
+        async with httpx.AsyncClient(trust_env=False) as client:
+            assert (await api(client, sim, act="query")).json()["money"] == "15.00"
+        assert sim.gateway.settle("main")["money"] == "15.00"
+        assert sim.gateway.balance("main") == Decimal("0.00")
+
+
+# ---- EP-old flavour ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def old(sim: SimServer) -> SimServer:
+    sim.gateway.add_channel("legacy", 1001, KEY, Faults(pay_probability=1.0, callback_delay_s=0.0), flavour="old")
+    return sim
+
+
+async def test_old_mapi_takes_get_and_answers_json(old: SimServer, client: httpx.AsyncClient) -> None:
+    url = old.endpoint("legacy") + "mapi.php"
+    reply = await client.get(url, params=signed(order_params("OLD01")))
+    assert reply.headers["content-type"] == "application/json; charset=UTF-8"
+    body = reply.json()
+    assert body["code"] == 1 and body["payurl"].endswith(f"/legacy/pay/submit/{body['trade_no']}/")
+    nothing = await client.post(url)
+    assert (nothing.text, nothing.headers["content-type"]) == ('{"code":-4}', "text/html; charset=UTF-8")
+
+
+async def test_old_errors(old: SimServer, client: httpx.AsyncClient) -> None:
+    for case, params, msg in [
+        ("bad-sign", {**signed(order_params()), "sign": "0" * 32}, "签名校验失败，请返回重试！"),
+        ("zero-pid", signed(order_params(pid="0")), "PID不存在"),
+        ("unknown-pid", signed(order_params(pid="77")), "商户不存在！"),
+    ]:
+        assert (await mapi(client, old, params, "legacy")).json() == {"code": -1, "msg": msg}, case
+    for case, query, expected in [
+        ("bad-pid", {"act": "query", "pid": "9"}, {"code": -3, "msg": "PID不存在"}),
+        ("bad-key", {"act": "query", "key": "wrong"}, {"code": -2, "msg": "KEY校验失败"}),
+        ("unknown-act", {"act": "nope"}, {"code": -5, "msg": "No Act!"}),
+        ("isset-trade-no", {"act": "order", "trade_no": ""}, {"code": -1, "msg": "订单号不存在"}),
+    ]:
+        reply = await api(client, old, "legacy", **query)
+        assert reply.headers["content-type"] == "text/html; charset=UTF-8", case
+        assert reply.json() == expected, case
+
+
+async def test_old_api_quirks(old: SimServer, client: httpx.AsyncClient) -> None:
+    trade_no = (await mapi(client, old, signed(order_params("OLD02", money="25.5")), "legacy")).json()["trade_no"]
+    no_id = await api(client, old, "legacy", act="order")
+    assert no_id.text == '{"code":-4,"msg":"参数不完整"}'  # a hand-written literal, raw UTF-8
+
+    old.gateway.buyer_visits("legacy", trade_no)
+    order = (await api(client, old, "legacy", act="order", out_trade_no="OLD02")).json()
+    assert order["msg"] == "查询订单号成功！"
+    assert {"api_trade_no", "bill_trade_no", "payurl"}.isdisjoint(order)
+    assert (order["trade_no"], order["money"], order["status"]) == (trade_no, "25.50", 1)
+
+    info = (await api(client, old, "legacy", act="query")).json()
+    assert (info["order_today"], info["order_lastday"], info["money"]) == ("25.50", None, "25.50")
+    assert "orders_today" not in info
+
+    assert (await api(client, old, "legacy", act="orders", status="0")).json()["count"] == 1  # no filter
+
+    old.gateway.settle("legacy")
+    settle = (await api(client, old, "legacy", act="settle")).json()
+    assert (settle["pid"], settle["key"], settle["type"]) == (1001, KEY, None)
+    (row,) = settle["data"]
+    assert (row["id"], row["0"], row["uid"], row["1"], row["money"], row["7"]) == (1, 1, 1001, 1001, "25.50", "25.50")
+    assert len(row) == 32  # 16 columns, by name and by position (FETCH_BOTH)
