@@ -205,7 +205,13 @@ def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path,
                 break
         else:
             pytest.fail("epay-main was not drained")
-        _, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+        # The file is written mid-cycle; the gauges are published at the cycle's end.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+            if 'paymon_routing_weight{channel="epay-main"} 0.0' in metrics:
+                break
+            time.sleep(0.2)
         _, status_body = fetch(f"http://127.0.0.1:{port}/api/status")
     finally:
         proc.send_signal(signal.SIGTERM)
