@@ -129,6 +129,8 @@ class AlipayChannel:
     platform_private_key: str = field(repr=False)
     orders: dict[str, _Order] = field(default_factory=dict)
     by_trade_no: dict[str, str] = field(default_factory=dict)
+    #: The app's private key when the simulation knows it, so a simulated shop can sign its requests.
+    app_private_key: str | None = field(default=None, repr=False)
 
     def find(self, trade_no: str | None, out_trade_no: str | None) -> _Order | None:
         """The order by ``trade_no`` (which wins when both are given, §4) or ``out_trade_no``."""
@@ -173,17 +175,28 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         *,
         faults: Faults | None = None,
         app_id: str,
-        app_public_key: str,
+        app_public_key: str | None = None,
         platform_private_key: str | None = None,
         seller_id: str | None = None,
+        app_private_key: str | None = None,
     ) -> AlipayChannel:
-        """Add an app served under ``/{channel_id}/``; ``ValueError`` for a bad id, duplicate or bad key."""
+        """Add an app served under ``/{channel_id}/``; ``ValueError`` for a bad id, duplicate or bad key.
+
+        ``app_private_key`` is optional: kept (never shown) for a simulated shop that pays through this channel,
+        and the app public key is derived from it when ``app_public_key`` is not given.
+        """
         if not _CHANNEL_ID.match(channel_id):
             raise ValueError(f"channel id must match {_CHANNEL_ID.pattern}: {channel_id!r}")
         if channel_id in self._channels:
             raise ValueError(f"channel {channel_id!r} already exists")
         if not app_id:
             raise ValueError("app_id must not be empty")
+        if app_private_key is not None:
+            load_private_key(app_private_key)
+            if app_public_key is None:
+                app_public_key = public_key_pem(app_private_key)
+        if app_public_key is None:
+            raise ValueError("app_public_key (or app_private_key) is required")
         load_public_key(app_public_key)
         if platform_private_key is None:
             if self._platform_key is None:
@@ -193,6 +206,7 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         channel = AlipayChannel(
             channel_id, app_id, seller_id or f"2088{self._rng.randint(10**11, 10**12 - 1)}",
             faults if faults is not None else Faults(), app_public_key, platform_private_key,
+            app_private_key=app_private_key,
         )
         self._channels[channel_id] = channel
         return channel

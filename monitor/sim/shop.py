@@ -191,6 +191,11 @@ class Shop:
         return self.base_url + self.adapters[kind].notify_path
 
     @property
+    def clock(self) -> Clock:
+        """The shop's clock (adapters time tokens and signatures with it)."""
+        return self._clock
+
+    @property
     def client(self) -> httpx.AsyncClient:
         """The shop's HTTP client for gateway calls (only while started)."""
         if self._client is None:
