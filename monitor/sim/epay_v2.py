@@ -11,7 +11,7 @@ Each channel is one EP-new site + merchant under its own path prefix, serving th
 - success is code 0 with ``timestamp``, ``sign_type`` RSA and ``sign`` by the platform private key over every
   top-level scalar field; errors (-1, -3 sign/auth, -4 no params, -5 unknown method) are unsigned;
 - a paid order's notify is a GET RSA-signed by the platform key, acknowledged when the body contains
-  ``success``, retried on the cron schedule like V1 (the shared machinery is :class:`~monitor.sim.epay.EpaySite`).
+  ``success``, retried on the cron schedule like V1 (the shared machinery is :class:`~monitor.sim.epay_site.EpaySite`).
 
 Fault knobs behave as on V1; a bad-signature fault corrupts the ``sign`` of successful replies and notifies.
 """
@@ -34,7 +34,7 @@ from monitor.protocols import epay as v1
 from monitor.protocols import epay_v2 as v2
 from monitor.sim import php
 from monitor.sim.core import HANG_SECONDS, Handler
-from monitor.sim.epay import EpayMerchant, EpayOrder, EpaySite, corrupt_sign
+from monitor.sim.epay_site import EpayMerchant, EpayOrder, EpaySite, corrupt_sign
 from monitor.sim.faults import Faults
 from monitor.sim.php import JSON, php_json, text
 
