@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 from datetime import datetime
 from pathlib import Path
@@ -17,16 +16,11 @@ from monitor.sim.faults import Faults
 from monitor.sim.server import SimServer
 from monitor.sim.shop import Shop, ShopTraffic
 
-DDL = Path(__file__).resolve().parents[3] / "shared" / "data" / "dujiaoka_schema.sql"
+DDL = Path(__file__).resolve().parents[1] / "data" / "dujiaoka.sql"
 KEY = "dujiaoka-writer-key-123"
 
 
 def schema() -> list[str]:
-    if not DDL.exists():
-        reason = f"dujiaoka's DDL is not at {DDL}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
     body = "\n".join(line for line in DDL.read_text(encoding="utf-8").splitlines() if not line.startswith("--"))
     return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
 
@@ -76,3 +70,32 @@ async def test_orders_rows_follow_the_shop(mariadb_url: str, tmp_path: Path) -> 
             assert (row.status, row.trade_no) == (-1, "")
     lost = [sn for sn, t in truth.items() if t.paid and t.callback_dropped]
     assert lost and all(rows[sn].status == -1 for sn in lost)  # 掉单: paid at the gateway, expired in the shop
+
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "dujiaoka_schema.sql"
+
+
+def test_fixture_matches_the_reference_ddl(mariadb_url: str) -> None:
+    """Our fixture must create exactly the columns and indexes of dujiaoka's own DDL (when it is at hand)."""
+    if not REFERENCE.exists():
+        pytest.skip(f"the reference DDL is not at {REFERENCE}")
+    reference = "\n".join(line for line in REFERENCE.read_text(encoding="utf-8").splitlines()
+                          if not line.startswith("--"))
+    engine = create_engine(mariadb_url)
+    shapes = []
+    for statements in (schema(), [s.strip() for s in reference.split(";") if s.strip()]):
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS orders, pays"))
+            for stmt in statements:
+                conn.execute(text(stmt))
+            columns = conn.execute(text(
+                "SELECT table_name, column_name, column_type, is_nullable, column_default, character_set_name, "
+                "collation_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+                "ORDER BY table_name, ordinal_position")).all()
+            indexes = conn.execute(text(
+                "SELECT table_name, index_name, non_unique, column_name FROM information_schema.statistics "
+                "WHERE table_schema = DATABASE() ORDER BY table_name, index_name, seq_in_index")).all()
+        shapes.append((columns, indexes))
+    engine.dispose()
+    assert len(shapes[0][0]) == 36
+    assert shapes[0] == shapes[1]
