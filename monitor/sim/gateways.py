@@ -55,7 +55,9 @@ def _epusdt(sim: SimServer, channel: ChannelConfig) -> None:
 
 def _stripe(sim: SimServer, channel: ChannelConfig) -> None:
     gw = _served(sim, StripeGateway)
-    gw.add_channel(channel.id, api_key=_cred(channel, "secret_key"))
+    # A local setup wants the shop to hear about payments: give the channel a webhook secret unless it has one.
+    secret = channel.credentials["webhook_secret"].reveal() if "webhook_secret" in channel.credentials else None
+    gw.add_channel(channel.id, api_key=_cred(channel, "secret_key"), webhook_secret=secret or f"whsec_sim_{channel.id}")
     _claimed(sim, channel, gw)
 
 

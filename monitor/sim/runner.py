@@ -64,8 +64,7 @@ async def _serve(cfg: LoadedConfig, scenario: Scenario | None, port: int, rate: 
         for ch in simulated(cfg):
             if add_channel(sim, ch):
                 served.append(ch.id)
-                if ch.kind == "epay":
-                    traffic_channels.append(ch.id)
+                traffic_channels.append(ch.id)
             else:
                 print(f"sim: no simulated gateway for {ch.id} (kind {ch.kind}) yet; skipped", file=out)
         print(f"sim: serving {', '.join(served) or 'nothing'} on {sim.base_url}", file=out, flush=True)

@@ -88,3 +88,27 @@ def test_paymon_sim_runs_a_scenario_and_writes_ground_truth(tmp_path: Path) -> N
     log = (tmp_path / "var" / "shop" / "orders.jsonl").read_text(encoding="utf-8").splitlines()
     created = [json.loads(line) for line in log if '"order_created"' in line]
     assert len(created) >= len(rows)
+
+
+def test_paymon_sim_drives_traffic_through_every_servable_kind(tmp_path: Path) -> None:
+    cfg_dir = tmp_path / "config"
+    cfg_dir.mkdir()
+    (cfg_dir / "monitor.yaml").write_text("sources: [{kind: jsonl, path: orders.jsonl}]\n", encoding="utf-8")
+    creds = {
+        "epay": '{pid: "1001", key: "sim-key-123456"}',
+        "wxpay_v2": '{appid: "wx1234567890", mch_id: "10000100", key: "sim-wxpay-key-12345678901234567"}',
+        "epusdt": '{token: "sim-epusdt-token"}',
+        "stripe": '{secret_key: "sk_test_simsimsimsimsimsim"}',
+        "paypal": '{client_id: "sim-client", client_secret: "sim-secret-123"}',
+    }
+    channels = ["channels:"] + [
+        f"  - {{id: {k.replace('_', '-')}, kind: {k}, weight: 10, endpoint: 'http://127.0.0.1:8950/"
+        f"{k.replace('_', '-')}/', credentials: {v}}}" for k, v in creds.items()]
+    (cfg_dir / "channels.yaml").write_text("\n".join(channels) + "\n", encoding="utf-8")
+    cfg = load_config(cfg_dir / "monitor.yaml", env={})
+    out = io.StringIO()
+    scenario = Scenario.model_validate({"duration": "2.5s"})
+    assert run_sim(cfg, scenario=scenario, port=0, rate=40, truth=tmp_path / "truth.json", out=out) == 0
+    events = [json.loads(line) for line in (cfg_dir / "orders.jsonl").read_text(encoding="utf-8").splitlines()]
+    paid = {e["channel"] for e in events if e["event"] == "order_paid"}
+    assert paid == {"epay", "wxpay-v2", "epusdt", "stripe", "paypal"}, out.getvalue()
