@@ -19,7 +19,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self
@@ -35,6 +35,7 @@ from monitor.sim.server import AppServer, SimServer
 
 __all__ = [
     "DEFAULT_AMOUNTS", "EventLog", "OpenFailed", "Shop", "ShopAdapter", "ShopChannel", "ShopOrder", "ShopTraffic",
+    "bc_amount",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,18 @@ DEFAULT_AMOUNTS: tuple[Decimal, ...] = tuple(
     Decimal(a) for a in ("0.01", "1.00", "9.90", "10.00", "25.50", "99.00")
 )
 _ORDER_ID_CHARS = string.ascii_uppercase + string.digits
+
+
+def bc_amount(value: object) -> Decimal | None:
+    """A notify's amount as dujiaoka's ``bccomp(..., 2)`` compares it: truncated to two decimals; None when it
+    is not a number."""
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    if not number.is_finite():
+        return None
+    return number.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
 
 
 class EventLog:

@@ -14,7 +14,6 @@ completed), is answered ``fail``, so Alipay retries.
 from __future__ import annotations
 
 import json
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -34,7 +33,7 @@ from monitor.protocols.alipay import (
     verify_response,
     verify_rsa2,
 )
-from monitor.sim.shop import OpenFailed, ShopChannel, ShopOrder
+from monitor.sim.shop import OpenFailed, ShopChannel, ShopOrder, bc_amount
 
 if TYPE_CHECKING:
     from monitor.sim.shop import Shop
@@ -130,17 +129,9 @@ class AlipayShop:
                                 detail=f"trade_status {status or '(none)'}")
             return PlainTextResponse(NOTIFY_ACK)
         result = self.shop.callback(order, verified=verified, trade_no=trade_no,
-                                    amount=_amount(params.get("total_amount", "")),
+                                    amount=bc_amount(params.get("total_amount", "")),
                                     paid_at=_paid_at(params.get("gmt_payment")))
         return PlainTextResponse(NOTIFY_ACK if result == "completed" else "fail")
-
-
-def _amount(text: str) -> Decimal | None:
-    """``total_amount`` as ``bccomp(..., 2)`` sees it: truncated to two decimals."""
-    try:
-        return Decimal(text).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
-    except (InvalidOperation, ValueError):
-        return None
 
 
 def _paid_at(gmt_payment: str | None) -> str | None:

@@ -9,7 +9,6 @@ order up by ``out_trade_no``, check the signature (dujiaoka does not check ``tra
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -24,7 +23,7 @@ from monitor.protocols.epay import (
     sign_md5,
     verify_md5,
 )
-from monitor.sim.shop import OpenFailed, ShopChannel, ShopOrder
+from monitor.sim.shop import OpenFailed, ShopChannel, ShopOrder, bc_amount
 
 if TYPE_CHECKING:
     from monitor.sim.shop import Shop
@@ -84,19 +83,12 @@ class EpayShop:
         trade_no = params.get("trade_no", "")
         verified = bool(trade_no) and verify_md5(params, channel.credentials["key"])
         result = self.shop.callback(order, verified=verified, trade_no=trade_no or None,
-                                    amount=_amount(params.get("money", "")), paid_at=_paid_at(params.get("endtime")))
+                                    amount=bc_amount(params.get("money", "")), paid_at=_paid_at(params.get("endtime")))
         if result == "completed":
             return PlainTextResponse("success")
         if result == "bad_signature":
             return PlainTextResponse("fail")
         return PlainTextResponse("fail", status_code=500)  # completedOrder() threw
-
-
-def _amount(text: str) -> Decimal | None:
-    try:
-        return Decimal(text).quantize(Decimal("0.01"))
-    except (InvalidOperation, ValueError):
-        return None
 
 
 def _paid_at(endtime: str | None) -> str | None:

@@ -12,14 +12,13 @@ escapes dujiaoka's handler, so that is HTTP 500 ``fail``. Either way epusdt coun
 from __future__ import annotations
 
 import json
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from monitor.protocols.epusdt import ACK_BODY, CODE_OK, sign, verify
-from monitor.sim.shop import OpenFailed, ShopChannel, ShopOrder
+from monitor.sim.shop import OpenFailed, ShopChannel, ShopOrder, bc_amount
 
 if TYPE_CHECKING:
     from monitor.sim.shop import Shop
@@ -87,7 +86,7 @@ class EpusdtShop:
         trade_id = params.get("trade_id")
         result = self.shop.callback(order, verified=verify(params, channel.credentials["token"]),
                                     trade_no=str(trade_id) if trade_id else None,
-                                    amount=_amount(params.get("amount")))
+                                    amount=bc_amount(params.get("amount")))
         if result == "completed":
             return PlainTextResponse(ACK_BODY)
         if result == "bad_signature":
@@ -95,12 +94,3 @@ class EpusdtShop:
         return PlainTextResponse("fail", status_code=500)  # completedOrder() threw
 
 
-def _amount(value: object) -> Decimal | None:
-    """The notify's CNY ``amount`` (a JSON number) as ``bccomp(..., 2)`` sees it: truncated to two decimals."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        return Decimal(repr(value) if isinstance(value, float) else str(value)).quantize(
-            Decimal("0.01"), rounding=ROUND_DOWN)
-    except (InvalidOperation, ValueError):
-        return None
