@@ -64,6 +64,8 @@ class ProbeResult:
     started_at: datetime
     detail: str = ""
     code: str | None = None
+    #: A measured number, where the probe has one (the balance probe: the unsettled balance).
+    value: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -79,8 +79,12 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     if probe_windows:
         for r in store.probe_results(since=now - max(probe_windows)):
             recent.setdefault((r.channel, r.probe), []).append(r)
-    signals = Signals(stats=stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent)
-    return Snapshot(now, stats, signals, store.last_probes())
+    last = store.last_probes()
+    unsettled = {ch: r.value for (ch, probe), r in last.items()
+                 if probe == "balance" and r.ok and r.value is not None}
+    signals = Signals(stats=stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
+                      unsettled_balance=unsettled)
+    return Snapshot(now, stats, signals, last)
 
 
 def channel_states(

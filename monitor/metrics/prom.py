@@ -63,6 +63,8 @@ class Metrics:
         self.probe_success.labels(r.channel, r.probe).set(1 if r.ok else 0)
         self.probe_duration.labels(r.channel, r.probe).observe(r.latency_s)
         self.probe_total.labels(r.channel, r.probe, r.outcome).inc()
+        if r.probe == "balance" and r.ok and r.value is not None:
+            self.unsettled_balance.labels(r.channel).set(r.value)
 
     def set_stats(self, stats: Mapping[tuple[str, str], ChannelStats], pending_window: str) -> None:
         """Publish window gauges; a window without a value is removed rather than shown as 0."""

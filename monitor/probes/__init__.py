@@ -1,6 +1,6 @@
 """Probes: one adapter file per channel ``kind``, registered here with one line each."""
 
-from monitor.probes.base import Adapter, ProbeContext, ProbeFailure, run_probe
+from monitor.probes.base import Adapter, Observation, ProbeContext, ProbeFailure, run_probe
 from monitor.probes.epay import EpayAdapter
 
 #: Adapter classes by channel ``kind``.
@@ -8,4 +8,4 @@ ADAPTERS: dict[str, type] = {
     "epay": EpayAdapter,
 }
 
-__all__ = ["ADAPTERS", "Adapter", "ProbeContext", "ProbeFailure", "run_probe"]
+__all__ = ["ADAPTERS", "Adapter", "Observation", "ProbeContext", "ProbeFailure", "run_probe"]

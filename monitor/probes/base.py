@@ -27,6 +27,7 @@ __all__ = [
     "MAX_BODY",
     "USER_AGENT",
     "Adapter",
+    "Observation",
     "ProbeContext",
     "ProbeFailure",
     "Reply",
@@ -63,6 +64,15 @@ class Reply:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a successful probe saw: the gateway's own code, a short detail, and a measured value if any."""
+
+    code: str | None
+    detail: str
+    value: float | None = None
+
+
 @dataclass(frozen=True)
 class ProbeContext:
     """What a probe run needs from outside: the shared HTTP client, the clock and the redactor."""
@@ -78,8 +88,8 @@ class Adapter(Protocol):
     kind: str
     supports: tuple[str, ...]
 
-    async def probe(self, probe: str, ctx: ProbeContext) -> tuple[str | None, str]:
-        """Run ``probe``; return (gateway code, detail) on success, raise ProbeFailure otherwise."""
+    async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
+        """Run ``probe``; return what it saw on success, raise ProbeFailure otherwise."""
         ...
 
 
@@ -146,9 +156,10 @@ async def run_probe(adapter: Adapter, channel: str, probe: str, ctx: ProbeContex
     """Run one probe and always return a result, never raise (bugs in an adapter are logged and reported)."""
     started = ctx.clock.now()
     t0 = time.perf_counter()
+    value: float | None = None
     try:
-        code, detail = await adapter.probe(probe, ctx)
-        outcome = "ok"
+        seen = await adapter.probe(probe, ctx)
+        outcome, code, detail, value = "ok", seen.code, seen.detail, seen.value
     except ProbeFailure as f:
         outcome, code, detail = f.outcome, f.code, f.detail
     except Exception as exc:  # noqa: BLE001 - one broken adapter must not stop the scheduler
@@ -156,4 +167,4 @@ async def run_probe(adapter: Adapter, channel: str, probe: str, ctx: ProbeContex
         outcome, code, detail = "bad_response", None, f"probe error: {type(exc).__name__}"
     latency = time.perf_counter() - t0
     return ProbeResult(channel, probe, outcome, latency, started, ctx.redactor(detail)[:500],
-                       None if code is None else ctx.redactor(str(code))[:64])
+                       None if code is None else ctx.redactor(str(code))[:64], value)

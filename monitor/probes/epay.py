@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitor.probes.base import ProbeContext, ProbeFailure, fetch, parse_json
+from monitor.probes.base import Observation, ProbeContext, ProbeFailure, fetch, parse_json
 
 __all__ = ["SENTINEL", "EpayAdapter"]
 
@@ -41,7 +41,7 @@ class EpayAdapter:
         self.pid = creds["pid"]
         self.key = creds["key"]
 
-    async def probe(self, probe: str, ctx: ProbeContext) -> tuple[str | None, str]:
+    async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
         if probe != "query":
             raise ProbeFailure("bad_response", f"probe {probe} is not supported for epay yet")
         spec = self.channel.probes.query
@@ -52,7 +52,7 @@ class EpayAdapter:
         code = _code(doc)
         msg = str(doc.get("msg", ""))[:120]
         if code == "-1" or (code == "1" and str(doc.get("out_trade_no", "")) == SENTINEL):
-            return code, f"HTTP {reply.status}, code {code} {msg}".strip()
+            return Observation(code, f"HTTP {reply.status}, code {code} {msg}".strip())
         if code == "":
             raise ProbeFailure("bad_response", "answer has no 'code' field")
         raise ProbeFailure("business_error", f"code {code}: {msg}", code=code)

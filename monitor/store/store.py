@@ -219,6 +219,7 @@ class Store:
                 "started_at": r.started_at,
                 "code": r.code,
                 "detail": r.detail,
+                "value": r.value,
             }
             for r in results
         ]
@@ -579,7 +580,8 @@ def _order_row(row: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def _probe(m: Any) -> ProbeResult:
-    return ProbeResult(m["channel"], m["probe"], m["outcome"], m["latency_s"], m["started_at"], m["detail"], m["code"])
+    return ProbeResult(m["channel"], m["probe"], m["outcome"], m["latency_s"], m["started_at"], m["detail"], m["code"],
+                       m["value"])
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -84,6 +84,7 @@ probe_results = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("code", String(64)),
     Column("detail", Text, nullable=False, default=""),
+    Column("value", Float),
     Index("ix_probe_results_channel_probe_started", "channel", "probe", "started_at"),
 )
 

@@ -13,7 +13,7 @@ import pytest
 
 from monitor.clock import FixedClock
 from monitor.config import ChannelConfig
-from monitor.probes import ADAPTERS, ProbeContext, run_probe
+from monitor.probes import ADAPTERS, Observation, ProbeContext, run_probe
 from monitor.probes.base import MAX_BODY, ProbeFailure, Reply, fetch, parse_json
 from monitor.probes.epay import EpayAdapter
 from monitor.secret import Redactor
@@ -115,7 +115,7 @@ async def test_a_crashing_adapter_becomes_a_result(ctx: ProbeContext, caplog: py
         kind = "broken"
         supports = ("query",)
 
-        async def probe(self, probe: str, ctx: ProbeContext) -> tuple[str | None, str]:
+        async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
             raise RuntimeError(f"bug while using {KEY}")
 
     result = await run_probe(Broken(), "c1", "query", ctx)

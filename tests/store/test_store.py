@@ -20,7 +20,7 @@ def ev(clock: FixedClock, event: str, order: str, minutes: float = 0, **kw: obje
 
 
 def test_schema_is_at_head(store: Store) -> None:
-    assert store.revision() == "0002"
+    assert store.revision() == "0003"
     assert store.ping()
 
 
@@ -31,8 +31,11 @@ def test_probe_results_round_trip_and_streaks(store: Store, clock: FixedClock) -
         for i, o in enumerate(outcomes)
     )
     store.add_probe_results([ProbeResult("c2", "query", "ok", 0.2, clock.now(), "")])
+    store.add_probe_results([ProbeResult("c2", "balance", "ok", 0.2, clock.now(), "", None, 125.5)])
     store.add_probe_results([ProbeResult("c3", "query", "timeout", 0.2, clock.now(), "")])
-    assert store.probe_failures_in_a_row() == {("c1", "query"): 3, ("c2", "query"): 0, ("c3", "query"): 1}
+    assert store.probe_failures_in_a_row() == {("c1", "query"): 3, ("c2", "query"): 0, ("c3", "query"): 1,
+                                               ("c2", "balance"): 0}
+    assert store.last_probes()[("c2", "balance")].value == 125.5
     newest = store.probe_results(channel="c1", limit=2)
     assert [r.outcome for r in newest] == ["connect_error", "timeout"]
     assert newest[0].started_at == clock.now() + timedelta(seconds=5)
