@@ -1,11 +1,25 @@
 """Probes: one adapter file per channel ``kind``, registered here with one line each."""
 
+from monitor.probes.alipay import AlipayAdapter
 from monitor.probes.base import Adapter, Observation, ProbeContext, ProbeFailure, run_probe
 from monitor.probes.epay import EpayAdapter
+from monitor.probes.epay_v2 import EpayV2Adapter
+from monitor.probes.epusdt import EpusdtAdapter
+from monitor.probes.http import HttpAdapter
+from monitor.probes.paypal import PayPalAdapter
+from monitor.probes.stripe import StripeAdapter
+from monitor.probes.wxpay import WxpayAdapter
 
 #: Adapter classes by channel ``kind``.
 ADAPTERS: dict[str, type] = {
     "epay": EpayAdapter,
+    "epusdt": EpusdtAdapter,
+    "stripe": StripeAdapter,
+    "paypal": PayPalAdapter,
+    "epay_v2": EpayV2Adapter,
+    "http": HttpAdapter,
+    "alipay_f2f": AlipayAdapter,
+    "wxpay_v2": WxpayAdapter,
 }
 
 __all__ = ["ADAPTERS", "Adapter", "Observation", "ProbeContext", "ProbeFailure", "run_probe"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ __all__ = [
     "ProbeFailure",
     "Reply",
     "fetch",
+    "finish_test_order",
+    "new_out_trade_no",
     "parse_json",
     "run_probe",
 ]
@@ -101,13 +104,15 @@ async def fetch(
     timeout: float,
     params: Mapping[str, str] | None = None,
     data: Mapping[str, str] | None = None,
+    content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Reply:
     """One HTTP exchange under a hard deadline for the *whole* exchange (slow-loris bodies included)."""
     hdrs = {"User-Agent": USER_AGENT, "Accept": "*/*", **(headers or {})}
 
     async def exchange() -> Reply:
-        async with client.stream(method, url, params=params, data=data, headers=hdrs, timeout=timeout) as resp:
+        async with client.stream(method, url, params=params, data=data, content=content, headers=hdrs,
+                                 timeout=timeout) as resp:
             body = bytearray()
             async for chunk in resp.aiter_bytes():
                 body += chunk
@@ -150,6 +155,24 @@ def parse_json(reply: Reply) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ProbeFailure("bad_response", f"JSON is a {type(doc).__name__}, not an object")
     return doc
+
+
+def new_out_trade_no(ctx: ProbeContext) -> str:
+    """A fresh test-order id: ``paymon`` + the UTC time + 8 random hex digits (28 characters: within every
+    gateway's limit, WeChat's 32 included, and only ``[A-Za-z0-9]`` so every gateway's pattern accepts it)."""
+    return f"paymon{ctx.clock.now():%Y%m%d%H%M%S}{secrets.token_hex(4)}"
+
+
+def finish_test_order(result: Observation | ProbeFailure, close: ProbeFailure | None, closed: bool) -> Observation:
+    """The outcome of a test order once its close ran (or not): the check's outcome, with the close's result in
+    the detail; a failed close after an ``ok`` check becomes the outcome."""
+    if isinstance(result, Observation):
+        if close is not None:
+            raise ProbeFailure(close.outcome, f"{result.detail}; close failed: {close.detail}", code=close.code)
+        return Observation(result.code, result.detail + ("; closed" if closed else ""), result.value)
+    if close is not None:
+        raise ProbeFailure(result.outcome, f"{result.detail}; close failed: {close.detail}", code=result.code)
+    raise ProbeFailure(result.outcome, result.detail + ("; order closed" if closed else ""), code=result.code)
 
 
 async def run_probe(adapter: Adapter, channel: str, probe: str, ctx: ProbeContext) -> ProbeResult:

@@ -1,58 +1,245 @@
-"""epay V1 (彩虹易支付) probes: ``query`` asks ``api.php?act=order`` for a sentinel order.
+"""epay V1 (彩虹易支付, MD5) probes: ``query``, ``test_order`` and ``balance``.
 
-The merchant key travels in the query string (the protocol's design, protocols.md §2.5) and real servers echo it
-back (§9 Q7): every detail passes the redactor. Real servers answer with ``text/html`` content types (§9 Q2) and
-send numbers as strings on older PHP (§9 Q3), so the probe parses JSON whatever the header says and compares codes
-as text.
+- ``query`` asks ``api.php?act=order`` (protocols.md §2.5) for the last order ``test_order`` created here, else for
+  a sentinel ``out_trade_no`` no shop uses. Code 1 with the asked ``out_trade_no`` (found) or code -1 订单号不存在
+  (the expected answer for the sentinel) is ``ok``.
+- ``test_order`` POSTs a signed ``mapi.php`` order (§2.1, §2.3) for ``probes.test_order.amount`` (money printed as
+  PHP does, :func:`~monitor.protocols.epay.format_money`), ``type=alipay``, a fresh ``paymon-probe-…``
+  ``out_trade_no`` and a harmless loopback notify/return URL; ``ok`` is code 1 with a ``trade_no`` and a
+  ``payurl``/``qrcode``/``urlscheme``/``html``. The order is never paid. epay has no API to close an order: it
+  stays unpaid until the site's cron deletes it (24 h, §2.5); the detail says so when ``close`` is set.
+- ``balance`` reads ``act=query`` (balance ``money``, ``active``) and ``act=settle`` (``data`` null = no record;
+  EP-old doubles every column under numeric keys, §9 Q5). The value is the unsettled balance; the detail names
+  the last completed settlement and flags a stall: a settlement 待结算/正在结算 for more than
+  :data:`STUCK_AFTER`, or money waiting with no completed settlement (none at all, or none for
+  :data:`STALE_AFTER`). A stall is reported in the detail; the outcome stays ``ok``.
 
-Outcomes: a well-formed answer with code 1 (found) or -1 (``订单号不存在``, the expected answer for the sentinel)
-is ``ok``; any other code is ``business_error`` carrying the gateway's code and message (bad key / pid are -2/-3).
+Outcomes: V1 replies are not signed, so there is no ``bad_signature``. A -1 whose message says 维护/繁忙 (the
+simulator's ``{"code":-1,"msg":"系统维护中，请稍后再试"}``) is ``maintenance``; other codes are ``business_error``
+with the gateway's code and message (auth: EP-old -2 KEY校验失败 / -3 PID不存在, EP-new -3; bad mapi sign: EP-old
+-1, EP-new -3, §9 Q10); a banned merchant (``active`` 0) is ``business_error`` too. Real servers answer with
+``text/html`` (§9 Q2) and may send numbers as strings (§9 Q3): JSON is parsed whatever the header, codes compared
+as text. The key travels in the ``api.php`` URL and is echoed in ``act=query``/``act=settle`` (§9 Q7): details
+are built from chosen fields only, never from the body, and the redactor runs over them anyway.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, fetch, parse_json
+from monitor.config.channels import BalanceProbe, ChannelConfig, QueryProbe, TestOrderProbe
+from monitor.probes.base import Observation, ProbeContext, ProbeFailure, fetch, new_out_trade_no, parse_json
+from monitor.protocols import epay as v1
 
-__all__ = ["SENTINEL", "EpayAdapter"]
+__all__ = ["PLACEHOLDER_URL", "SENTINEL", "STALE_AFTER", "STUCK_AFTER", "EpayAdapter", "decimal_field",
+           "fail_on_code", "is_maintenance", "probe_timeout"]
 
 #: An out_trade_no no shop ever uses; the gateway must say it does not exist.
 SENTINEL = "paymon-probe-sentinel"
+#: notify_url / return_url of test orders: never paid, so never called; loopback in case a gateway tries.
+PLACEHOLDER_URL = "http://127.0.0.1/paymon-probe"
+#: A settlement 待结算 (0) / 正在结算 (2) for longer than this is stuck.
+STUCK_AFTER = timedelta(days=1)
+#: Money waiting and no settlement completed for this long (T+1 settles daily) is a stall.
+STALE_AFTER = timedelta(days=2)
+_MAINTENANCE_WORDS = ("维护", "繁忙", "maintenance")
+_PAY_FIELDS = ("payurl", "qrcode", "urlscheme", "html")
+_SETTLE_NAMES = {0: "待结算", 1: "已完成", 2: "正在结算", 3: "结算失败"}
+
+
+def is_maintenance(msg: str) -> bool:
+    """Whether an error message is the gateway's "under maintenance / busy" answer."""
+    return any(word in msg.lower() for word in _MAINTENANCE_WORDS)
+
+
+def probe_timeout(spec: QueryProbe | TestOrderProbe | BalanceProbe | None, default: float) -> float:
+    """The probe's configured timeout in seconds (the model's default when the probe is not configured)."""
+    return spec.timeout.total_seconds() if spec is not None else default
 
 
 def _code(doc: dict[str, Any]) -> str:
     return str(doc.get("code", "")).strip()
 
 
+def _msg(doc: dict[str, Any]) -> str:
+    return " ".join(str(doc.get("msg") or "").split())[:120]
+
+
+def fail_on_code(doc: dict[str, Any], what: str) -> ProbeFailure:
+    """The failure for an unexpected reply code: bad_response (no code), maintenance, or business_error."""
+    code, msg = _code(doc), _msg(doc)
+    if code == "":
+        return ProbeFailure("bad_response", f"{what}: answer has no 'code' field")
+    if is_maintenance(msg):
+        return ProbeFailure("maintenance", f"{what}: gateway under maintenance: code {code} {msg}".strip(), code=code)
+    return ProbeFailure("business_error", f"{what}: code {code}: {msg}", code=code)
+
+
+def decimal_field(value: Any, what: str) -> Decimal:
+    """A money field (a decimal string, or a number, §9 Q3) as Decimal; bad_response if it is not one."""
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ProbeFailure("bad_response", f"{what} is not a number: {str(value)[:20]!r}") from None
+    if not number.is_finite():
+        raise ProbeFailure("bad_response", f"{what} is not a finite number")
+    return number
+
+
 class EpayAdapter:
     """Probes for a channel of ``kind: epay``."""
 
-    kind = "epay"
-    supports = ("query",)
+    kind: str = "epay"
+    supports: tuple[str, ...] = ("query", "test_order", "balance")
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: ChannelConfig) -> None:
         self.channel = channel
-        base = str(channel.endpoint)
-        self.base = base if base.endswith("/") else base + "/"
         creds = channel.credentials
         if "pid" not in creds or "key" not in creds:
             raise ValueError(f"channel {channel.id}: epay needs credentials pid and key")
+        if not channel.endpoint:
+            raise ValueError(f"channel {channel.id}: epay needs an endpoint")
+        base = str(channel.endpoint)
+        self.base = base if base.endswith("/") else base + "/"
         self.pid = creds["pid"]
         self.key = creds["key"]
+        self.tz = ZoneInfo(channel.timezone)
+        #: The out_trade_no of the last order test_order created, which query then asks for.
+        self.last_order: str | None = None
 
     async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
-        if probe != "query":
-            raise ProbeFailure("bad_response", f"probe {probe} is not supported for epay yet")
-        spec = self.channel.probes.query
-        timeout = spec.timeout.total_seconds() if spec is not None else 5.0
-        params = {"act": "order", "pid": self.pid.reveal(), "key": self.key.reveal(), "out_trade_no": SENTINEL}
+        if probe == "query":
+            return await self._query(ctx)
+        if probe == "test_order":
+            return await self._test_order(ctx)
+        if probe == "balance":
+            return await self._balance(ctx)
+        raise ProbeFailure("bad_response", f"probe {probe} is not supported for epay")
+
+    async def _api(self, ctx: ProbeContext, timeout: float, act: str, **extra: str) -> tuple[int, dict[str, Any]]:
+        """One ``api.php`` GET (the key in the query, §2.5); the HTTP status and the decoded object."""
+        params = {"act": act, "pid": self.pid.reveal(), "key": self.key.reveal(), **extra}
         reply = await fetch(ctx.client, "GET", self.base + "api.php", params=params, timeout=timeout)
+        return reply.status, parse_json(reply)
+
+    async def _query(self, ctx: ProbeContext) -> Observation:
+        timeout = probe_timeout(self.channel.probes.query, 5.0)
+        wanted = self.last_order or SENTINEL
+        status, doc = await self._api(ctx, timeout, "order", out_trade_no=wanted)
+        code, msg = _code(doc), _msg(doc)
+        if code == "1":
+            got = str(doc.get("out_trade_no", ""))
+            if got != wanted:
+                raise ProbeFailure("bad_response", f"asked for order {wanted}, the answer is about {got[:40]!r}")
+            state = v1.coerce_int(doc.get("status"))
+            name = "status unknown" if state is None else v1.STATUS_NAMES.get(state, f"status {state}")
+            return Observation(code, f"HTTP {status}, code 1: order {wanted} found ({name})")
+        if code == "-1" and not is_maintenance(msg):
+            note = "" if wanted == SENTINEL else f" (the last test order {wanted} is unknown to the gateway)"
+            return Observation(code, f"HTTP {status}, code -1 {msg}{note}".strip())
+        raise fail_on_code(doc, "act=order")
+
+    async def _test_order(self, ctx: ProbeContext) -> Observation:
+        spec = self.channel.probes.test_order or TestOrderProbe()
+        out_trade_no = new_out_trade_no(ctx)
+        params = {
+            "pid": self.pid.reveal(), "type": "alipay", "out_trade_no": out_trade_no,
+            "notify_url": PLACEHOLDER_URL, "return_url": PLACEHOLDER_URL, "name": "paymon probe",
+            "money": v1.format_money(spec.amount), "clientip": "127.0.0.1", "device": "pc",
+        }
+        params["sign"] = v1.sign_md5(params, self.key.reveal())
+        params["sign_type"] = v1.SIGN_TYPE_MD5
+        reply = await fetch(ctx.client, "POST", self.base + "mapi.php", data=params,
+                            timeout=spec.timeout.total_seconds())
         doc = parse_json(reply)
         code = _code(doc)
-        msg = str(doc.get("msg", ""))[:120]
-        if code == "-1" or (code == "1" and str(doc.get("out_trade_no", "")) == SENTINEL):
-            return Observation(code, f"HTTP {reply.status}, code {code} {msg}".strip())
-        if code == "":
-            raise ProbeFailure("bad_response", "answer has no 'code' field")
-        raise ProbeFailure("business_error", f"code {code}: {msg}", code=code)
+        if code != "1":
+            raise fail_on_code(doc, "mapi.php")
+        trade_no = str(doc.get("trade_no") or "").strip()
+        where = next((f for f in _PAY_FIELDS if str(doc.get(f) or "").strip()), None)
+        if not trade_no:
+            if "cashier.php" in str(doc.get("payurl", "")):
+                raise ProbeFailure("business_error", "mapi.php: no payment channel for type alipay (sent to the "
+                                   "cashier page, no trade_no)", code=code)
+            raise ProbeFailure("bad_response", "mapi.php: code 1 without a trade_no")
+        if where is None:
+            raise ProbeFailure("bad_response", f"mapi.php: order {trade_no} has no payurl/qrcode/urlscheme")
+        self.last_order = out_trade_no
+        note = "; epay cannot close orders, it stays unpaid until the site purges it" if spec.close else ""
+        return Observation(code, f"HTTP {reply.status}, code 1: order {out_trade_no} (trade_no {trade_no}, "
+                                 f"{v1.format_money(spec.amount)}) created with a {where}{note}")
+
+    async def _balance(self, ctx: ProbeContext) -> Observation:
+        timeout = probe_timeout(self.channel.probes.balance, 5.0)
+        _, info = await self._api(ctx, timeout, "query")
+        if _code(info) != "1":
+            raise fail_on_code(info, "act=query")
+        if "money" not in info:
+            raise ProbeFailure("bad_response", "act=query: answer has no 'money' field")
+        money = decimal_field(info["money"], "act=query money")
+        if v1.coerce_int(info.get("active")) == 0:
+            raise ProbeFailure("business_error", f"act=query: merchant is banned (active 0), balance {money}",
+                               code="active=0")
+        status, settle = await self._api(ctx, timeout, "settle")
+        if _code(settle) != "1":
+            raise fail_on_code(settle, "act=settle")
+        rows = _settle_rows(settle.get("data"))
+        detail = f"HTTP {status}, unsettled balance {money}; " + self._settlement_report(rows, money, ctx.clock.now())
+        return Observation("1", detail, float(money))
+
+    def _settlement_report(self, rows: list[dict[str, Any]], money: Decimal, now: datetime) -> str:
+        """Last completed settlement, and a STALL note when settlements are stuck or missing."""
+        parts: list[str] = []
+        stalls: list[str] = []
+        done = [r for r in rows if v1.coerce_int(r.get("status")) == 1]
+        last = max(done, key=lambda r: str(r.get("endtime") or r.get("addtime") or ""), default=None)
+        if last is None:
+            parts.append(f"no completed settlement in the last {len(rows)} records" if rows
+                         else "no settlement records")
+            if money > 0:
+                stalls.append(f"{money} waiting and no completed settlement")
+        else:
+            when = str(last.get("endtime") or last.get("addtime") or "?")
+            parts.append(f"last completed settlement {when} ({str(last.get('money', '?'))[:16]})")
+            age = self._age(when, now)
+            if money > 0 and age is not None and age > STALE_AFTER:
+                stalls.append(f"{money} waiting and nothing settled for {_hours(age)}")
+        for row in rows:
+            state = v1.coerce_int(row.get("status"))
+            if state in (0, 2):
+                since = str(row.get("addtime") or "?")
+                age = self._age(since, now)
+                text = f"settlement #{str(row.get('id', '?'))[:12]} {_SETTLE_NAMES[state]} since {since}"
+                if age is not None and age > STUCK_AFTER:
+                    stalls.append(f"{text} ({_hours(age)})")
+                else:
+                    parts.append(text)
+            elif state == 3:
+                parts.append(f"settlement #{str(row.get('id', '?'))[:12]} failed (结算失败)")
+        if stalls:
+            parts.append("settlement STALL: " + "; ".join(stalls))
+        return "; ".join(parts)
+
+    def _age(self, text: str, now: datetime) -> timedelta | None:
+        try:
+            return now - v1.parse_epay_time(text, self.tz)
+        except ValueError:
+            return None
+
+
+def _hours(age: timedelta) -> str:
+    return f"{age.total_seconds() / 3600:.0f} h"
+
+
+def _settle_rows(data: Any) -> list[dict[str, Any]]:
+    """``act=settle`` ``data``: null (none), a list of rows, or (json_encode of a non-list array) an object."""
+    if data is None:
+        return []
+    if isinstance(data, dict):
+        data = list(data.values())
+    if not isinstance(data, list):
+        raise ProbeFailure("bad_response", f"act=settle: data is a {type(data).__name__}, not a list")
+    return [row for row in data if isinstance(row, dict)]

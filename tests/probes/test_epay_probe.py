@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -16,6 +19,7 @@ from monitor.config import ChannelConfig
 from monitor.probes import ADAPTERS, Observation, ProbeContext, run_probe
 from monitor.probes.base import MAX_BODY, ProbeFailure, Reply, fetch, parse_json
 from monitor.probes.epay import EpayAdapter
+from monitor.protocols.epay import format_epay_time, format_money
 from monitor.secret import Redactor
 from monitor.sim.server import AppServer, SimServer
 
@@ -112,8 +116,8 @@ async def test_found_order_and_unknown_code(ctx: ProbeContext) -> None:
 
 async def test_a_crashing_adapter_becomes_a_result(ctx: ProbeContext, caplog: pytest.LogCaptureFixture) -> None:
     class Broken:
-        kind = "broken"
-        supports = ("query",)
+        kind: str = "broken"
+        supports: tuple[str, ...] = ("query",)
 
         async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
             raise RuntimeError(f"bug while using {KEY}")
@@ -140,7 +144,7 @@ def test_missing_credentials_are_a_config_problem() -> None:
 
 
 async def test_unsupported_probe_type(sim: SimServer, ctx: ProbeContext) -> None:
-    result = await run_probe(EpayAdapter(channel(sim.endpoint("epay-main"))), "epay-main", "balance", ctx)
+    result = await run_probe(EpayAdapter(channel(sim.endpoint("epay-main"))), "epay-main", "refund", ctx)
     assert result.outcome == "bad_response" and "not supported" in result.detail
 
 
@@ -167,3 +171,173 @@ def test_probe_failure_takes_only_failure_outcomes() -> None:
         ProbeFailure("ok", "not a failure")
     with pytest.raises(ValueError):
         ProbeFailure("weird", "not an outcome")
+
+
+# ---- every probe type, both server flavours ------------------------------------------------------------
+
+PROBES = ("query", "test_order", "balance")
+#: What a wrong key gets per flavour and probe (§2.5, §9 Q10): api.php EP-old -2 KEY校验失败, EP-new -3;
+#: mapi.php bad sign EP-old -1, EP-new -3.
+WRONG_KEY_CODE = {("new", "query"): "-3", ("new", "test_order"): "-3", ("new", "balance"): "-3",
+                  ("old", "query"): "-2", ("old", "test_order"): "-1", ("old", "balance"): "-2"}
+HEALTHY_CODE = {"query": "-1", "test_order": "1", "balance": "1"}
+
+
+def full_channel(endpoint: str, key: str = KEY, timeout: str = "2s", close: bool = True) -> ChannelConfig:
+    return ChannelConfig.model_validate({
+        "id": "epay-main", "kind": "epay", "weight": 60, "endpoint": endpoint,
+        "credentials": {"pid": "1001", "key": key},
+        "probes": {"query": {"timeout": timeout}, "balance": {"timeout": timeout},
+                   "test_order": {"timeout": timeout, "amount": "0.01", "close": close}},
+    })
+
+
+@pytest.fixture
+async def both(clock: FixedClock) -> AsyncIterator[SimServer]:
+    """One EP-new channel ``new`` and one EP-old channel ``old``, on the test's clock."""
+    async with SimServer(clock=clock) as server:
+        server.gateway.add_channel("new", 1001, KEY, flavour="new")
+        server.gateway.add_channel("old", 1001, KEY, flavour="old")
+        yield server
+
+
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("healthy", {}, "ok"),
+    ("error", {"error_rate": 1.0}, "http_error"),
+    ("hang", {"hang_rate": 1.0}, "timeout"),
+    ("bad_json", {"bad_json_rate": 1.0}, "bad_response"),
+    ("maintenance", {"maintenance_rate": 1.0}, "maintenance"),
+    # V1 replies are not signed: the knob only corrupts notifies, so probes stay ok.
+    ("bad_signature", {"bad_signature_rate": 1.0}, "ok"),
+    ("wrong_key", {}, "business_error"),
+]
+#: The flavours answer differently only when the protocol code runs (faults are injected before it): run EP-old
+#: for the cases where its replies differ.
+_BY_FLAVOUR = {"healthy", "maintenance", "wrong_key"}
+
+
+@pytest.mark.parametrize(
+    ("flavour", "probe", "case", "faults", "outcome"),
+    [(flavour, probe, *case) for probe in PROBES for case in CASES for flavour in ("new", "old")
+     if flavour == "new" or case[0] in _BY_FLAVOUR],
+)
+async def test_probe_outcomes(both: SimServer, ctx: ProbeContext, flavour: str, probe: str, case: str,
+                              faults: dict[str, Any], outcome: str) -> None:
+    both.faults(flavour).update(**faults)
+    key = "wrong-key-wrong-key" if case == "wrong_key" else KEY
+    cfg = full_channel(both.endpoint(flavour), key, timeout="0.3s" if case == "hang" else "2s")
+    result = await run_probe(EpayAdapter(cfg), flavour, probe, ctx)
+    assert result.outcome == outcome, result.detail
+    expected_code = {"ok": HEALTHY_CODE[probe], "http_error": "500", "maintenance": "-1",
+                     "business_error": WRONG_KEY_CODE[(flavour, probe)]}.get(outcome)
+    assert result.code == expected_code, result.detail
+    if case == "maintenance":
+        assert "维护" in result.detail
+    if case == "hang":
+        assert result.latency_s < 1.5
+    assert KEY not in result.detail and KEY not in (result.code or "")
+    truth = both.ground_truth()
+    assert len(truth) == (1 if probe == "test_order" and outcome == "ok" else 0)
+    assert all(not t.paid for t in truth)
+
+
+@pytest.mark.parametrize("flavour", ["new", "old"])
+async def test_query_follows_the_last_test_order(both: SimServer, ctx: ProbeContext, flavour: str) -> None:
+    adapter = EpayAdapter(full_channel(both.endpoint(flavour), close=True))
+    created = await run_probe(adapter, flavour, "test_order", ctx)
+    assert created.outcome == "ok" and "payurl" in created.detail and "cannot close" in created.detail
+    (truth,) = both.ground_truth()
+    assert adapter.last_order == truth.out_trade_no and truth.out_trade_no.startswith("paymon")
+    assert truth.money == Decimal("0.01") and not truth.paid
+    assert truth.trade_no in created.detail
+    found = await run_probe(adapter, flavour, "query", ctx)
+    assert (found.outcome, found.code) == ("ok", "1")
+    assert truth.out_trade_no in found.detail and "unpaid" in found.detail
+    # A second test order is a new order (fresh out_trade_no), never a re-submit of the first.
+    assert (await run_probe(adapter, flavour, "test_order", ctx)).outcome == "ok"
+    assert len({t.out_trade_no for t in both.ground_truth()}) == 2
+
+
+@pytest.mark.parametrize("flavour", ["new", "old"])
+async def test_balance_and_settlements(both: SimServer, ctx: ProbeContext, clock: FixedClock,
+                                       flavour: str) -> None:
+    adapter = EpayAdapter(full_channel(both.endpoint(flavour)))
+    empty = await run_probe(adapter, flavour, "balance", ctx)
+    assert (empty.outcome, empty.value) == ("ok", 0.0)
+    assert "no settlement records" in empty.detail and "STALL" not in empty.detail
+
+    both.faults(flavour).update(balance_growth_per_min=1.0)
+    clock.advance(timedelta(minutes=30))
+    waiting = await run_probe(adapter, flavour, "balance", ctx)
+    assert (waiting.outcome, waiting.value) == ("ok", 30.0)
+    assert "STALL" in waiting.detail and "no completed settlement" in waiting.detail
+
+    both.gateway.settle(flavour)
+    settled_at = clock.now()
+    clock.advance(timedelta(minutes=10))
+    done = await run_probe(adapter, flavour, "balance", ctx)
+    assert (done.outcome, done.value) == ("ok", 10.0)
+    assert f"last completed settlement {format_epay_time(settled_at)} (30.00)" in done.detail
+    assert "STALL" not in done.detail
+
+    both.faults(flavour).update(settlement_stall=True)
+    both.gateway.settle(flavour)
+    running = await run_probe(adapter, flavour, "balance", ctx)
+    assert "正在结算" in running.detail and "STALL" not in running.detail  # just started
+    clock.advance(timedelta(hours=50))
+    stuck = await run_probe(adapter, flavour, "balance", ctx)
+    assert stuck.outcome == "ok" and stuck.value is not None and stuck.value > 10
+    assert "settlement STALL" in stuck.detail and "正在结算" in stuck.detail
+    assert "nothing settled for" in stuck.detail
+    for result in (empty, waiting, done, running, stuck):
+        assert KEY not in result.detail  # EP-old echoes the key in act=settle, both in act=query (§9 Q7)
+
+
+async def test_answers_only_real_servers_give(ctx: ProbeContext, clock: FixedClock) -> None:
+    """Stub answers: numbers as strings, a banned merchant, settle data as an object, no channel for the type,
+    a success without a pay URL."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    done = format_epay_time(clock.now() - timedelta(hours=3))
+    api_answers = iter([
+        '{"code":"1","money":"5.00","active":"1","key":"' + KEY + '"}',
+        '{"code":"1","data":{"0":{"id":"7","status":"1","money":"9.00","endtime":"' + done + '"}}}',
+        '{"code":1,"money":"5.00","active":"0"}',
+        '{"code":1,"money":"lots","active":1}',
+        '{"code":-2,"msg":"KEY\\u6821\\u9a8c\\u5931\\u8d25"}',
+    ])
+    mapi_answers = iter([
+        '{"code":1,"payurl":"./cashier.php?trade_no=x"}',
+        '{"code":1,"trade_no":"2026112611000012345"}',
+        '{"code":"1","trade_no":"2026112611000012345","qrcode":"weixin://wxpay/x"}',
+        '{"code":-2,"msg":"\\u7cfb\\u7edf\\u7e41\\u5fd9"}',
+    ])
+
+    async def api(request: Request) -> Response:
+        return PlainTextResponse(next(api_answers), media_type="text/html")
+
+    async def mapi(request: Request) -> Response:
+        assert parse_qs((await request.body()).decode())["money"] == ["0.01"]
+        return PlainTextResponse(next(mapi_answers), media_type="text/html")
+
+    routes = [Route("/api.php", api), Route("/mapi.php", mapi, methods=["POST"])]
+    async with AppServer(Starlette(routes=routes)) as server:
+        adapter = EpayAdapter(full_channel(server.base_url))  # no trailing slash
+        balances = [await run_probe(adapter, "c", "balance", ctx) for _ in range(3)]
+        orders = [await run_probe(adapter, "c", "test_order", ctx) for _ in range(4)]
+    assert [(r.outcome, r.code, r.value) for r in balances] == [
+        ("ok", "1", 5.0), ("business_error", "active=0", None), ("bad_response", None, None)]
+    assert "last completed settlement " + done in balances[0].detail and "STALL" not in balances[0].detail
+    assert [(r.outcome, r.code) for r in orders] == [
+        ("business_error", "1"), ("bad_response", None), ("ok", "1"), ("maintenance", "-2")]
+    assert "qrcode" in orders[2].detail
+    assert all(KEY not in r.detail for r in balances + orders)
+
+
+def test_money_is_sent_as_php_prints_it() -> None:
+    adapter = EpayAdapter(full_channel("http://127.0.0.1:1/"))
+    assert adapter.supports == ("query", "test_order", "balance")
+    assert format_money(Decimal("10.00")) == "10"

@@ -1,0 +1,194 @@
+"""The Stripe probes over real HTTP against the simulated PaymentIntents API: every fault maps to its SPEC §2.6
+outcome, test intents are created at Stripe's minimum and always cancelled (also when the check fails midway),
+and the secret key never appears in a result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from monitor.clock import FixedClock
+from monitor.config import ChannelConfig
+from monitor.probes import ADAPTERS, ProbeContext, run_probe
+from monitor.probes.stripe import SENTINEL, StripeAdapter
+from monitor.secret import Redactor
+from monitor.sim.server import AppServer, SimServer
+from monitor.sim.stripe import StripeChannel, StripeGateway
+
+KEY = "sk_test_51ProbeKeyAbCdEfGh0123456789"
+PROBES = ("query", "test_order")
+
+
+def channel(endpoint: str, key: str = KEY, timeout: str = "2s", **test_order: Any) -> ChannelConfig:
+    return ChannelConfig.model_validate({
+        "id": "stripe", "kind": "stripe", "weight": 10, "endpoint": endpoint, "credentials": {"secret_key": key},
+        "probes": {"query": {"every": "30s", "timeout": timeout},
+                   "test_order": {"every": "5m", "timeout": timeout, **test_order}},
+    })
+
+
+class TamperingGateway(StripeGateway):
+    """The simulator, with a create answer that lacks the client_secret or a cancel that fails, on demand."""
+
+    drop_secret = False
+    break_cancel = False
+
+    def _create(self, request: Request, channel: StripeChannel, params: dict[str, Any]) -> Response:
+        reply = super()._create(request, channel, params)
+        if not self.drop_secret:
+            return reply
+        body = json.loads(bytes(reply.body))
+        del body["client_secret"]
+        return Response(json.dumps(body), media_type="application/json")
+
+    def _do_cancel(self, request: Request, channel: StripeChannel, params: dict[str, Any]) -> Response:
+        return Response(status_code=500) if self.break_cancel else super()._do_cancel(request, channel, params)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[tuple[SimServer, TamperingGateway]]:
+    async with SimServer() as server:
+        gw = TamperingGateway()
+        gw.add_channel("stripe", api_key=KEY)
+        server.add_gateway(gw)
+        yield server, gw
+
+
+@pytest.fixture
+async def ctx(clock: FixedClock) -> AsyncIterator[ProbeContext]:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        yield ProbeContext(client, clock, Redactor([KEY]))
+
+
+def statuses(gw: StripeGateway) -> list[str]:
+    return [pi.status for pi in gw.channel("stripe").intents.values()]
+
+
+def test_registered_by_kind() -> None:
+    assert ADAPTERS["stripe"] is StripeAdapter
+    assert StripeAdapter.supports == PROBES
+
+
+def test_missing_key_is_a_config_problem() -> None:
+    cfg = ChannelConfig.model_validate({"id": "x", "kind": "stripe", "weight": 1, "endpoint": "http://127.0.0.1:1/",
+                                        "credentials": {"publishable_key": "pk_test_x"}})
+    with pytest.raises(ValueError, match="needs credentials secret_key"):
+        StripeAdapter(cfg)
+
+
+@pytest.mark.parametrize("probe", PROBES)
+@pytest.mark.parametrize(
+    ("faults", "key", "outcome", "code"),
+    [
+        pytest.param({}, KEY, "ok", None, id="healthy"),
+        pytest.param({"error_rate": 1.0}, KEY, "http_error", "500", id="error"),
+        pytest.param({"hang_rate": 1.0}, KEY, "timeout", None, id="hang"),
+        pytest.param({"bad_json_rate": 1.0}, KEY, "bad_response", None, id="bad_json"),
+        pytest.param({"maintenance_rate": 1.0}, KEY, "maintenance", "api_error", id="maintenance"),
+        pytest.param({}, "sk_test_51WrongKeyZyXwVu9876543210", "business_error", "invalid_api_key", id="wrong_key"),
+    ],
+)
+async def test_outcomes(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext, probe: str,
+                        faults: dict[str, Any], key: str, outcome: str, code: str | None) -> None:
+    server, gw = sim
+    gw.faults("stripe").update(**faults)
+    timeout = "0.3s" if "hang_rate" in faults else "2s"
+    result = await run_probe(StripeAdapter(channel(server.endpoint("stripe"), key, timeout)), "stripe", probe, ctx)
+    ok_code = {"query": "resource_missing", "test_order": "requires_payment_method"}[probe]
+    expected = code if outcome != "ok" else ok_code
+    assert (result.outcome, result.code) == (outcome, expected), result.detail
+    assert KEY not in result.detail and KEY[-4:] not in result.detail and key[-4:] not in result.detail
+    if outcome == "timeout":
+        assert result.latency_s < 1.0
+    # Nothing is left open: a healthy test_order cancels its intent, a failed create made none.
+    assert statuses(gw) == (["canceled"] if (outcome, probe) == ("ok", "test_order") else [])
+
+
+async def test_query_finds_the_last_test_intent(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext) -> None:
+    server, gw = sim
+    adapter = StripeAdapter(channel(server.endpoint("stripe").rstrip("/")))
+    first = await run_probe(adapter, "stripe", "query", ctx)
+    assert (first.outcome, first.code) == ("ok", "resource_missing") and SENTINEL in first.detail
+    created = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert created.outcome == "ok" and created.detail.endswith("cancelled")
+    found = await run_probe(adapter, "stripe", "query", ctx)
+    assert (found.outcome, found.code) == ("ok", "canceled")
+    assert adapter.last_intent is not None and adapter.last_intent in found.detail
+
+
+@pytest.mark.parametrize(("amount", "minor"), [("0.01", 50), ("2.00", 200)])
+async def test_amount_is_at_least_stripes_minimum(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext,
+                                                  amount: str, minor: int) -> None:
+    server, gw = sim
+    result = await run_probe(StripeAdapter(channel(server.endpoint("stripe"), amount=amount)), "stripe",
+                             "test_order", ctx)
+    assert result.outcome == "ok", result.detail
+    (intent,) = gw.channel("stripe").intents.values()
+    assert (intent.amount, intent.currency) == (minor, "cny")
+
+
+async def test_close_false_leaves_the_intent(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext) -> None:
+    server, gw = sim
+    result = await run_probe(StripeAdapter(channel(server.endpoint("stripe"), close=False)), "stripe", "test_order",
+                             ctx)
+    assert result.outcome == "ok" and "left open" in result.detail
+    assert statuses(gw) == ["requires_payment_method"]
+
+
+async def test_a_check_failing_midway_still_cancels(sim: tuple[SimServer, TamperingGateway],
+                                                    ctx: ProbeContext) -> None:
+    server, gw = sim
+    gw.drop_secret = True
+    result = await run_probe(StripeAdapter(channel(server.endpoint("stripe"))), "stripe", "test_order", ctx)
+    assert result.outcome == "bad_response" and "client_secret" in result.detail
+    assert statuses(gw) == ["canceled"]
+
+
+async def test_a_failed_cancel_is_the_outcome(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext) -> None:
+    server, gw = sim
+    gw.break_cancel = True
+    result = await run_probe(StripeAdapter(channel(server.endpoint("stripe"))), "stripe", "test_order", ctx)
+    assert (result.outcome, result.code) == ("http_error", "500")
+    assert "created intent" in result.detail and "cancel failed" in result.detail
+    gw.drop_secret = True  # both fail: the check's outcome wins, the cancel is named
+    result = await run_probe(StripeAdapter(channel(server.endpoint("stripe"))), "stripe", "test_order", ctx)
+    assert result.outcome == "bad_response" and "cancel failed" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome", "code"),
+    [
+        (400, {"error": {"type": "invalid_request_error", "code": "parameter_invalid", "message": "bad"}},
+         "business_error", "parameter_invalid"),
+        (429, {"error": {"type": "rate_limit_error", "message": "Too many requests"}}, "business_error",
+         "rate_limit_error"),
+        (404, "<html>Not Found</html>", "http_error", "404"),
+        (502, {"error": {"type": "api_error", "message": "bad gateway"}}, "http_error", "502"),
+        (200, {"object": "list", "data": []}, "bad_response", None),
+        (200, {"object": "payment_intent", "id": "pi_other", "status": "succeeded"}, "bad_response", None),
+        (200, {"object": "payment_intent", "id": SENTINEL, "status": "succeeded"}, "ok", "succeeded"),
+    ],
+)
+async def test_answers_the_simulator_does_not_give(ctx: ProbeContext, status: int, body: Any, outcome: str,
+                                                   code: str | None) -> None:
+    async def retrieve(request: Request) -> Response:
+        assert request.headers["authorization"] == f"Bearer {KEY}"
+        text = body if isinstance(body, str) else json.dumps(body)
+        return Response(text, status_code=status, media_type="application/json")
+
+    async with AppServer(Starlette(routes=[Route("/v1/payment_intents/{id}", retrieve)])) as server:
+        result = await run_probe(StripeAdapter(channel(server.base_url + "/")), "stripe", "query", ctx)
+    assert (result.outcome, result.code) == (outcome, code), result.detail
+
+
+async def test_unsupported_probe_type(ctx: ProbeContext) -> None:
+    result = await run_probe(StripeAdapter(channel("http://127.0.0.1:1/")), "stripe", "balance", ctx)
+    assert result.outcome == "bad_response" and "not supported" in result.detail
