@@ -140,6 +140,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     counts = ", ".join(_plural(n, what) for n, what in (
         (len(cfg.channels), "channel"), (len(cfg.monitor.rules), "rule"), (len(cfg.monitor.sources), "source")))
     print(f"ok: {cfg.monitor_path.name} and {cfg.channels_path.name} are valid ({counts})")
+    from monitor.daemon import adapter_problems
+
+    for channel, problem in adapter_problems(cfg.channels).items():
+        reason = problem if problem.startswith("channel ") else f"channel {channel}: {problem}"
+        print(f"warning: {cfg.redactor(reason)}; its probes will not run", file=sys.stderr)
     return 0
 
 

@@ -48,15 +48,35 @@ class ProbeJob:
     adapter: Adapter
 
 
+def adapter_problems(channels: tuple[ChannelConfig, ...]) -> dict[str, str]:
+    """Channels whose probe adapter cannot be built (missing or unreadable credentials), with the reason."""
+    problems: dict[str, str] = {}
+    for ch in channels:
+        cls = ADAPTERS.get(ch.kind)
+        if cls is None:
+            problems[ch.id] = f"no probe adapter for kind {ch.kind}"
+            continue
+        try:
+            cls(ch)
+        except ValueError as exc:
+            problems[ch.id] = str(exc)
+    return problems
+
+
 def build_probe_jobs(channels: tuple[ChannelConfig, ...]) -> list[ProbeJob]:
-    """A job for every configured probe whose channel kind has an adapter supporting it."""
+    """A job for every configured probe whose channel has a working adapter supporting it; a channel whose
+    adapter cannot be built (bad credentials) is logged and skipped, never a crash."""
     jobs: list[ProbeJob] = []
     for ch in channels:
         cls = ADAPTERS.get(ch.kind)
         if cls is None:
             log.warning("channel %s: no probe adapter for kind %s yet; its probes are not scheduled", ch.id, ch.kind)
             continue
-        adapter: Adapter = cls(ch)
+        try:
+            adapter: Adapter = cls(ch)
+        except ValueError as exc:
+            log.error("%s; its probes are not scheduled", exc)
+            continue
         for probe in PROBE_TYPES:
             spec = getattr(ch.probes, probe)
             if spec is None:

@@ -72,7 +72,23 @@ def write_config(folder: Path, main_url: str, backup_url: str, port: int = 0) ->
 
 def test_check_config_accepts_the_shipped_configs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "-c", str(ROOT / "config" / "monitor.yaml")]) == 0
-    assert capsys.readouterr().out.startswith("ok: monitor.yaml and channels.yaml are valid (3 channels")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ok: monitor.yaml and channels.yaml are valid (3 channels")
+    # The shipped Alipay channel has placeholder keys: valid YAML, but its probe cannot run. Say so, once.
+    assert captured.err == ("warning: channel alipay-f2f: private_key is not an RSA private key (PEM or base64); "
+                            "its probes will not run\n")
+
+
+def test_a_channel_with_unusable_credentials_is_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    from monitor.config import load_config
+    from monitor.daemon import build_probe_jobs
+
+    cfg = load_config(ROOT / "config" / "monitor.yaml", env={})
+    jobs = build_probe_jobs(cfg.channels)
+    assert sorted({(j.channel, j.probe) for j in jobs}) == [
+        ("epay-backup", "balance"), ("epay-backup", "query"), ("epay-backup", "test_order"),
+        ("epay-main", "balance"), ("epay-main", "query"), ("epay-main", "test_order")]
+    assert "channel alipay-f2f: private_key is not an RSA private key" in caplog.text
 
 
 @pytest.mark.parametrize(
