@@ -98,9 +98,6 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
             continue
         sources.append(cls(source_id=src.source_id, path=src.path, timezone=src.timezone, store=store, clock=clock,
                            channels=channel_ids, fields=src.fields))
-    for rule in cfg.monitor.rules:
-        if rule.inhibits:
-            log.warning("rule %s: inhibits is not acted on yet; the inhibited rules notify as usual", rule.name)
     if cfg.monitor.reconcile.replay_notify:
         log.warning("reconcile.replay_notify is not available yet; nothing will be replayed")
     pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)

@@ -14,6 +14,7 @@ from typing import Any
 
 from monitor.alerts.dispatch import Sink, deliver_outbox
 from monitor.alerts.lifecycle import RuleSpec, step
+from monitor.alerts.muting import inhibited_by, route
 from monitor.alerts.signals import Query, Signals, signal_value
 from monitor.clock import Clock
 from monitor.config import LoadedConfig, parse_duration
@@ -153,10 +154,10 @@ class Pipeline:
         return total
 
     def _rules(self, snap: Snapshot, prev: Mapping[tuple[str, str], AlertState]) -> tuple[
-        list[AlertState], list[AlertEvent], dict[tuple[str, str], AlertState]
+        list[AlertEvent], dict[tuple[str, str], AlertState], dict[str, RuleSpec]
     ]:
-        changed: list[AlertState] = []
         events: list[AlertEvent] = []
+        specs: dict[str, RuleSpec] = {}
         current = dict(prev)
         d = self.cfg.monitor.defaults
         for rule in self.cfg.monitor.rules:
@@ -171,6 +172,7 @@ class Pipeline:
                 recover=rule.recover, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
                 actions=tuple(a.kind for a in rule.actions),
             )
+            specs[rule.name] = spec
             window = rule.window or "15m"
             for ch in self.cfg.channels:
                 if not rule.applies_to(ch):
@@ -180,11 +182,9 @@ class Pipeline:
                 value = signal_value(rule.signal, snap.signals, q)
                 before = prev.get((rule.name, ch.id)) or AlertState(rule.name, ch.id)
                 after, evs = step(before, spec, value, snap.now)
-                if after != before:
-                    changed.append(after)
                 current[(rule.name, ch.id)] = after
                 events.extend(evs)
-        return changed, events, current
+        return events, current, specs
 
     def _routing(self, states: Mapping[tuple[str, str], AlertState], now: datetime) -> tuple[
         list[WeightChange], list[str], dict[str, int]
@@ -261,15 +261,20 @@ class Pipeline:
         now = self.clock.now()
         snap = snapshot(self.cfg, self.store, now)
         prev = self.store.alert_states()
-        changed, events, current = self._rules(snap, prev)
+        events, evaluated, specs = self._rules(snap, prev)
         notify_rules = {r.name for r in self.cfg.monitor.rules if any(a.kind == "notify" for a in r.actions)}
         silenced = {(s.channel, s.rule) for s in self.store.active_silences()}
-        loud = [e for e in events if e.rule in notify_rules
-                and (e.channel, None) not in silenced and (e.channel, e.rule) not in silenced]
-        quiet = [e for e in events if e not in loud]
-        self.store.save_alerts(changed, loud, list(self.sinks))
-        if quiet:
-            self.store.save_alerts([], quiet, [])
+        inhibited = inhibited_by({r.name: r.inhibits for r in self.cfg.monitor.rules}, evaluated)
+        routed = route(
+            events, prev, evaluated, announce=notify_rules, specs=specs, now=now,
+            muted=lambda rule, ch: (ch, None) in silenced or (ch, rule) in silenced or (rule, ch) in inhibited,
+        )
+        current = routed.states
+        changed = [s for key, s in current.items() if prev.get(key) != s]
+        self.store.save_alerts(changed, routed.loud, list(self.sinks))
+        if routed.quiet:
+            self.store.save_alerts([], routed.quiet, [])
+        events = routed.loud + routed.quiet
         changes, held, weights = self._routing(current, now)
         deliver_outbox(self.store, self.sinks,
                        on_result=lambda sink, result: self.metrics.notifications_total.labels(sink, result).inc())

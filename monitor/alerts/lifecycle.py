@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from monitor.models import AlertEvent, AlertState
 
-__all__ = ["OPS", "RuleSpec", "step"]
+__all__ = ["OPS", "RuleSpec", "make_event", "step"]
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -48,7 +48,7 @@ class RuleSpec:
     actions: tuple[str, ...] = ("notify",)
 
 
-def _event(kind: str, spec: RuleSpec, channel: str, now: datetime, value: float | None) -> AlertEvent:
+def make_event(kind: str, spec: RuleSpec, channel: str, now: datetime, value: float | None) -> AlertEvent:
     return AlertEvent(
         kind=kind,  # type: ignore[arg-type]
         rule=spec.name,
@@ -78,14 +78,14 @@ def step(prev: AlertState, spec: RuleSpec, value: float | None, now: datetime) -
                                                             else spec.threshold)
         if recovered:
             return AlertState(spec.name, channel, "inactive", value=value), [
-                _event("resolved", spec, channel, now, value)
+                make_event("resolved", spec, channel, now, value)
             ]
         last = prev.last_notified_at or prev.fired_at or now
         under_cap = spec.max_reminders is None or prev.reminders < spec.max_reminders
         if now - last >= spec.repeat and under_cap:
             state = replace(prev, last_notified_at=now, reminders=prev.reminders + 1,
                             value=value if value is not None else prev.value)
-            return state, [_event("reminder", spec, channel, now, state.value)]
+            return state, [make_event("reminder", spec, channel, now, state.value)]
         return replace(prev, value=value if value is not None else prev.value), []
     if not bad:
         return AlertState(spec.name, channel, "inactive", value=value), []
@@ -93,5 +93,5 @@ def step(prev: AlertState, spec: RuleSpec, value: float | None, now: datetime) -
     if now - since >= spec.for_:
         state = AlertState(spec.name, channel, "firing", pending_since=since, fired_at=now, last_notified_at=now,
                            reminders=0, value=value)
-        return state, [_event("firing", spec, channel, now, value)]
+        return state, [make_event("firing", spec, channel, now, value)]
     return AlertState(spec.name, channel, "pending", pending_since=since, value=value), []
