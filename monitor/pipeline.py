@@ -18,6 +18,7 @@ from monitor.alerts.muting import inhibited_by, route
 from monitor.alerts.signals import Query, Signals, signal_value
 from monitor.clock import Clock
 from monitor.config import LoadedConfig, parse_duration
+from monitor.config.maintenance import MaintenanceWindow, open_window
 from monitor.errors import SinkError
 from monitor.ingest import JsonlSource
 from monitor.metrics.prom import Metrics
@@ -88,13 +89,28 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     return Snapshot(now, stats, signals, last)
 
 
+def in_maintenance(cfg: LoadedConfig, now: datetime) -> dict[str, MaintenanceWindow]:
+    """Channels with a maintenance window open at ``now``."""
+    out: dict[str, MaintenanceWindow] = {}
+    for ch in cfg.channels:
+        window = open_window(ch.maintenance, ch.timezone, now)
+        if window is not None:
+            out[ch.id] = window
+    return out
+
+
 def channel_states(
-    cfg: LoadedConfig, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState]
+    cfg: LoadedConfig, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState],
+    maintenance: Mapping[str, MaintenanceWindow] | None = None,
 ) -> dict[str, str]:
-    """healthy / degraded / down / unknown per channel, from what fires and whether there is any data."""
+    """maintenance / down / degraded / healthy / unknown per channel: an open maintenance window first, then what
+    fires, then whether there is any data."""
     severity = {r.name: r.severity for r in cfg.monitor.rules}
     out: dict[str, str] = {}
     for ch in cfg.channels:
+        if maintenance and ch.id in maintenance:
+            out[ch.id] = "maintenance"
+            continue
         firing = [severity.get(rule, "warning") for (rule, c), s in alerts.items()
                   if c == ch.id and s.state == "firing"]
         has_data = any(c == ch.id for c, _ in snap.last_probes) or any(
@@ -186,7 +202,8 @@ class Pipeline:
                 events.extend(evs)
         return events, current, specs
 
-    def _routing(self, states: Mapping[tuple[str, str], AlertState], now: datetime) -> tuple[
+    def _routing(self, states: Mapping[tuple[str, str], AlertState], now: datetime,
+                 maintenance: Mapping[str, MaintenanceWindow]) -> tuple[
         list[WeightChange], list[str], dict[str, int]
     ]:
         routing = self.cfg.monitor.routing
@@ -207,6 +224,8 @@ class Pipeline:
                     wishes.append(Wish(channel, rule, 0.0))
                 elif a.kind == "reduce_weight" and a.factor is not None:
                     wishes.append(Wish(channel, rule, a.factor))
+        wishes += [Wish(channel, "maintenance", 0.0, "maintenance window") for channel, w in maintenance.items()
+                   if w.drain]
         channels = [ChannelRouting(c.id, file_weights[c.id], tuple(c.methods))
                     for c in self.cfg.channels if c.id in file_weights]
         recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
@@ -261,13 +280,15 @@ class Pipeline:
         now = self.clock.now()
         snap = snapshot(self.cfg, self.store, now)
         prev = self.store.alert_states()
+        maintenance = in_maintenance(self.cfg, now)
         events, evaluated, specs = self._rules(snap, prev)
         notify_rules = {r.name for r in self.cfg.monitor.rules if any(a.kind == "notify" for a in r.actions)}
         silenced = {(s.channel, s.rule) for s in self.store.active_silences()}
         inhibited = inhibited_by({r.name: r.inhibits for r in self.cfg.monitor.rules}, evaluated)
         routed = route(
             events, prev, evaluated, announce=notify_rules, specs=specs, now=now,
-            muted=lambda rule, ch: (ch, None) in silenced or (ch, rule) in silenced or (rule, ch) in inhibited,
+            muted=lambda rule, ch: (ch in maintenance or (ch, None) in silenced or (ch, rule) in silenced
+                                    or (rule, ch) in inhibited),
         )
         current = routed.states
         changed = [s for key, s in current.items() if prev.get(key) != s]
@@ -275,10 +296,10 @@ class Pipeline:
         if routed.quiet:
             self.store.save_alerts([], routed.quiet, [])
         events = routed.loud + routed.quiet
-        changes, held, weights = self._routing(current, now)
+        changes, held, weights = self._routing(current, now, maintenance)
         deliver_outbox(self.store, self.sinks,
                        on_result=lambda sink, result: self.metrics.notifications_total.labels(sink, result).inc())
-        states = channel_states(self.cfg, snap, current)
+        states = channel_states(self.cfg, snap, current, maintenance)
         self._publish(snap, current, states, weights)
         return CycleReport(now, ingested, events, changes, held, states, snap.stats)
 
@@ -301,7 +322,7 @@ def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping
     """The JSON of ``paymon status --json`` and ``GET /api/status`` (no secrets: ids, names and numbers only)."""
     snap = snapshot(cfg, store, now)
     alerts = store.alert_states()
-    states = channel_states(cfg, snap, alerts)
+    states = channel_states(cfg, snap, alerts, in_maintenance(cfg, now))
     windows = list(cfg.monitor.defaults.windows)
     main = "15m" if "15m" in windows else windows[0]
     channels = []

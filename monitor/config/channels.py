@@ -20,6 +20,7 @@ from monitor.config.fields import (
     TimeZoneName,
     invalid,
 )
+from monitor.config.maintenance import MaintenanceWindow
 
 __all__ = [
     "CHANNEL_KINDS",
@@ -131,6 +132,7 @@ class ChannelConfig(ConfigModel):
     timezone: TimeZoneName = "Asia/Shanghai"
     pay_timeout: PositiveDuration | None = None
     probes: Probes = Field(default_factory=Probes)
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
     @model_validator(mode="before")
     @classmethod

@@ -47,6 +47,8 @@ class Wish:
     channel: str
     rule: str
     factor: float
+    #: Why, in words, when it is not a rule (a maintenance window).
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ def decide(
                 out[ch.id] = replace(row, healthy_since=None)
                 continue
             lowering_budget -= 1
-            reason = f"rule {wish.rule}: " + ("drain" if want == 0 else f"reduce to {wish.factor:g}× baseline")
+            reason = wish.reason or (
+                f"rule {wish.rule}: " + ("drain" if want == 0 else f"reduce to {wish.factor:g}× baseline"))
             changes.append(WeightChange(ch.id, row.target, want, reason, now, wish.rule))
             out[ch.id] = replace(row, target=want, step=0, reason=reason, changed_at=now, healthy_since=None)
             active[ch.id] = want > 0
