@@ -26,7 +26,7 @@ from monitor.alerts.dispatch import Sink
 from monitor.clock import Clock, SystemClock
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import LoadedConfig, YamlSink, load_config
-from monitor.errors import ConfigError, LockedError, PaymonError, SinkError
+from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
 from monitor.ingest import SOURCES
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline, status_view
@@ -251,6 +251,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from monitor.backtest import backtest
+    from monitor.config import parse_duration
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.redactor, verbose=args.verbose)
+    try:
+        since, step = parse_duration(args.since), parse_duration(args.step)
+    except ValueError as exc:
+        raise UsageError(f"--since/--step: {exc}") from None
+    if step.total_seconds() <= 0 or since.total_seconds() <= 0:
+        raise UsageError("--since and --step must be positive durations")
+    app = build_app(cfg)
+    try:
+        moments = backtest(cfg, app.store, _weights(app), since=since, step=step, now=app.clock.now())
+    finally:
+        app.pipeline.close()
+        app.store.close()
+    if args.json:
+        print(json.dumps([{"at": m.at.isoformat(), "kind": m.kind, "channel": m.channel, "rule": m.rule,
+                           "text": m.text} for m in moments], ensure_ascii=False, indent=1))
+        return 0
+    for m in moments:
+        print(f"{m.at:%Y-%m-%d %H:%M:%S} {m.text}")
+    counts = Counter(m.kind for m in moments)
+    print(f"backtest over the last {args.since} every {args.step}: {counts['firing']} firing, "
+          f"{counts['resolved']} resolved, {counts['reminder']} reminders, {counts['weight']} weight changes"
+          " (nothing was sent or written)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
@@ -292,6 +325,12 @@ def parser() -> argparse.ArgumentParser:
     st = add("status", "table of channels: state, weight, success ratio, lost orders, callback p95, last probe")
     st.add_argument("--json", action="store_true", help="print the same JSON as GET /api/status")
     st.set_defaults(func=cmd_status)
+    bt = add("backtest", "replay stored history through the rules: what would have fired, resolved, and which "
+             "weights would have moved (writes nothing)")
+    bt.add_argument("--since", default="7d", help="how far back (default 7d)")
+    bt.add_argument("--step", default="1m", help="evaluation interval (default 1m)")
+    bt.add_argument("--json", action="store_true", help="the timeline as JSON")
+    bt.set_defaults(func=cmd_backtest)
     sim = add("sim", "run the simulated gateways and shop traffic for the channels of the config, on their own "
               "(with `paymon run` on the same config: a complete local setup)")
     sim.add_argument("--scenario", metavar="FILE", help="a YAML timeline of fault changes (config/scenarios/*.yaml)")

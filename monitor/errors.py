@@ -5,6 +5,7 @@ exceptions are for bad configuration, bad usage and bugs::
 
     PaymonError
     ├── ConfigError          a config file is invalid (names file, line and field)  -> exit 2
+    ├── UsageError           a command was called wrongly                           -> exit 2
     ├── StorageError         the database cannot be opened or migrated              -> exit 1
     ├── LockedError          another `paymon once` holds the lock                   -> exit 1
     └── SinkError            an alert or weight sink failed; ``retryable`` says whether a retry can help
@@ -12,7 +13,7 @@ exceptions are for bad configuration, bad usage and bugs::
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "LockedError", "PaymonError", "SinkError", "StorageError"]
+__all__ = ["ConfigError", "LockedError", "PaymonError", "SinkError", "StorageError", "UsageError"]
 
 
 class PaymonError(Exception):
@@ -29,6 +30,12 @@ class ConfigError(PaymonError):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class UsageError(PaymonError):
+    """A command was given arguments it cannot work with."""
+
+    exit_code = 2
 
 
 class StorageError(PaymonError):

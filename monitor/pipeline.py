@@ -124,6 +124,56 @@ def channel_states(
     return out
 
 
+def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[tuple[str, str], AlertState]) -> tuple[
+    list[AlertEvent], dict[tuple[str, str], AlertState], dict[str, RuleSpec]
+]:
+    """Every threshold rule on every channel it applies to, one lifecycle step each. Pure."""
+    events: list[AlertEvent] = []
+    specs: dict[str, RuleSpec] = {}
+    current = dict(prev)
+    d = cfg.monitor.defaults
+    for rule in cfg.monitor.rules:
+        if rule.detector is not None:
+            continue
+        assert rule.threshold is not None  # config guarantees it without a detector
+        spec = RuleSpec(
+            name=rule.name, signal=rule.signal, op=rule.op, threshold=rule.threshold, severity=rule.severity,
+            recover=rule.recover, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
+            actions=tuple(a.kind for a in rule.actions),
+        )
+        specs[rule.name] = spec
+        window = rule.window or "15m"
+        for ch in cfg.channels:
+            if not rule.applies_to(ch):
+                continue
+            q = Query(ch.id, window, parse_duration(window).total_seconds(), rule.probe or "query",
+                      rule.min_orders if rule.min_orders is not None else d.min_orders)
+            value = signal_value(rule.signal, snap.signals, q)
+            before = prev.get((rule.name, ch.id)) or AlertState(rule.name, ch.id)
+            after, evs = step(before, spec, value, snap.now)
+            current[(rule.name, ch.id)] = after
+            events.extend(evs)
+    return events, current, specs
+
+
+def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
+                  maintenance: Mapping[str, MaintenanceWindow]) -> list[Wish]:
+    """What firing rules with weight actions, and draining maintenance windows, ask of the routing policy."""
+    actions = {r.name: r.actions for r in cfg.monitor.rules}
+    wishes = []
+    for (rule, channel), s in states.items():
+        if s.state != "firing":
+            continue
+        for a in actions.get(rule, ()):
+            if a.kind == "drain":
+                wishes.append(Wish(channel, rule, 0.0))
+            elif a.kind == "reduce_weight" and a.factor is not None:
+                wishes.append(Wish(channel, rule, a.factor))
+    wishes += [Wish(channel, "maintenance", 0.0, "maintenance window") for channel, w in maintenance.items()
+               if w.drain]
+    return wishes
+
+
 class Pipeline:
     """Runs cycles for one loaded config. Built (and wired) only in ``monitor.cli``/``monitor.daemon``."""
 
@@ -172,35 +222,11 @@ class Pipeline:
     def _rules(self, snap: Snapshot, prev: Mapping[tuple[str, str], AlertState]) -> tuple[
         list[AlertEvent], dict[tuple[str, str], AlertState], dict[str, RuleSpec]
     ]:
-        events: list[AlertEvent] = []
-        specs: dict[str, RuleSpec] = {}
-        current = dict(prev)
-        d = self.cfg.monitor.defaults
         for rule in self.cfg.monitor.rules:
-            if rule.detector is not None:
-                if rule.name not in self._warned:
-                    log.warning("rule %s: detector %s is not available yet; rule skipped", rule.name, rule.detector)
-                    self._warned.add(rule.name)
-                continue
-            assert rule.threshold is not None  # config guarantees it without a detector
-            spec = RuleSpec(
-                name=rule.name, signal=rule.signal, op=rule.op, threshold=rule.threshold, severity=rule.severity,
-                recover=rule.recover, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
-                actions=tuple(a.kind for a in rule.actions),
-            )
-            specs[rule.name] = spec
-            window = rule.window or "15m"
-            for ch in self.cfg.channels:
-                if not rule.applies_to(ch):
-                    continue
-                q = Query(ch.id, window, parse_duration(window).total_seconds(), rule.probe or "query",
-                          rule.min_orders if rule.min_orders is not None else d.min_orders)
-                value = signal_value(rule.signal, snap.signals, q)
-                before = prev.get((rule.name, ch.id)) or AlertState(rule.name, ch.id)
-                after, evs = step(before, spec, value, snap.now)
-                current[(rule.name, ch.id)] = after
-                events.extend(evs)
-        return events, current, specs
+            if rule.detector is not None and rule.name not in self._warned:
+                log.warning("rule %s: detector %s is not available yet; rule skipped", rule.name, rule.detector)
+                self._warned.add(rule.name)
+        return evaluate_rules(self.cfg, snap, prev)
 
     def _routing(self, states: Mapping[tuple[str, str], AlertState], now: datetime,
                  maintenance: Mapping[str, MaintenanceWindow]) -> tuple[
@@ -214,18 +240,7 @@ class Pipeline:
         except SinkError as exc:
             log.warning("routing: %s", exc)
             return [], [str(exc)], {}
-        actions = {r.name: r.actions for r in self.cfg.monitor.rules}
-        wishes = []
-        for (rule, channel), s in states.items():
-            if s.state != "firing":
-                continue
-            for a in actions.get(rule, ()):
-                if a.kind == "drain":
-                    wishes.append(Wish(channel, rule, 0.0))
-                elif a.kind == "reduce_weight" and a.factor is not None:
-                    wishes.append(Wish(channel, rule, a.factor))
-        wishes += [Wish(channel, "maintenance", 0.0, "maintenance window") for channel, w in maintenance.items()
-                   if w.drain]
+        wishes = weight_wishes(self.cfg, states, maintenance)
         channels = [ChannelRouting(c.id, file_weights[c.id], tuple(c.methods))
                     for c in self.cfg.channels if c.id in file_weights]
         recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
