@@ -312,7 +312,7 @@ class Pipeline:
             self.store.save_alerts([], routed.quiet, [])
         events = routed.loud + routed.quiet
         changes, held, weights = self._routing(current, now, maintenance)
-        deliver_outbox(self.store, self.sinks,
+        deliver_outbox(self.store, self.sinks, group_wait=self.cfg.monitor.notify.group_wait,
                        on_result=lambda sink, result: self.metrics.notifications_total.labels(sink, result).inc())
         states = channel_states(self.cfg, snap, current, maintenance)
         self._publish(snap, current, states, weights)

@@ -25,12 +25,16 @@ class ConsoleSink:
 
     def send(self, payload: Mapping[str, Any]) -> None:
         """Write one notification; a closed or broken stream is a non-retryable SinkError."""
-        if payload.get("type") == "weight":
-            text = render_weight(payload, language=self.language, names=self.names)
-        else:
-            text = render_alert(payload, language=self.language, names=self.names)
-        stamp = str(payload.get("at", ""))[:19].replace("T", " ")
+        items = payload["items"] if payload.get("type") == "group" else [payload]
+        lines = []
+        for item in items:
+            if item.get("type") == "weight":
+                text = render_weight(item, language=self.language, names=self.names)
+            else:
+                text = render_alert(item, language=self.language, names=self.names)
+            stamp = str(item.get("at", ""))[:19].replace("T", " ")
+            lines.append(f"{stamp} {text}")
         try:
-            print(f"{stamp} {text}", file=self.stream, flush=True)
+            print("\n".join(lines), file=self.stream, flush=True)
         except (OSError, ValueError) as exc:
             raise SinkError(f"console: {exc}", retryable=False) from None

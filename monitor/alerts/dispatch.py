@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from monitor.errors import SinkError
-from monitor.store import Store
+from monitor.store import OutboxItem, Store
 
 __all__ = ["Sink", "deliver_outbox"]
 
@@ -25,26 +25,55 @@ class Sink(Protocol):
     def send(self, payload: Mapping[str, Any]) -> None: ...
 
 
-def deliver_outbox(store: Store, sinks: Mapping[str, Sink], *, on_result: Any = None) -> int:
-    """Send every due outbox item; returns how many were sent. ``on_result(sink, result)`` counts outcomes."""
+def _batches(items: list[OutboxItem], group_wait: timedelta, now: datetime) -> list[list[OutboxItem]]:
+    """Due items in sending order; with ``group_wait``, one batch per channel, held until its oldest item has
+    waited ``group_wait`` (so what else fires on that channel meanwhile joins the same message)."""
+    if group_wait <= timedelta(0):
+        return [[item] for item in items]
+    by_channel: dict[str, list[OutboxItem]] = {}
+    for item in items:
+        by_channel.setdefault(str(item.payload.get("channel", "")), []).append(item)
+    out = []
+    for batch in by_channel.values():
+        oldest = min((i.created_at for i in batch if i.created_at is not None), default=now)
+        if now - oldest >= group_wait or any(i.attempts for i in batch):
+            out.append(batch)
+    return sorted(out, key=lambda b: b[0].id)
+
+
+def deliver_outbox(store: Store, sinks: Mapping[str, Sink], *, on_result: Any = None,
+                   group_wait: timedelta = timedelta(0)) -> int:
+    """Send every due outbox item; returns how many were sent. ``on_result(sink, result)`` counts outcomes.
+
+    With ``group_wait``, notifications about one channel are sent as one grouped message.
+    """
     sent = 0
+    now = store.clock.now()
     for name, sink in sinks.items():
-        for item in store.due_outbox(name):
+        for batch in _batches(store.due_outbox(name), group_wait, now):
+            payload = batch[0].payload if len(batch) == 1 else {
+                "type": "group", "channel": batch[0].payload.get("channel"), "at": batch[0].payload.get("at"),
+                "items": [i.payload for i in batch]}
+            attempts = max(i.attempts for i in batch)
             try:
-                sink.send(item.payload)
+                sink.send(payload)
             except SinkError as exc:
-                if exc.retryable and item.attempts + 1 < MAX_ATTEMPTS:
-                    delay = timedelta(seconds=min(2 ** item.attempts * 5, 600))
-                    store.mark_retry(item.id, str(exc), store.clock.now() + delay)
-                    result = "retried"
-                else:
-                    store.mark_failed(item.id, str(exc))
-                    result = "failed"
-                log.warning("notification %s via %s %s: %s", item.id, name, result, exc)
+                for item in batch:
+                    if exc.retryable and attempts + 1 < MAX_ATTEMPTS:
+                        delay = timedelta(seconds=min(2 ** attempts * 5, 600))
+                        store.mark_retry(item.id, str(exc), now + delay)
+                        result = "retried"
+                    else:
+                        store.mark_failed(item.id, str(exc))
+                        result = "failed"
+                log.warning("notification %s via %s %s: %s", ",".join(str(i.id) for i in batch), name, result,
+                            exc)
             else:
-                store.mark_sent(item.id)
-                sent += 1
+                for item in batch:
+                    store.mark_sent(item.id)
+                sent += len(batch)
                 result = "sent"
             if on_result is not None:
-                on_result(name, result)
+                for _ in batch:
+                    on_result(name, result)
     return sent

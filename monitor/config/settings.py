@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 
 from monitor.config.fields import (
     ConfigModel,
+    Duration,
     HttpUrl,
     LocalPath,
     PositiveDuration,
@@ -302,6 +303,8 @@ class Notify(ConfigModel):
 
     language: Literal["zh", "en"] = "zh"
     console: bool = True
+    #: Notifications about one channel queued within this long of the first become one message (0 = none).
+    group_wait: Duration = timedelta(0)
     telegram: Telegram | None = None
 
 

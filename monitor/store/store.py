@@ -88,6 +88,7 @@ class OutboxItem:
     sink: str
     payload: dict[str, Any]
     attempts: int
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +408,8 @@ class Store:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [OutboxItem(r.id, r.sink, json.loads(r.payload), r.attempts) for r in conn.execute(q)]
+            return [OutboxItem(r.id, r.sink, json.loads(r.payload), r.attempts, r.created_at)
+                    for r in conn.execute(q)]
 
     def outbox_depth(self) -> dict[str, int]:
         o = t.outbox.c

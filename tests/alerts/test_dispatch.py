@@ -92,3 +92,33 @@ def test_weight_reasons_in_chinese() -> None:
     assert zh("restore step 2/3").endswith("(逐步恢复 第 2/3 步)")
     assert zh("edited in the shared config").endswith("(运营者手动修改了配置)")
     assert zh("something new").endswith("(something new)")
+
+
+def test_group_wait_sends_one_message_per_channel(sqlite_store: Store, clock: FixedClock) -> None:
+    def fire(rule: str, channel: str) -> None:
+        e = AlertEvent("firing", rule, channel, "warning", clock.now(), 0.5, 0.8, "success_ratio", "x")
+        sqlite_store.save_alerts([], [e], ["flaky"])
+
+    sink = Flaky(failures=0)
+    fire("channel_down", "c1")
+    clock.advance(5)
+    fire("low_success", "c1")
+    fire("low_success", "c2")
+    wait = timedelta(seconds=30)
+    assert deliver_outbox(sqlite_store, {"flaky": sink}, group_wait=wait) == 0  # held: the group is still open
+    clock.advance(26)  # c1's oldest has waited 31 s, c2's only 26 s
+    assert deliver_outbox(sqlite_store, {"flaky": sink}, group_wait=wait) == 2
+    assert [(p["type"], [i["rule"] for i in p["items"]]) for p in sink.sent] == [
+        ("group", ["channel_down", "low_success"])]
+    clock.advance(5)
+    assert deliver_outbox(sqlite_store, {"flaky": sink}, group_wait=wait) == 1
+    assert sink.sent[-1]["rule"] == "low_success" and sink.sent[-1]["channel"] == "c2"
+
+
+def test_console_prints_a_group_as_one_message() -> None:
+    out = io.StringIO()
+    item = {"type": "alert", "kind": "firing", "channel": "c1", "severity": "warning", "value": 0.5,
+            "threshold": 0.8, "signal": "success_ratio", "at": "2026-11-26T03:00:00+00:00"}
+    ConsoleSink(language="en", stream=out).send({"type": "group", "channel": "c1", "items": [
+        {**item, "rule": "a"}, {**item, "rule": "b"}]})
+    assert [line.split(" · ")[1].split(":")[0] for line in out.getvalue().splitlines()] == ["a", "b"]
