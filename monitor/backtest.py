@@ -5,7 +5,7 @@ only what was known at that moment is used (orders created by then, outcomes and
 results up to then), the rules advance one lifecycle step, maintenance windows and inhibition mute as they would,
 and the routing policy decides weights from a simulated copy of today's channels.yaml weights. Nothing is written:
 not the store, not the weights, no notifications. Silences are not replayed (they were decided by people at the
-time). Rules with a ``detector`` are skipped until the detector is wired into the rule engine.
+time). ``detector: cusum`` rules replay too, learning their baseline from the history loaded for the replay.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 from monitor.alerts.muting import inhibited_by, route
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
-from monitor.metrics.stats import compute_stats
+from monitor.metrics.stats import compute_stats, decided_outcomes
 from monitor.models import AlertState, ProbeResult
 from monitor.pipeline import Snapshot, _windows, evaluate_rules, in_maintenance, weight_wishes
 from monitor.routing.policy import ChannelRouting, RestorePolicy, decide
@@ -100,6 +100,7 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
     changes_at: list[datetime] = []
     out: list[Moment] = []
     created = frame["created_at"]
+    detectors = any(r.detector is not None for r in cfg.monitor.rules)
     for t in _steps(start, now, step):
         ts = pd.Timestamp(t)
         known = frame[created.isna() | (created <= ts)]
@@ -108,7 +109,9 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
                               min_orders=d.min_orders)
         streaks, last, recent = _probe_view(probes, t, probe_window)
         unsettled = {ch: r.value for (ch, p), r in last.items() if p == "balance" and r.ok and r.value is not None}
-        snap = Snapshot(t, stats, Signals(stats, streaks, recent, unsettled), last)
+        outcomes = decided_outcomes(known, now=t, channels=channels, pay_timeout=timeouts,
+                                    default_pay_timeout=d.pay_timeout) if detectors else {}
+        snap = Snapshot(t, stats, Signals(stats, streaks, recent, unsettled), last, outcomes)
         maintenance = in_maintenance(cfg, t)
         events, evaluated, specs = evaluate_rules(cfg, snap, states)
         inhibited = inhibited_by(inhibits, evaluated)

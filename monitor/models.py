@@ -121,6 +121,8 @@ class AlertState:
     last_notified_at: datetime | None = None
     reminders: int = 0
     value: float | None = None
+    #: A statistical detector's own state as JSON (the CUSUM statistic), for rules with ``detector``.
+    detector: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,23 +6,25 @@ what the daemon runs on its schedule and what ``paymon once`` runs once.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from monitor.alerts.detectors import CusumState, Tally, estimate_baseline, params_for, update
 from monitor.alerts.dispatch import Sink, deliver_outbox
 from monitor.alerts.lifecycle import RuleSpec, step
 from monitor.alerts.muting import inhibited_by, route
 from monitor.alerts.signals import Query, Signals, signal_value
 from monitor.clock import Clock
-from monitor.config import LoadedConfig, parse_duration
+from monitor.config import LoadedConfig, Rule, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
 from monitor.errors import SinkError
 from monitor.ingest import JsonlSource
 from monitor.metrics.prom import Metrics
-from monitor.metrics.stats import ChannelStats, compute_stats
+from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes
 from monitor.models import AlertEvent, AlertState, IngestResult, ProbeResult, WeightChange
 from monitor.routing.policy import ChannelRouting, RestorePolicy, Wish, decide
 from monitor.routing.yaml_file import YamlWeightSink
@@ -41,6 +43,8 @@ class Snapshot:
     stats: Mapping[tuple[str, str], ChannelStats]
     signals: Signals
     last_probes: Mapping[tuple[str, str], ProbeResult]
+    #: Decided orders per channel, (when, succeeded?), oldest first: what statistical detectors read.
+    outcomes: Mapping[str, list[tuple[datetime, bool]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,11 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
                  if probe == "balance" and r.ok and r.value is not None}
     signals = Signals(stats=stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
                       unsettled_balance=unsettled)
-    return Snapshot(now, stats, signals, last)
+    outcomes = {}
+    if any(r.detector is not None for r in cfg.monitor.rules):
+        outcomes = decided_outcomes(frame, now=now, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
+                                    default_pay_timeout=d.pay_timeout)
+    return Snapshot(now, stats, signals, last, outcomes)
 
 
 def in_maintenance(cfg: LoadedConfig, now: datetime) -> dict[str, MaintenanceWindow]:
@@ -134,6 +142,15 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[tuple[str, s
     d = cfg.monitor.defaults
     for rule in cfg.monitor.rules:
         if rule.detector is not None:
+            if rule.signal == "success_ratio":
+                for ch in cfg.channels:
+                    if rule.applies_to(ch):
+                        key = (rule.name, ch.id)
+                        spec, after, evs = cusum_step(rule, ch.id, snap, prev.get(key) or AlertState(rule.name, ch.id),
+                                                      d.min_orders)
+                        specs.setdefault(rule.name, spec)
+                        current[key] = after
+                        events.extend(evs)
             continue
         assert rule.threshold is not None  # config guarantees it without a detector
         spec = RuleSpec(
@@ -154,6 +171,42 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[tuple[str, s
             current[(rule.name, ch.id)] = after
             events.extend(evs)
     return events, current, specs
+
+
+def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
+               default_min_orders: int) -> tuple[RuleSpec, AlertState, list[AlertEvent]]:
+    """One evaluation of a ``detector: cusum`` rule on one channel (see ``monitor.alerts.detectors``).
+
+    The CUSUM reads the orders decided since its last update against the channel's own baseline (today's
+    firing period left out); it fires when it alarms. The CUSUM restarts after an alarm, so a firing alert
+    resolves on the order data instead: when the success ratio over the rule's window (default 15m) is back at
+    least half-way between the design drop and the baseline. The detector's state travels in the alert state.
+    """
+    now = snap.now
+    state = CusumState.from_dict(json.loads(prev.detector)) if prev.detector else CusumState()
+    outcomes = snap.outcomes.get(channel, [])
+    firing = [(prev.fired_at, None)] if prev.state == "firing" and prev.fired_at is not None else []
+    baseline = estimate_baseline((Tally.one(at, ok) for at, ok in outcomes), now, firing)
+    params = params_for(baseline, rule.false_alarms_per_week or 1.0) if baseline is not None else None
+    spec = RuleSpec(
+        name=rule.name, signal=f"{rule.signal}_cusum", op=">=", threshold=params.h if params else 0.0,
+        severity=rule.severity, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
+        actions=tuple(a.kind for a in rule.actions),
+    )
+    value: float | None = None
+    if params is not None:
+        since = state.updated_at
+        fresh = [ok for at, ok in outcomes if since is not None and since < at.timestamp() <= now.timestamp()]
+        state, alarmed, statistic = update(state, fresh, params, now)
+        value = statistic
+        if prev.state == "firing":
+            stats = snap.stats.get((channel, rule.window or "15m"))
+            gate = rule.min_orders if rule.min_orders is not None else default_min_orders
+            ratio = (stats.succeeded / stats.decided) if stats and stats.decided and stats.decided >= gate else None
+            value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else params.h
+    state = replace(state, updated_at=now.timestamp())
+    after, events = step(prev, spec, value, now)
+    return spec, replace(after, detector=json.dumps(state.to_dict())), events
 
 
 def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
@@ -223,8 +276,9 @@ class Pipeline:
         list[AlertEvent], dict[tuple[str, str], AlertState], dict[str, RuleSpec]
     ]:
         for rule in self.cfg.monitor.rules:
-            if rule.detector is not None and rule.name not in self._warned:
-                log.warning("rule %s: detector %s is not available yet; rule skipped", rule.name, rule.detector)
+            if rule.detector is not None and rule.signal != "success_ratio" and rule.name not in self._warned:
+                log.warning("rule %s: detector %s works on success_ratio only so far; rule skipped", rule.name,
+                            rule.detector)
                 self._warned.add(rule.name)
         return evaluate_rules(self.cfg, snap, prev)
 

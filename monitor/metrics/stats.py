@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-__all__ = ["ChannelStats", "compute_stats"]
+__all__ = ["ChannelStats", "compute_stats", "decided_outcomes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +141,27 @@ def _quantiles(values: np.ndarray) -> tuple[float | None, float | None, float | 
         return (None, None, None)
     p50, p95, p99 = np.quantile(values, [0.5, 0.95, 0.99])
     return (float(p50), float(p95), float(p99))
+
+
+def decided_outcomes(
+    orders: pd.DataFrame,
+    *,
+    now: datetime,
+    channels: Iterable[str],
+    pay_timeout: Mapping[str, timedelta],
+    default_pay_timeout: timedelta,
+) -> dict[str, list[tuple[datetime, bool]]]:
+    """Every decided order per channel as (when it was decided, succeeded?), oldest first (for detectors)."""
+    channels = list(channels)
+    df = orders[orders["channel"].isin(channels)]
+    timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
+    df = _outcomes(df, pd.Timestamp(now), timeouts)
+    out: dict[str, list[tuple[datetime, bool]]] = {ch: [] for ch in channels}
+    for ch, ok_at, fail_at in zip(df["channel"], df["success_time"], df["fail_time"], strict=True):
+        if not pd.isna(ok_at):
+            out[ch].append((ok_at.to_pydatetime(), True))
+        elif not pd.isna(fail_at):
+            out[ch].append((fail_at.to_pydatetime(), False))
+    for rows in out.values():
+        rows.sort(key=lambda r: r[0])
+    return out

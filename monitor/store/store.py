@@ -353,7 +353,8 @@ class Store:
             rows = conn.execute(select(t.alert_states)).all()
         return {
             (r.rule, r.channel): AlertState(
-                r.rule, r.channel, r.state, r.pending_since, r.fired_at, r.last_notified_at, r.reminders, r.value
+                r.rule, r.channel, r.state, r.pending_since, r.fired_at, r.last_notified_at, r.reminders, r.value,
+                r.detector,
             )
             for r in rows
         }
@@ -371,6 +372,7 @@ class Store:
                     "last_notified_at": s.last_notified_at,
                     "reminders": s.reminders,
                     "value": s.value,
+                    "detector": s.detector,
                     "updated_at": now,
                 }
                 stmt = update(t.alert_states).where(c.rule == s.rule, c.channel == s.channel).values(**values)

@@ -132,6 +132,7 @@ alert_states = Table(
     Column("reminders", Integer, nullable=False, default=0),
     Column("value", Float),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("detector", Text),
 )
 
 alert_history = Table(
