@@ -45,6 +45,10 @@ class Snapshot:
     last_probes: Mapping[tuple[str, str], ProbeResult]
     #: Decided orders per channel, (when, succeeded?), oldest first: what statistical detectors read.
     outcomes: Mapping[str, list[tuple[datetime, bool]]] = field(default_factory=dict)
+    #: Probe results per (channel, probe) as (when, ok?), oldest first, for detectors on probe outcomes.
+    probe_outcomes: Mapping[tuple[str, str], list[tuple[datetime, bool]]] = field(default_factory=dict)
+    #: Past firing periods per (rule, channel), (start, end or None), which a detector's baseline leaves out.
+    firing_periods: Mapping[tuple[str, str], list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,26 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
                  if probe == "balance" and r.ok and r.value is not None}
     signals = Signals(stats=stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
                       unsettled_balance=unsettled)
-    outcomes = {}
-    if any(r.detector is not None for r in cfg.monitor.rules):
-        outcomes = decided_outcomes(frame, now=now, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
-                                    default_pay_timeout=d.pay_timeout)
-    return Snapshot(now, stats, signals, last, outcomes)
+    detectors = [r for r in cfg.monitor.rules if r.detector is not None]
+    if not detectors:
+        return Snapshot(now, stats, signals, last)
+    outcomes = decided_outcomes(frame, now=now, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
+                                default_pay_timeout=d.pay_timeout)
+    probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}
+    if any(r.signal in PROBE_DETECTOR_SIGNALS for r in detectors):
+        for r in reversed(store.probe_results(since=now - DETECTOR_HISTORY)):
+            probe_outcomes.setdefault((r.channel, r.probe), []).append((r.started_at, r.ok))
+    periods: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = {}
+    names = {r.name for r in detectors}
+    for h in reversed(store.alert_history(since=now - DETECTOR_HISTORY, limit=100_000)):
+        if h["rule"] not in names:
+            continue
+        spans = periods.setdefault((h["rule"], h["channel"]), [])
+        if h["kind"] == "firing":
+            spans.append((h["at"], None))
+        elif h["kind"] == "resolved" and spans and spans[-1][1] is None:
+            spans[-1] = (spans[-1][0], h["at"])
+    return Snapshot(now, stats, signals, last, outcomes, probe_outcomes, periods)
 
 
 def in_maintenance(cfg: LoadedConfig, now: datetime) -> dict[str, MaintenanceWindow]:
@@ -142,7 +161,7 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[tuple[str, s
     d = cfg.monitor.defaults
     for rule in cfg.monitor.rules:
         if rule.detector is not None:
-            if rule.signal == "success_ratio":
+            if rule.signal in DETECTOR_SIGNALS:
                 for ch in cfg.channels:
                     if rule.applies_to(ch):
                         key = (rule.name, ch.id)
@@ -173,19 +192,31 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[tuple[str, s
     return events, current, specs
 
 
+#: How far back detectors look for probe outcomes and past firing periods (orders: the window the cycle loads).
+DETECTOR_HISTORY = timedelta(days=7)
+#: Signals a statistical detector can watch: order outcomes, or probe outcomes.
+DETECTOR_SIGNALS = ("success_ratio", "probe_success_ratio")
+PROBE_DETECTOR_SIGNALS = ("probe_success_ratio",)
+
+
 def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
                default_min_orders: int) -> tuple[RuleSpec, AlertState, list[AlertEvent]]:
     """One evaluation of a ``detector: cusum`` rule on one channel (see ``monitor.alerts.detectors``).
 
-    The CUSUM reads the orders decided since its last update against the channel's own baseline (today's
-    firing period left out); it fires when it alarms. The CUSUM restarts after an alarm, so a firing alert
-    resolves on the order data instead: when the success ratio over the rule's window (default 15m) is back at
-    least half-way between the design drop and the baseline. The detector's state travels in the alert state.
+    The CUSUM reads the orders decided (or, for ``probe_success_ratio``, the probe results) since its last update
+    against the channel's own baseline (its firing periods left out); it fires when it alarms. The CUSUM restarts
+    after an alarm, so a firing alert resolves on the data instead: when the ratio over the rule's window (default
+    15m) is back at least half-way between the design drop and the baseline. The detector's state travels in the
+    alert state.
     """
     now = snap.now
     state = CusumState.from_dict(json.loads(prev.detector)) if prev.detector else CusumState()
-    outcomes = snap.outcomes.get(channel, [])
-    firing = [(prev.fired_at, None)] if prev.state == "firing" and prev.fired_at is not None else []
+    probe = rule.probe or "query"
+    on_probes = rule.signal in PROBE_DETECTOR_SIGNALS
+    outcomes = snap.probe_outcomes.get((channel, probe), []) if on_probes else snap.outcomes.get(channel, [])
+    firing = list(snap.firing_periods.get((rule.name, channel), []))
+    if prev.state == "firing" and prev.fired_at is not None and not any(end is None for _, end in firing):
+        firing.append((prev.fired_at, None))
     baseline = estimate_baseline((Tally.one(at, ok) for at, ok in outcomes), now, firing)
     params = params_for(baseline, rule.false_alarms_per_week or 1.0) if baseline is not None else None
     spec = RuleSpec(
@@ -200,9 +231,10 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
         state, alarmed, statistic = update(state, fresh, params, now)
         value = statistic
         if prev.state == "firing":
-            stats = snap.stats.get((channel, rule.window or "15m"))
+            window = rule.window or "15m"
             gate = rule.min_orders if rule.min_orders is not None else default_min_orders
-            ratio = (stats.succeeded / stats.decided) if stats and stats.decided and stats.decided >= gate else None
+            q = Query(channel, window, parse_duration(window).total_seconds(), probe, 0 if on_probes else gate)
+            ratio = signal_value(rule.signal, snap.signals, q)
             value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else params.h
     state = replace(state, updated_at=now.timestamp())
     after, events = step(prev, spec, value, now)
@@ -276,9 +308,9 @@ class Pipeline:
         list[AlertEvent], dict[tuple[str, str], AlertState], dict[str, RuleSpec]
     ]:
         for rule in self.cfg.monitor.rules:
-            if rule.detector is not None and rule.signal != "success_ratio" and rule.name not in self._warned:
-                log.warning("rule %s: detector %s works on success_ratio only so far; rule skipped", rule.name,
-                            rule.detector)
+            if rule.detector is not None and rule.signal not in DETECTOR_SIGNALS and rule.name not in self._warned:
+                log.warning("rule %s: detector %s watches success_ratio or probe_success_ratio; rule skipped",
+                            rule.name, rule.detector)
                 self._warned.add(rule.name)
         return evaluate_rules(self.cfg, snap, prev)
 

@@ -62,3 +62,47 @@ def test_cusum_fires_on_a_drop_survives_a_restart_and_resolves(tmp_path: Path, c
     finally:
         rig.app.pipeline.close()
         rig.app.store.close()
+
+
+PROBE_RULE = """  - {name: probe_drop, detector: cusum, signal: probe_success_ratio, window: 15m, false_alarms_per_week: 1,
+     channels: [main], actions: [notify]}
+notify: {language: en}"""
+
+
+def test_cusum_on_probe_outcomes_leaves_past_firing_out_of_its_baseline(tmp_path: Path, clock: Any) -> None:
+    (tmp_path / "cfg" / "var").mkdir(parents=True)
+    rig = Rig(tmp_path / "cfg", clock)
+    try:
+        path = tmp_path / "cfg" / "monitor.yaml"
+        text = path.read_text(encoding="utf-8").replace("notify: {language: en}", PROBE_RULE)
+        text = text.replace("threshold: 3, severity: critical", "threshold: 99, severity: critical")  # mute
+        path.write_text(text, encoding="utf-8")
+        rig.restart()
+        rig.probes("backup", "ok")
+        for _ in range(150):  # 150 probes, 1 every 20 s: 50 minutes of a healthy channel, plus 10 more minutes
+            rig.probes("main", "ok")
+            rig.clock.advance(19)
+        rig.clock.advance(timedelta(minutes=10))
+        assert [line for line in rig.cycle() if "probe_drop" in line] == []
+        sent: list[str] = []
+        for _ in range(30):  # the gateway starts failing every probe
+            rig.probes("main", "timeout")
+            rig.clock.advance(19)
+            sent += [line for line in rig.cycle() if "probe_drop" in line]
+        assert sent[:1] == [line for line in sent if "FIRING" in line][:1] and sent, sent
+        firing = rig.app.store.alert_states()[("probe_drop", "main")]
+        assert firing.state == "firing"
+        for _ in range(60):  # healthy again
+            rig.probes("main", "ok")
+            rig.clock.advance(19)
+            sent += [line for line in rig.cycle() if "probe_drop" in line]
+        assert [line.split(" ")[1] for line in sent] == ["FIRING", "RESOLVED"]
+        # The firing period is now history: the next baseline is still the healthy rate, not the outage's.
+        from monitor.pipeline import snapshot
+
+        snap = snapshot(rig.app.cfg, rig.app.store, rig.clock.now())
+        [(start, end)] = snap.firing_periods[("probe_drop", "main")]
+        assert end is not None and start < end
+    finally:
+        rig.app.pipeline.close()
+        rig.app.store.close()
