@@ -64,8 +64,8 @@ def test_cusum_fires_on_a_drop_survives_a_restart_and_resolves(tmp_path: Path, c
         rig.app.store.close()
 
 
-PROBE_RULE = """  - {name: probe_drop, detector: cusum, signal: probe_success_ratio, window: 15m, false_alarms_per_week: 1,
-     channels: [main], actions: [notify]}
+PROBE_RULE = """  - {name: probe_drop, detector: cusum, signal: probe_success_ratio, window: 15m,
+     false_alarms_per_week: 1, channels: [main], actions: [notify]}
 notify: {language: en}"""
 
 
