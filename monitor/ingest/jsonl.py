@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
@@ -53,6 +53,8 @@ class JsonlSource:
         self.channels = frozenset(channels) if channels is not None else None
         self.fields = dict(fields or {})
         self.batch_lines = batch_lines
+        #: Called after every committed batch with (bytes read so far, file size): progress for backfills.
+        self.on_progress: Callable[[int, int], None] | None = None
         self._fh: IO[bytes] | None = None
         self._fh_id = ""
 
@@ -105,6 +107,8 @@ class JsonlSource:
         while True:
             result, position, more = self._batch(fh, file_id, position)
             total += result
+            if self.on_progress is not None:
+                self.on_progress(position, os.fstat(fh.fileno()).st_size)
             if not more:
                 return total
 
