@@ -26,8 +26,9 @@ from monitor.alerts.dispatch import Sink
 from monitor.clock import Clock, SystemClock
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import LoadedConfig, YamlSink, load_config
+from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
-from monitor.ingest import SOURCES
+from monitor.ingest import JsonlSource, NginxSource, Source
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline, status_view
 from monitor.routing import SINKS
@@ -90,14 +91,17 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
         else:
             log.warning("routing sink %s is not available yet; weights will not be changed", sink_cfg.kind)
     channel_ids = [c.id for c in cfg.channels]
-    sources = []
+    sources: list[Source] = []
     for src in cfg.monitor.sources:
-        cls = SOURCES.get(src.kind)
-        if cls is None or not isinstance(src, JsonlSourceConfig):
+        if isinstance(src, JsonlSourceConfig):
+            sources.append(JsonlSource(source_id=src.source_id, path=src.path, timezone=src.timezone, store=store,
+                                       clock=clock, channels=channel_ids, fields=src.fields))
+        elif isinstance(src, NginxSourceConfig):
+            sources.append(NginxSource(source_id=src.source_id, path=src.path, timezone=src.timezone, store=store,
+                                       clock=clock, channels=channel_ids, callbacks=src.callbacks,
+                                       pattern=src.pattern))
+        else:
             log.warning("source %s: kind %s is not available yet; skipped", src.source_id, src.kind)
-            continue
-        sources.append(cls(source_id=src.source_id, path=src.path, timezone=src.timezone, store=store, clock=clock,
-                           channels=channel_ids, fields=src.fields))
     if cfg.monitor.reconcile.replay_notify:
         log.warning("reconcile.replay_notify is not available yet; nothing will be replayed")
     pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)

@@ -22,7 +22,7 @@ from monitor.clock import Clock
 from monitor.config import LoadedConfig, Rule, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
 from monitor.errors import SinkError
-from monitor.ingest import JsonlSource
+from monitor.ingest import Source
 from monitor.metrics.prom import Metrics
 from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes
 from monitor.models import AlertEvent, AlertState, IngestResult, ProbeResult, WeightChange
@@ -271,7 +271,7 @@ class Pipeline:
         metrics: Metrics,
         sinks: Mapping[str, Sink],
         weights: YamlWeightSink | None,
-        sources: Sequence[JsonlSource] = (),
+        sources: Sequence[Source] = (),
     ) -> None:
         self.cfg = cfg
         self.store = store

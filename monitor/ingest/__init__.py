@@ -1,10 +1,20 @@
-"""Ingestion: one file per source ``kind``, registered here with one line each."""
+"""Ingestion: one file per source ``kind`` (jsonl, nginx, ...). The CLI builds them from ``sources:``."""
+
+from typing import Protocol
 
 from monitor.ingest.jsonl import JsonlSource
+from monitor.ingest.nginx import NginxSource
+from monitor.models import IngestResult
 
-#: Source classes by ``sources[].kind``.
-SOURCES: dict[str, type] = {
-    "jsonl": JsonlSource,
-}
 
-__all__ = ["SOURCES", "JsonlSource"]
+class Source(Protocol):
+    """What the pipeline needs of a source: an id for its checkpoint and metrics, a poll, and a close."""
+
+    source_id: str
+
+    def poll(self) -> IngestResult: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["JsonlSource", "NginxSource", "Source"]

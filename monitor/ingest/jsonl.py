@@ -15,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
@@ -112,6 +113,18 @@ class JsonlSource:
             if not more:
                 return total
 
+    def parse_line(self, text: str, now: datetime) -> OrderEvent:
+        """One complete line → an event, or :class:`Rejected` with a reason. Subclasses read other formats."""
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            raise Rejected("bad_json") from None
+        if not isinstance(rec, dict):
+            raise Rejected("not_an_object")
+        if self.fields:
+            rec = remap(rec, self.fields)
+        return parse_event(rec, tz=self.tz, now=now, channels=self.channels)
+
     def _batch(self, fh: IO[bytes], file_id: str, position: int) -> tuple[IngestResult, int, bool]:
         """Read up to ``batch_lines`` complete lines from ``position``; commit them with the new position."""
         fh.seek(position)
@@ -141,19 +154,11 @@ class JsonlSource:
             if not line:
                 continue
             try:
-                text = line.decode("utf-8")
-                rec = json.loads(text)
-                if not isinstance(rec, dict):
-                    raise Rejected("not_an_object")
-                if self.fields:
-                    rec = remap(rec, self.fields)
-                events.append(parse_event(rec, tz=self.tz, now=now, channels=self.channels))
+                events.append(self.parse_line(line.decode("utf-8"), now))
             except UnicodeDecodeError:
                 reasons["bad_utf8"] += 1
             except Rejected as r:
                 reasons[r.reason] += 1
-            except ValueError:
-                reasons["bad_json"] += 1
         if lines == 0:
             return IngestResult(), position, False
         result = self.store.apply_events(
