@@ -261,8 +261,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     setup_logging(cfg.redactor, verbose=args.verbose)
-    if args.source != "jsonl":
-        raise UsageError(f"--source {args.source}: only jsonl files can be backfilled so far")
+    nginx = next((s for s in cfg.monitor.sources if isinstance(s, NginxSourceConfig)), None)
+    if args.source == "nginx" and nginx is None:
+        raise UsageError("--source nginx needs an nginx source in monitor.yaml (its callbacks say which URL is "
+                         "which channel)")
     missing = [p for p in args.paths if not Path(p).is_file()]
     if missing:
         raise UsageError(f"no such file: {', '.join(missing)}")
@@ -274,10 +276,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for name in args.paths:
             path = Path(name).resolve()
             # A backfill has its own checkpoint per file: running it twice never counts an order twice.
-            src = JsonlSource(source_id=f"backfill:{path}", path=path,
-                              timezone=args.timezone or (defaults.timezone if defaults else "UTC"),
-                              store=app.store, clock=app.clock, channels=[c.id for c in cfg.channels],
-                              fields=defaults.fields if defaults else None, batch_lines=20_000)
+            src: JsonlSource
+            if args.source == "nginx":
+                assert nginx is not None
+                src = NginxSource(source_id=f"backfill:{path}", path=path, timezone=args.timezone or nginx.timezone,
+                                  store=app.store, clock=app.clock, channels=[c.id for c in cfg.channels],
+                                  callbacks=nginx.callbacks, pattern=nginx.pattern, batch_lines=20_000)
+            else:
+                src = JsonlSource(source_id=f"backfill:{path}", path=path,
+                                  timezone=args.timezone or (defaults.timezone if defaults else "UTC"),
+                                  store=app.store, clock=app.clock, channels=[c.id for c in cfg.channels],
+                                  fields=defaults.fields if defaults else None, batch_lines=20_000)
 
             def progress(done: int, size: int, label: str = path.name) -> None:
                 pct = 100.0 * done / size if size else 100.0

@@ -31,3 +31,4 @@ def test_backfill_summary_and_idempotence(tmp_path: Path, capsys: pytest.Capture
     assert main(["ingest", "-c", str(cfg / "monitor.yaml"), str(tmp_path / "none.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["ingest", "-c", str(cfg / "monitor.yaml"), "--source", "nginx", str(log)]) == 2
+    assert "needs an nginx source in monitor.yaml" in capsys.readouterr().err
