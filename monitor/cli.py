@@ -28,7 +28,7 @@ from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import LoadedConfig, YamlSink, load_config
 from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
-from monitor.ingest import JsonlSource, NginxSource, Source
+from monitor.ingest import DujiaokaSource, JsonlSource, NginxSource, Source
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline, status_view
 from monitor.routing import SINKS
@@ -101,7 +101,8 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
                                        clock=clock, channels=channel_ids, callbacks=src.callbacks,
                                        pattern=src.pattern))
         else:
-            log.warning("source %s: kind %s is not available yet; skipped", src.source_id, src.kind)
+            sources.append(DujiaokaSource(source_id=src.source_id, url=src.url.reveal(), pay_channels=src.channels,
+                                          store=store, clock=clock))
     if cfg.monitor.reconcile.replay_notify:
         log.warning("reconcile.replay_notify is not available yet; nothing will be replayed")
     pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)

@@ -1,7 +1,8 @@
-"""Ingestion: one file per source ``kind`` (jsonl, nginx, ...). The CLI builds them from ``sources:``."""
+"""Ingestion: one file per source ``kind`` (jsonl, nginx, dujiaoka). The CLI builds them from ``sources:``."""
 
 from typing import Protocol
 
+from monitor.ingest.dujiaoka import DujiaokaSource
 from monitor.ingest.jsonl import JsonlSource
 from monitor.ingest.nginx import NginxSource
 from monitor.models import IngestResult
@@ -17,4 +18,4 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["JsonlSource", "NginxSource", "Source"]
+__all__ = ["DujiaokaSource", "JsonlSource", "NginxSource", "Source"]
