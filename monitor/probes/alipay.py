@@ -39,6 +39,7 @@ from monitor.probes.base import (
     Observation,
     ProbeContext,
     ProbeFailure,
+    base_url,
     fetch,
     finish_test_order,
     new_out_trade_no,
@@ -109,8 +110,7 @@ class AlipayAdapter:
         missing = [name for name in _REQUIRED if not channel.credentials.get(name)]
         if missing:
             raise ValueError(f"channel {channel.id}: alipay_f2f needs credentials {', '.join(missing)}")
-        base = str(channel.endpoint)
-        self.url = (base if base.endswith("/") else base + "/") + "gateway.do"
+        self.url = base_url(channel.endpoint) + "gateway.do"
         creds = channel.credentials
         self.app_id = creds["app_id"]
         try:

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_BODY",
     "USER_AGENT",
     "Adapter",
+    "base_url",
     "Observation",
     "ProbeContext",
     "ProbeFailure",
@@ -155,6 +156,12 @@ def parse_json(reply: Reply) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ProbeFailure("bad_response", f"JSON is a {type(doc).__name__}, not an object")
     return doc
+
+
+def base_url(endpoint: object) -> str:
+    """A channel's endpoint as a base URL ending in ``/``, so adapters can append the gateway's paths."""
+    text = str(endpoint)
+    return text if text.endswith("/") else text + "/"
 
 
 def new_out_trade_no(ctx: ProbeContext) -> str:

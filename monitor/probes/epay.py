@@ -31,7 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from monitor.config.channels import BalanceProbe, ChannelConfig, QueryProbe, TestOrderProbe
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, fetch, new_out_trade_no, parse_json
+from monitor.probes.base import Observation, ProbeContext, ProbeFailure, base_url, fetch, new_out_trade_no, parse_json
 from monitor.protocols import epay as v1
 
 __all__ = ["PLACEHOLDER_URL", "SENTINEL", "STALE_AFTER", "STUCK_AFTER", "EpayAdapter", "decimal_field",
@@ -102,8 +102,7 @@ class EpayAdapter:
             raise ValueError(f"channel {channel.id}: epay needs credentials pid and key")
         if not channel.endpoint:
             raise ValueError(f"channel {channel.id}: epay needs an endpoint")
-        base = str(channel.endpoint)
-        self.base = base if base.endswith("/") else base + "/"
+        self.base = base_url(channel.endpoint)
         self.pid = creds["pid"]
         self.key = creds["key"]
         self.tz = ZoneInfo(channel.timezone)

@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from monitor.config.channels import ChannelConfig, TestOrderProbe
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, fetch, new_out_trade_no, parse_json
+from monitor.probes.base import Observation, ProbeContext, ProbeFailure, base_url, fetch, new_out_trade_no, parse_json
 from monitor.probes.epay import (
     PLACEHOLDER_URL,
     SENTINEL,
@@ -62,8 +62,7 @@ class EpayV2Adapter:
                              f"platform_public_key (missing: {', '.join(missing)})")
         if not channel.endpoint:
             raise ValueError(f"channel {channel.id}: epay_v2 needs an endpoint")
-        base = str(channel.endpoint)
-        self.base = base if base.endswith("/") else base + "/"
+        self.base = base_url(channel.endpoint)
         self.pid = creds["pid"]
         try:
             self._private: rsa.RSAPrivateKey = v2.load_private_key(creds["private_key"].reveal())

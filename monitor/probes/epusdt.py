@@ -28,7 +28,7 @@ import secrets
 from decimal import Decimal
 from typing import Any
 
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, Reply, fetch, parse_json
+from monitor.probes.base import Observation, ProbeContext, ProbeFailure, Reply, base_url, fetch, parse_json
 from monitor.protocols.epusdt import (
     CODE_OK,
     CODE_SIGNATURE_ERROR,
@@ -83,8 +83,7 @@ class EpusdtAdapter:
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
-        base = str(channel.endpoint)
-        self.base = base if base.endswith("/") else base + "/"
+        self.base = base_url(channel.endpoint)
         if "token" not in channel.credentials:
             raise ValueError(f"channel {channel.id}: epusdt needs credentials token")
         self.token = channel.credentials["token"]

@@ -32,7 +32,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, Reply, fetch, parse_json
+from monitor.probes.base import Observation, ProbeContext, ProbeFailure, Reply, base_url, fetch, parse_json
 from monitor.protocols.paypal import format_amount
 
 __all__ = ["CURRENCY", "SENTINEL", "PayPalAdapter"]
@@ -85,8 +85,7 @@ class PayPalAdapter:
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
-        base = str(channel.endpoint)
-        self.base = base if base.endswith("/") else base + "/"
+        self.base = base_url(channel.endpoint)
         creds = channel.credentials
         if "client_id" not in creds or "client_secret" not in creds:
             raise ValueError(f"channel {channel.id}: paypal needs credentials client_id and client_secret")

@@ -29,7 +29,7 @@ import secrets
 from decimal import Decimal
 from typing import Any
 
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, Reply, fetch, parse_json
+from monitor.probes.base import Observation, ProbeContext, ProbeFailure, Reply, base_url, fetch, parse_json
 from monitor.protocols.stripe import from_minor_units, minimum_amount, to_minor_units
 
 __all__ = ["CURRENCY", "SENTINEL", "StripeAdapter"]
@@ -103,8 +103,7 @@ class StripeAdapter:
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
-        base = str(channel.endpoint)
-        self.base = base if base.endswith("/") else base + "/"
+        self.base = base_url(channel.endpoint)
         if "secret_key" not in channel.credentials:
             raise ValueError(f"channel {channel.id}: stripe needs credentials secret_key")
         self.secret_key = channel.credentials["secret_key"]

@@ -34,6 +34,7 @@ from monitor.probes.base import (
     ProbeContext,
     ProbeFailure,
     Reply,
+    base_url,
     fetch,
     finish_test_order,
     new_out_trade_no,
@@ -62,8 +63,7 @@ class WxpayAdapter:
         missing = [name for name in _REQUIRED if not channel.credentials.get(name)]
         if missing:
             raise ValueError(f"channel {channel.id}: wxpay_v2 needs credentials {', '.join(missing)}")
-        base = str(channel.endpoint)
-        self.base = base if base.endswith("/") else base + "/"
+        self.base = base_url(channel.endpoint)
         creds = channel.credentials
         self.appid, self.mch_id, self.key = creds["appid"], creds["mch_id"], creds["key"]
         #: The ``out_trade_no`` of the last order ``test_order`` created; ``query`` asks for it.
