@@ -254,7 +254,11 @@ class SimServer:
             raise ValueError(f"channel id {channel_id!r} is taken or reserved")
 
     def gateway_of(self, channel: str) -> Gateway:
-        """The gateway serving a channel; ``KeyError`` if none does."""
+        """The gateway serving a channel; ``KeyError`` if none does. Runs on every request: the owner map answers
+        first, and only a channel added to a gateway behind the server's back costs a scan (once)."""
+        known = self._owner.get(channel)
+        if known is not None:
+            return known
         for gw in self.gateways.values():
             if channel in gw.channels:
                 self._owner.setdefault(channel, gw)
