@@ -36,7 +36,10 @@ __all__ = [
     "metadata",
     "orders",
     "outbox",
+    "lost_orders",
+    "notify_replays",
     "probe_results",
+    "reconcile_checks",
     "routing_state",
     "silences",
     "weight_changes",
@@ -210,4 +213,43 @@ silences = Table(
     Column("created_by", String(64), nullable=False),
     Column("reason", Text, nullable=False, default=""),
     Column("active", Boolean, nullable=False, default=True),
+)
+
+# When the reconciler last asked the channel about an unpaid order, how often, and what the channel said.
+reconcile_checks = Table(
+    "reconcile_checks",
+    metadata,
+    Column("order_id", String(150), primary_key=True),
+    Column("channel", String(64), nullable=False),
+    Column("checked_at", UTCDateTime, nullable=False),
+    Column("checks", Integer, nullable=False),
+    Column("status", String(64), nullable=False),
+)
+
+# Every lost order (paid at the channel, no verified callback by the deadline), recorded once when reported.
+lost_orders = Table(
+    "lost_orders",
+    metadata,
+    Column("order_id", String(150), primary_key=True),
+    Column("channel", String(64), nullable=False),
+    Column("amount", String(32)),
+    Column("trade_no", String(200)),
+    Column("channel_paid_at", UTCDateTime),
+    Column("evidence", String(32), nullable=False),
+    Column("found_at", UTCDateTime, nullable=False),
+    Column("recovered_at", UTCDateTime),
+    Index("ix_lost_orders_found", "found_at"),
+)
+
+# The audit trail of reconcile.replay_notify: one row per order, written before the notify goes out.
+notify_replays = Table(
+    "notify_replays",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(150), nullable=False, unique=True),
+    Column("channel", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status_code", Integer),
+    Column("acknowledged", Boolean),
+    Column("detail", Text, nullable=False),
 )
