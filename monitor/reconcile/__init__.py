@@ -1,0 +1,23 @@
+"""Reconciliation: one querier file per channel ``kind``, registered here with one line each.
+
+A querier asks its channel what became of orders the shop still thinks unpaid (:class:`Querier`); the ones whose
+protocol lets the merchant key sign notifies (epay V1, WeChat Pay v2) can also replay a lost notify
+(:class:`Replayer`). Constructors take the channel's ``ChannelConfig`` and raise ``ValueError`` for missing
+credentials or endpoint.
+"""
+
+from monitor.reconcile.alipay import AlipayQuerier
+from monitor.reconcile.base import ChannelOrder, Querier, Replayer, ReplayResult
+from monitor.reconcile.epay import EpayQuerier
+from monitor.reconcile.epay_v2 import EpayV2Querier
+from monitor.reconcile.wxpay import WxpayQuerier
+
+#: Querier classes by channel ``kind``.
+QUERIERS: dict[str, type] = {
+    "epay": EpayQuerier,
+    "epay_v2": EpayV2Querier,
+    "alipay_f2f": AlipayQuerier,
+    "wxpay_v2": WxpayQuerier,
+}
+
+__all__ = ["QUERIERS", "ChannelOrder", "Querier", "ReplayResult", "Replayer"]
