@@ -31,6 +31,8 @@ from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, Usa
 from monitor.ingest import DujiaokaSource, JsonlSource, NginxSource, Source
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline, status_view
+from monitor.reconcile import QUERIERS
+from monitor.reconcile.reconciler import Reconciler, build_queriers
 from monitor.routing import SINKS
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.secret import RedactingFilter, Redactor
@@ -52,6 +54,7 @@ class App:
     metrics: Metrics
     pipeline: Pipeline
     weights: YamlWeightSink | None
+    reconciler: Reconciler | None = None
 
 
 def setup_logging(redactor: Redactor, *, verbose: bool = False, stream: TextIO | None = None) -> None:
@@ -103,10 +106,17 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
         else:
             sources.append(DujiaokaSource(source_id=src.source_id, url=src.url.reveal(), pay_channels=src.channels,
                                           store=store, clock=clock))
-    if cfg.monitor.reconcile.replay_notify:
-        log.warning("reconcile.replay_notify is not available yet; nothing will be replayed")
     pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)
-    return App(cfg, store, clock, metrics, pipeline, weights)
+    queriers, skipped = build_queriers(cfg.channels, QUERIERS)
+    for channel, why in skipped.items():
+        log.info("reconcile: channel %s is not reconciled: %s", channel, why)
+    if cfg.monitor.reconcile.replay_notify:
+        for ch in cfg.channels:
+            if ch.id in queriers and ch.notify_url is None:
+                log.warning("reconcile.replay_notify: channel %s has no notify_url; its lost orders are reported, "
+                            "not replayed", ch.id)
+    reconciler = Reconciler(cfg, store, queriers, clock=clock, metrics=metrics) if queriers else None
+    return App(cfg, store, clock, metrics, pipeline, weights, reconciler)
 
 
 @contextlib.contextmanager
@@ -159,14 +169,19 @@ def cmd_once(args: argparse.Namespace) -> int:
         app = build_app(cfg)
 
         async def one() -> int:
-            async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics) as d:
+            async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics,
+                              reconciler=app.reconciler) as d:
                 results = await d.probe_all()
+                await asyncio.to_thread(app.pipeline.ingest)  # what the shop already knows is not asked about
+                rec = await d.reconcile()
             report = await asyncio.to_thread(app.pipeline.cycle)
             await asyncio.to_thread(app.pipeline.prune)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(probe_summary(results).items())) or "none"
             print(f"probes: {counts}; ingested: {report.ingested.accepted} accepted, "
                   f"{report.ingested.duplicate} duplicate, {report.ingested.rejected} rejected; "
-                  f"alerts: {len(report.events)}; weight changes: {len(report.changes)}")
+                  f"alerts: {len(report.events)}; weight changes: {len(report.changes)}; "
+                  f"reconciled: {0 if rec is None else rec.asked} asked, {0 if rec is None else len(rec.paid)} paid "
+                  f"at the channel; lost orders: {len(report.lost)} new")
             return 0
 
         try:
@@ -189,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics) as d:
+            async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics,
+                              reconciler=app.reconciler) as d:
                 http = None
                 if cfg.monitor.http.enabled:
                     http = HttpServer(

@@ -25,6 +25,7 @@ from monitor.metrics.prom import Metrics
 from monitor.models import PROBE_TYPES, ProbeResult
 from monitor.pipeline import CycleReport, Pipeline
 from monitor.probes import ADAPTERS, Adapter, ProbeContext, run_probe
+from monitor.reconcile.reconciler import Reconciler, ReconcileReport
 from monitor.store import Store
 
 __all__ = ["Daemon", "ProbeJob", "build_probe_jobs"]
@@ -103,6 +104,7 @@ class Daemon:
         client: httpx.AsyncClient | None = None,
         on_cycle: Callable[[CycleReport], None] | None = None,
         on_probe: Callable[[ProbeResult], None] | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
@@ -113,6 +115,8 @@ class Daemon:
         self.client = client
         self.on_cycle = on_cycle
         self.on_probe = on_probe
+        self.reconciler = reconciler
+        self._reconcile_lock = asyncio.Lock()
         self.jobs = build_probe_jobs(cfg.channels)
         self.scheduler: AsyncIOScheduler | None = None
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
@@ -139,9 +143,10 @@ class Daemon:
         """Every configured probe once, concurrently (``paymon once``)."""
         return list(await asyncio.gather(*(self.probe_once(j) for j in self.jobs)))
 
-    async def cycle(self) -> CycleReport | None:
-        """One evaluation cycle in a worker thread; overlapping calls are skipped, never stacked."""
-        if self._cycle_lock.locked():
+    async def cycle(self, *, wait: bool = False) -> CycleReport | None:
+        """One evaluation cycle in a worker thread; overlapping scheduled calls are skipped, never stacked
+        (``wait``: run after the one in progress instead, for a caller that has news to act on now)."""
+        if self._cycle_lock.locked() and not wait:
             return None
         async with self._cycle_lock:
             try:
@@ -153,8 +158,25 @@ class Daemon:
             self.on_cycle(report)
         return report
 
+    async def reconcile(self) -> ReconcileReport | None:
+        """One reconciliation round; overlapping calls are skipped, a failing round is logged and retried."""
+        if self.reconciler is None or self._reconcile_lock.locked():
+            return None
+        async with self._reconcile_lock:
+            try:
+                report = await self.reconciler.run(self._contexts)
+            except Exception:
+                log.exception("reconciliation round failed; the next one will retry")
+                return None
+        if report.paid and self.running:
+            # Orders just found paid may already be past their callback deadline: report them now, not a
+            # cycle later.
+            await self.cycle(wait=True)
+        return report
+
     async def __aenter__(self) -> Daemon:
-        channels = sorted({j.channel for j in self.jobs})
+        reconciled = set(self.reconciler.queriers) if self.reconciler is not None else set()
+        channels = sorted({j.channel for j in self.jobs} | reconciled)
         if self.client is not None:
             clients = [self.client]
         else:
@@ -188,6 +210,10 @@ class Daemon:
                           id=f"probe:{job.channel}:{job.probe}", next_run_time=now, replace_existing=True)
         sched.add_job(self.cycle, "interval", seconds=self.cycle_every, id="cycle",
                       next_run_time=now + timedelta(seconds=min(1.0, self.cycle_every)), replace_existing=True)
+        if self.reconciler is not None and self.reconciler.queriers:
+            every = self.cfg.monitor.reconcile.every.total_seconds()
+            sched.add_job(self.reconcile, "interval", seconds=every, id="reconcile",
+                          next_run_time=now + timedelta(seconds=min(5.0, every)), replace_existing=True)
         sched.add_job(asyncio.to_thread, "interval", args=[self.pipeline.prune], hours=1, id="retention",
                       next_run_time=now + timedelta(seconds=60), replace_existing=True)
         sched.start()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+import pandas as pd
 
 from monitor.alerts.detectors import CusumState, Tally, estimate_baseline, params_for, update
 from monitor.alerts.dispatch import Sink, deliver_outbox
@@ -23,12 +26,14 @@ from monitor.config import LoadedConfig, Rule, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
 from monitor.errors import SinkError
 from monitor.ingest import Source
+from monitor.metrics.counting import OnceCounter
 from monitor.metrics.prom import Metrics
-from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes
+from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes, order_facts
 from monitor.models import AlertEvent, AlertState, IngestResult, ProbeResult, WeightChange
 from monitor.routing.policy import ChannelRouting, RestorePolicy, Wish, decide
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.store import Store
+from monitor.store.reconcile import LostOrder, ReconcileStore
 
 __all__ = ["CycleReport", "Pipeline", "Snapshot", "channel_states", "snapshot"]
 
@@ -49,6 +54,8 @@ class Snapshot:
     probe_outcomes: Mapping[tuple[str, str], list[tuple[datetime, bool]]] = field(default_factory=dict)
     #: Past firing periods per (rule, channel), (start, end or None), which a detector's baseline leaves out.
     firing_periods: Mapping[tuple[str, str], list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
+    #: The order rows the stats were computed from (``Store.orders_frame``), for the order counters.
+    orders: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,9 @@ class CycleReport:
     events: list[AlertEvent] = field(default_factory=list)
     changes: list[WeightChange] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
+    #: Lost orders found (and recorded lost orders the shop has since completed) in this cycle.
+    lost: list[LostOrder] = field(default_factory=list)
+    recovered: list[LostOrder] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
     stats: Mapping[tuple[str, str], ChannelStats] = field(default_factory=dict)
 
@@ -96,7 +106,7 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
                       unsettled_balance=unsettled)
     detectors = [r for r in cfg.monitor.rules if r.detector is not None]
     if not detectors:
-        return Snapshot(now, stats, signals, last)
+        return Snapshot(now, stats, signals, last, orders=frame)
     outcomes = decided_outcomes(frame, now=now, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
                                 default_pay_timeout=d.pay_timeout)
     probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}
@@ -113,7 +123,7 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
             spans.append((h["at"], None))
         elif h["kind"] == "resolved" and spans and spans[-1][1] is None:
             spans[-1] = (spans[-1][0], h["at"])
-    return Snapshot(now, stats, signals, last, outcomes, probe_outcomes, periods)
+    return Snapshot(now, stats, signals, last, outcomes, probe_outcomes, periods, frame)
 
 
 def in_maintenance(cfg: LoadedConfig, now: datetime) -> dict[str, MaintenanceWindow]:
@@ -281,6 +291,11 @@ class Pipeline:
         self.weights = weights
         self.sources = list(sources)
         self._warned: set[str] = set()
+        self._counter = OnceCounter()
+        self.lost = ReconcileStore(store)
+        started = clock.now()
+        #: When each source last had new data (start time until then): ``paymon_ingest_lag_seconds``.
+        self._last_data = {src.source_id: started for src in self.sources}
 
     def close(self) -> None:
         """Release the sources' open files."""
@@ -296,13 +311,31 @@ class Pipeline:
                 r = src.poll()
             except OSError as exc:
                 log.warning("source %s: %s", src.source_id, exc)
-                continue
+                r = IngestResult()
             for result in ("accepted", "duplicate", "rejected"):
                 n = getattr(r, result)
                 if n:
                     self.metrics.ingest_events_total.labels(src.source_id, result).inc(n)
+            now = self.clock.now()
+            if r.accepted or r.duplicate or r.rejected:
+                self._last_data[src.source_id] = now
+            lag = now - self._last_data.get(src.source_id, now)
+            self.metrics.ingest_lag.labels(src.source_id).set(max(0.0, lag.total_seconds()))
             total += r
         return total
+
+    def report_lost(self, now: datetime) -> tuple[list[LostOrder], list[LostOrder]]:
+        """Record and announce, once each, the orders that just became lost and those the shop since completed."""
+        d, rc = self.cfg.monitor.defaults, self.cfg.monitor.reconcile
+        found, recovered = self.lost.report(now=now, deadline=d.callback_deadline, since=now - rc.horizon,
+                                            sinks=list(self.sinks))
+        for lo in found:
+            log.warning("lost order %s on %s: paid at the channel %s (%s), no verified callback within %s",
+                        lo.order_id, lo.channel, lo.channel_paid_at.isoformat() if lo.channel_paid_at else "?",
+                        lo.evidence, d.callback_deadline)
+        for lo in recovered:
+            log.info("lost order %s on %s is now completed in the shop", lo.order_id, lo.channel)
+        return found, recovered
 
     def _rules(self, snap: Snapshot, prev: Mapping[tuple[str, str], AlertState]) -> tuple[
         list[AlertEvent], dict[tuple[str, str], AlertState], dict[str, RuleSpec]
@@ -369,6 +402,7 @@ class Pipeline:
         """Apply ``storage.retention``; returns (probe results, orders) deleted."""
         r = self.cfg.monitor.storage.retention
         deleted = self.store.prune(probes=r.probes, orders=r.orders)
+        self.lost.prune(self.clock.now() - r.orders)
         if any(deleted):
             log.info("retention: deleted %d probe results and %d orders", *deleted)
         return deleted
@@ -379,6 +413,7 @@ class Pipeline:
         """Ingest, evaluate, act, notify; every step's writes are committed before the next starts."""
         ingested = self.ingest()
         now = self.clock.now()
+        lost, recovered = self.report_lost(now)
         snap = snapshot(self.cfg, self.store, now)
         prev = self.store.alert_states()
         maintenance = in_maintenance(self.cfg, now)
@@ -402,7 +437,7 @@ class Pipeline:
                        on_result=lambda sink, result: self.metrics.notifications_total.labels(sink, result).inc())
         states = channel_states(self.cfg, snap, current, maintenance)
         self._publish(snap, current, states, weights)
-        return CycleReport(now, ingested, events, changes, held, states, snap.stats)
+        return CycleReport(now, ingested, events, changes, held, lost, recovered, states, snap.stats)
 
     def _publish(self, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState], states: Mapping[str, str],
                  weights: Mapping[str, int]) -> None:
@@ -414,6 +449,20 @@ class Pipeline:
         keys = [(rule, ch, severity.get(rule, "warning")) for (rule, ch) in alerts]
         m.set_alerts([k for k in keys if alerts[(k[0], k[1])].state == "firing"], keys)
         m.set_weights(weights)
+        m.leader.set(1)  # one instance acts; leader election among several is not built yet
+        if snap.orders is not None:
+            d = self.cfg.monitor.defaults
+            facts = order_facts(
+                snap.orders, now=snap.now, channels=[c.id for c in self.cfg.channels],
+                pay_timeout={c.id: c.pay_timeout for c in self.cfg.channels if c.pay_timeout is not None},
+                default_pay_timeout=d.pay_timeout, callback_deadline=d.callback_deadline,
+            )
+            counts, latencies = self._counter.step(facts)
+            for (channel, outcome), n in counts.items():
+                m.orders_total.labels(channel, outcome).inc(n)
+            for channel, seconds in latencies:
+                if not math.isnan(seconds):
+                    m.callback_latency.labels(channel).observe(max(0.0, seconds))
         depth = self.store.outbox_depth()
         for sink in self.sinks:
             m.notification_queue.labels(sink).set(depth.get(sink, 0))
@@ -443,6 +492,8 @@ def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping
             "orders": 0 if s is None else s.orders,
             "lost": 0 if s is None else s.lost,
             "callback_p95_s": None if s is None else s.callback_p95,
+            "funnel": None if s is None else {"created": s.orders, "redirected": s.redirected, "paid": s.paid,
+                                              "callback": s.callback, "delivered": s.delivered},
             "last_probe": None if not last else {
                 "probe": last[0].probe, "outcome": last[0].outcome, "at": last[0].started_at.isoformat(),
                 "latency_s": round(last[0].latency_s, 4), "detail": last[0].detail,
@@ -453,4 +504,10 @@ def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping
          "value": s.value}
         for s in alerts.values() if s.state == "firing"
     ]
-    return {"now": now.isoformat(), "channels": channels, "firing": firing}
+    lost = [
+        {"order_id": lo.order_id, "channel": lo.channel, "amount": lo.amount, "trade_no": lo.trade_no,
+         "channel_paid_at": lo.channel_paid_at.isoformat() if lo.channel_paid_at else None,
+         "evidence": lo.evidence, "found_at": lo.found_at.isoformat()}
+        for lo in ReconcileStore(store).lost_orders(open_only=True, limit=50)
+    ]
+    return {"now": now.isoformat(), "channels": channels, "firing": firing, "lost_orders": lost}

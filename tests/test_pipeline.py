@@ -233,3 +233,55 @@ def test_windowed_probe_rule_reads_probe_history(tmp_path: Path, clock: FixedClo
     finally:
         rig.app.pipeline.close()
         rig.app.store.close()
+
+
+def test_a_lost_order_is_announced_once_by_id_and_its_recovery_too(rig: Rig) -> None:
+    rig.events({"event": "order_created", "order_id": "LOST1", "channel": "main", "amount": "25.50"},
+               {"event": "pay_redirect", "order_id": "LOST1", "channel": "main"})
+    rig.clock.advance(30)
+    rig.events({"event": "callback_received", "order_id": "LOST1", "channel": "main", "verified": False,
+                "trade_no": "2026112611000012345"})
+    assert rig.cycle() == []                        # the deadline (5m) has not passed yet
+    rig.clock.advance(timedelta(minutes=5, seconds=1))  # the callback's time is a whole second: +1 s grace
+    [line] = rig.cycle()
+    assert line.startswith("🟠 LOST ORDER LOST1 · main (main) · 25.50 · paid at the channel unknown · "
+                           "trade no 2026112611000012345: a callback arrived that failed verification")
+    rig.restart()
+    assert rig.cycle() == []                        # a restart does not announce it again
+    status = status_view(rig.app.cfg, rig.app.store, rig.clock.now(), {})
+    assert [lo["order_id"] for lo in status["lost_orders"]] == ["LOST1"]
+    rig.clock.advance(60)
+    rig.events({"event": "order_paid", "order_id": "LOST1", "channel": "main"})
+    assert rig.cycle() == ["✅ LOST ORDER RECOVERED LOST1 · main (main) · 25.50: the shop has it now"]
+    assert status_view(rig.app.cfg, rig.app.store, rig.clock.now(), {})["lost_orders"] == []
+
+
+def test_order_counters_latency_histogram_funnel_and_ingest_lag(rig: Rig) -> None:
+    m = rig.app.metrics
+    rig.events({"event": "order_created", "order_id": "OLD", "channel": "main"})
+    rig.cycle()                                     # what was there at start is learnt, not counted
+    rig.clock.advance(10)
+    rig.events({"event": "order_created", "order_id": "A", "channel": "main"},
+               {"event": "pay_redirect", "order_id": "A", "channel": "main"})
+    rig.clock.advance(12)
+    rig.events({"event": "callback_received", "order_id": "A", "channel": "main", "verified": True},
+               {"event": "order_delivered", "order_id": "A", "channel": "main"})
+    rig.cycle()
+    value = m.registry.get_sample_value
+    assert value("paymon_orders_total", {"channel": "main", "outcome": "created"}) == 1
+    assert value("paymon_orders_total", {"channel": "main", "outcome": "paid"}) == 1
+    assert value("paymon_callback_latency_seconds_count", {"channel": "main"}) == 1
+    assert value("paymon_callback_latency_seconds_sum", {"channel": "main"}) == pytest.approx(12.0)
+    assert value("paymon_funnel_orders", {"channel": "main", "window": "15m", "stage": "delivered"}) == 1
+    assert value("paymon_funnel_orders", {"channel": "main", "window": "15m", "stage": "created"}) == 2
+    assert value("paymon_leader", {}) == 1
+    source = rig.app.cfg.monitor.sources[0].source_id
+    assert value("paymon_ingest_lag_seconds", {"source": source}) == 0
+    rig.clock.advance(90)
+    rig.cycle()
+    assert value("paymon_ingest_lag_seconds", {"source": source}) == 90
+    rig.cycle()
+    assert value("paymon_orders_total", {"channel": "main", "outcome": "created"}) == 1   # never twice
+    status = status_view(rig.app.cfg, rig.app.store, rig.clock.now(), {})
+    assert status["channels"][0]["funnel"] == {"created": 2, "redirected": 1, "paid": 1, "callback": 1,
+                                               "delivered": 1}

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from monitor.alerts.render import render_alert, render_weight
+from monitor.alerts.render import render_alert, render_lost, render_weight
 from monitor.errors import SinkError
 
 __all__ = ["ConsoleSink"]
@@ -30,6 +30,8 @@ class ConsoleSink:
         for item in items:
             if item.get("type") == "weight":
                 text = render_weight(item, language=self.language, names=self.names)
+            elif item.get("type") == "lost_order":
+                text = render_lost(item, language=self.language, names=self.names)
             else:
                 text = render_alert(item, language=self.language, names=self.names)
             stamp = str(item.get("at", ""))[:19].replace("T", " ")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-__all__ = ["render_alert", "render_weight"]
+__all__ = ["render_alert", "render_lost", "render_weight"]
 
 _KIND = {
     "zh": {"firing": "🔴 告警", "reminder": "⏰ 仍在告警", "resolved": "✅ 已恢复"},
@@ -76,3 +78,38 @@ def render_weight(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[
     if language == "zh":
         return f"⚖️ 权重 {name} ({p['channel']}): {p['old']} → {p['new']} ({_reason(p['reason'], 'zh')})"
     return f"⚖️ weight {name} ({p['channel']}): {p['old']} → {p['new']} ({p['reason']})"
+
+
+_BEIJING = ZoneInfo("Asia/Shanghai")
+
+
+def _when(text: Any, language: str) -> str:
+    """A stored ISO time as operators read it: Beijing time in Chinese, UTC in English."""
+    if not text:
+        return "未知" if language == "zh" else "unknown"
+    dt = datetime.fromisoformat(str(text))
+    if language == "zh":
+        return dt.astimezone(_BEIJING).strftime("%Y-%m-%d %H:%M:%S") + " 北京时间"
+    return dt.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_lost(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
+    """One line for a lost-order payload (``kind`` found or recovered): the order id first, it is what the
+    operator looks up."""
+    name = (names or {}).get(p["channel"], p["channel"])
+    amount = p.get("amount") or "?"
+    trade_no = p.get("trade_no") or ("无" if language == "zh" else "none")
+    paid = _when(p.get("channel_paid_at"), language)
+    minutes = f"{float(p.get('deadline_s') or 0) / 60:g}"
+    if language == "zh":
+        if p["kind"] == "recovered":
+            return f"✅ 掉单已补 订单 {p['order_id']} · {name} ({p['channel']}) · 金额 {amount}: 商户已收到回调/已支付"
+        how = "通道查单确认已支付" if p.get("evidence") == "reconcile" else "收到未通过验签的回调"
+        return (f"🟠 掉单 订单 {p['order_id']} · {name} ({p['channel']}) · 金额 {amount} · 通道支付时间 {paid} · "
+                f"通道流水号 {trade_no}: {how}，{minutes} 分钟内商户未收到有效回调")
+    if p["kind"] == "recovered":
+        return f"✅ LOST ORDER RECOVERED {p['order_id']} · {name} ({p['channel']}) · {amount}: the shop has it now"
+    how = "the channel's order query says paid" if p.get("evidence") == "reconcile" else \
+        "a callback arrived that failed verification"
+    return (f"🟠 LOST ORDER {p['order_id']} · {name} ({p['channel']}) · {amount} · paid at the channel {paid} · "
+            f"trade no {trade_no}: {how}, and no verified callback within {minutes} min")

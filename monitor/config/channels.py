@@ -131,6 +131,8 @@ class ChannelConfig(ConfigModel):
     credentials: dict[str, SecretValue] = Field(default_factory=dict)
     timezone: TimeZoneName = "Asia/Shanghai"
     pay_timeout: PositiveDuration | None = None
+    #: The shop's notify URL for this channel; ``reconcile.replay_notify`` re-sends lost orders' notifies there.
+    notify_url: HttpUrl | None = None
     probes: Probes = Field(default_factory=Probes)
     maintenance: tuple[MaintenanceWindow, ...] = ()
 

@@ -271,6 +271,10 @@ class Reconcile(ConfigModel):
     older_than: PositiveDuration = timedelta(minutes=5)
     horizon: PositiveDuration = timedelta(hours=24)
     replay_notify: bool = False
+    #: At most this many questions per channel per round (newest orders first); the rest wait for the next.
+    per_round: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: Questions per second per channel, so reconciliation never looks like an attack on the gateway.
+    rate: Annotated[float, Field(gt=0, le=1000)] = 5.0
 
 
 Severity = Literal["critical", "warning", "info"]

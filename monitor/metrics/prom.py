@@ -58,6 +58,12 @@ class Metrics:
         self.ingest_lag = Gauge("paymon_ingest_lag_seconds", "Seconds since the source last had new data",
                                 ["source"], registry=r)
         self.leader = Gauge("paymon_leader", "1 when this instance acts (leader)", registry=r)
+        self.funnel = Gauge("paymon_funnel_orders", "Orders created in the window that reached each stage",
+                            ["channel", "window", "stage"], registry=r)
+        self.reconcile_total = Counter("paymon_reconcile_total", "Reconciliation questions by answer",
+                                       ["channel", "result"], registry=r)
+        self.notify_replays_total = Counter("paymon_notify_replays_total", "Replayed notifies by result",
+                                            ["channel", "result"], registry=r)
 
     def observe_probe(self, r: ProbeResult) -> None:
         self.probe_success.labels(r.channel, r.probe).set(1 if r.ok else 0)
@@ -79,6 +85,9 @@ class Metrics:
                     gauge.labels(channel, window).set(value)
             if window == pending_window:
                 self.pending_orders.labels(channel).set(s.pending)
+            for stage, n in (("created", s.orders), ("redirected", s.redirected), ("paid", s.paid),
+                             ("callback", s.callback), ("delivered", s.delivered)):
+                self.funnel.labels(channel, window, stage).set(n)
 
     def set_channel_states(self, states: Mapping[str, str]) -> None:
         for channel, current in states.items():

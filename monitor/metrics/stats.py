@@ -10,8 +10,14 @@ For an order created at ``c`` on a channel with pay timeout ``T``:
 ``min_orders`` decided orders there is no value (``None``): too little data is not a verdict.
 
 A **lost order** is one the channel reports paid (its pay time, or an unverified callback, as evidence) that has
-no verified callback by ``pay time + callback_deadline``. ``lost_order_ratio(W)`` = lost / orders whose channel
+no verified callback by ``pay time + callback_deadline``. Channels give pay times in whole seconds (epay
+``endtime``, WeChat ``time_end``, Alipay ``send_pay_date``): a pay time with no fraction of a second stands for
+that whole second, so the deadline runs from its end (:func:`paid_by`); without that, a callback right on time
+could be judged late by up to a second. ``lost_order_ratio(W)`` = lost / orders whose channel
 pay time lies in W (only orders whose deadline has passed are judged).
+
+The **funnel** follows the orders created in W: created → redirected (``pay_redirect``) → paid (verified
+callback or ``order_paid``) → callback (verified) → delivered.
 
 **Callback latency** = verified callback − channel pay time, or − ``pay_redirect`` where no pay time is known,
 over callbacks that arrived in W.
@@ -26,7 +32,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-__all__ = ["ChannelStats", "compute_stats", "decided_outcomes"]
+__all__ = ["ChannelStats", "compute_stats", "decided_outcomes", "lost_deadline", "order_facts", "paid_by"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +52,26 @@ class ChannelStats:
     callback_p95: float | None
     callback_p99: float | None
     pending: int
+    #: The funnel over orders created in the window: how many reached each stage (``orders`` is the first).
+    redirected: int = 0
+    paid: int = 0
+    callback: int = 0
+    delivered: int = 0
 
     @property
     def decided(self) -> int:
         return self.succeeded + self.failed
+
+
+def paid_by(evidence: pd.Series) -> pd.Series:
+    """The latest moment each evidence time can stand for: a whole-second time is the end of that second."""
+    whole = evidence.notna() & (evidence.dt.microsecond == 0) & (evidence.dt.nanosecond == 0)
+    return evidence + pd.to_timedelta(whole.astype("int64"), unit="s")
+
+
+def lost_deadline(evidence: datetime, deadline: timedelta) -> datetime:
+    """:func:`paid_by` for one time, plus the callback deadline: after this, no verified callback means lost."""
+    return evidence + deadline + (timedelta(seconds=1) if evidence.microsecond == 0 else timedelta(0))
 
 
 def _outcomes(df: pd.DataFrame, now: pd.Timestamp, pay_timeout: pd.Series) -> pd.DataFrame:
@@ -86,8 +108,9 @@ def compute_stats(
     timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
     df = _outcomes(df, ts_now, timeouts)
     evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
-    judged = evidence.notna() & (evidence + callback_deadline <= ts_now)
-    lost = judged & (df["callback_at"].isna() | (df["callback_at"] > evidence + callback_deadline))
+    due = paid_by(evidence) + callback_deadline
+    judged = evidence.notna() & (due <= ts_now)
+    lost = judged & (df["callback_at"].isna() | (df["callback_at"] > due))
     base = df["channel_paid_at"].fillna(df["redirected_at"])
     latency = (df["callback_at"] - base).dt.total_seconds()
 
@@ -108,13 +131,18 @@ def compute_stats(
                 "paid": paid_in,
                 "lost": paid_in & lost,
                 "pending": df["pending"],
+                "f_redirected": created_in & df["redirected_at"].notna(),
+                "f_paid": created_in & (df["shop_paid_at"].notna() | df["callback_at"].notna()),
+                "f_callback": created_in & df["callback_at"].notna(),
+                "f_delivered": created_in & df["delivered_at"].notna(),
             }
         )
         sums = frame.groupby("channel").sum(numeric_only=True)
         lat = {str(ch): v.to_numpy() for ch, v in latency[cb_in].groupby(df["channel"][cb_in], observed=True)}
         for ch in channels:
             row = sums.loc[ch] if ch in sums.index else None
-            keys = ("created", "succ", "fail", "paid", "lost", "pending")
+            keys = ("created", "succ", "fail", "paid", "lost", "pending", "f_redirected", "f_paid", "f_callback",
+                    "f_delivered")
             n = {k: int(row[k]) if row is not None else 0 for k in keys}
             decided = n["succ"] + n["fail"]
             q = _quantiles(lat.get(ch, np.array([])))
@@ -132,6 +160,10 @@ def compute_stats(
                 callback_p95=q[1],
                 callback_p99=q[2],
                 pending=n["pending"],
+                redirected=n["f_redirected"],
+                paid=n["f_paid"],
+                callback=n["f_callback"],
+                delivered=n["f_delivered"],
             )
     return result
 
@@ -165,3 +197,37 @@ def decided_outcomes(
     for rows in out.values():
         rows.sort(key=lambda r: r[0])
     return out
+
+
+def order_facts(
+    orders: pd.DataFrame,
+    *,
+    now: datetime,
+    channels: Iterable[str],
+    pay_timeout: Mapping[str, timedelta],
+    default_pay_timeout: timedelta,
+    callback_deadline: timedelta,
+) -> pd.DataFrame:
+    """One row per order: ``order_id``, ``channel``, and what is known of it at ``now`` by the same rules as
+    :func:`compute_stats`: ``created``, ``paid`` (succeeded), ``failed``, ``lost`` (booleans) and ``latency``
+    (seconds, NaN without a verified callback). The counters of ``paymon_orders_total`` and the callback latency
+    histogram count each order once from this."""
+    channels = list(channels)
+    df = orders[orders["channel"].isin(channels)]
+    timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
+    ts_now = pd.Timestamp(now)
+    df = _outcomes(df, ts_now, timeouts)
+    evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
+    due = paid_by(evidence) + callback_deadline
+    judged = evidence.notna() & (due <= ts_now)
+    lost = judged & (df["callback_at"].isna() | (df["callback_at"] > due))
+    base = df["channel_paid_at"].fillna(df["redirected_at"])
+    return pd.DataFrame({
+        "order_id": df["order_id"],
+        "channel": df["channel"],
+        "created": df["created_at"].notna(),
+        "paid": df["success_time"].notna(),
+        "failed": df["fail_time"].notna(),
+        "lost": lost,
+        "latency": (df["callback_at"] - base).dt.total_seconds(),
+    })

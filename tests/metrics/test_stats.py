@@ -83,3 +83,27 @@ def test_callback_latency_quantiles() -> None:
     assert s.callback_p50 == pytest.approx(51.5, abs=0.6)
     assert s.callback_p99 is not None and 99 <= s.callback_p99 <= 100
     assert stats(rows)[("c1", "15m")].callback_p95 is None
+
+
+def test_funnel_follows_the_orders_created_in_the_window() -> None:
+    rows = [
+        order("a", 10, redirected_at=10, callback_at=9, shop_paid_at=9, delivered_at=9),
+        order("b", 10, redirected_at=10, shop_paid_at=8),      # paid in the shop, callback not logged
+        order("c", 10, redirected_at=10),                       # never paid
+        order("d", 12),                                         # never reached the channel
+        order("old", 40, redirected_at=40, callback_at=39),     # created before the 15m window
+    ]
+    s15, s1h = stats(rows)[("c1", "15m")], stats(rows)[("c1", "1h")]
+    assert (s15.orders, s15.redirected, s15.paid, s15.callback, s15.delivered) == (4, 3, 2, 1, 1)
+    assert (s1h.orders, s1h.redirected, s1h.paid, s1h.callback, s1h.delivered) == (5, 4, 3, 2, 1)
+
+
+def test_a_whole_second_pay_time_stands_for_the_whole_second() -> None:
+    whole = m(6)                                       # 11:54:00, as epay's endtime gives it
+    rows = [order("o", 10)]
+    rows[0].update(channel_paid_at=whole, callback_at=whole + timedelta(minutes=5, seconds=0.5))
+    s = stats(rows)[("c1", "15m")]
+    assert (s.paid_at_channel, s.lost) == (1, 0)       # the buyer may have paid at 11:54:00.9
+    precise = whole + timedelta(seconds=0.25)
+    rows[0].update(channel_paid_at=precise, callback_at=precise + timedelta(minutes=5, seconds=0.5))
+    assert stats(rows)[("c1", "15m")].lost == 1
