@@ -1,0 +1,212 @@
+"""The reconciler, wired as ``paymon run`` wires it, against the simulator and the simulated shop over real HTTP:
+unpaid orders asked about with back-off, paid-but-unnotified ones found and reported lost by id, one audited
+replay each (and never a second, even after a restart), a failing channel left alone after three failures, and
+the channels that cannot be reconciled named."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitor.cli import App, build_app
+from monitor.clock import FixedClock
+from monitor.config import load_config
+from monitor.metrics.prom import Metrics
+from monitor.probes.base import ProbeContext
+from monitor.reconcile import QUERIERS
+from monitor.reconcile.reconciler import MAX_FAILURES, build_queriers
+from monitor.sim import Faults, Shop, SimServer
+from monitor.sim.shop import ShopOrder
+from monitor.store.reconcile import ReconcileStore
+
+KEY = "reconciler-test-key-0123"
+
+MONITOR = """\
+storage: {{url: "sqlite:///var/paymon.db"}}
+defaults: {{callback_deadline: 5m}}
+sources: [{{kind: jsonl, path: var/orders.jsonl, timezone: UTC}}]
+reconcile: {{every: 1m, older_than: 5m, horizon: 24h, replay_notify: {replay}, rate: 1000, per_round: {per_round}}}
+notify: {{language: en}}
+routing: {{mode: off}}
+"""
+CHANNELS = """\
+channels:
+  - id: shop-epay
+    kind: epay
+    weight: 10
+    endpoint: "{endpoint}"
+    credentials: {{pid: "1001", key: "{key}"}}
+    {notify}
+  - {{id: card, kind: stripe, weight: 5, endpoint: "http://127.0.0.1:9/", credentials: {{secret_key: sk_test_x}}}}
+"""
+
+
+@dataclass
+class Env:
+    folder: Path
+    sim: SimServer
+    shop: Shop
+    clock: FixedClock
+    client: httpx.AsyncClient
+    out: io.StringIO
+    app: App | None = None
+
+    def start(self, *, replay: bool = False, per_round: int = 100) -> App:
+        notify = f'notify_url: "{self.shop.notify_url}"' if replay else ""
+        (self.folder / "monitor.yaml").write_text(
+            MONITOR.format(replay="true" if replay else "false", per_round=per_round), encoding="utf-8")
+        (self.folder / "channels.yaml").write_text(
+            CHANNELS.format(endpoint=self.sim.endpoint("shop-epay"), key=KEY, notify=notify), encoding="utf-8")
+        if self.app is not None:
+            self.app.pipeline.close()
+            self.app.store.close()
+        cfg = load_config(self.folder / "monitor.yaml", env={})
+        self.app = build_app(cfg, clock=self.clock, stream=self.out, metrics=Metrics())
+        return self.app
+
+    async def round(self) -> tuple[int, list[str], dict[str, str], dict[str, bool]]:
+        assert self.app is not None and self.app.reconciler is not None
+        self.app.pipeline.ingest()
+        ctx = {ch: ProbeContext(self.client, self.clock, self.app.cfg.redactor) for ch in self.app.reconciler.queriers}
+        r = await self.app.reconciler.run(ctx)
+        return r.asked, sorted(r.paid), r.errors, r.replayed
+
+    def lines(self) -> list[str]:
+        return [line.split(" ", 2)[2] for line in self.out.getvalue().splitlines()]
+
+    async def order(self, *, pays: bool) -> ShopOrder:
+        order = await self.shop.place_order("shop-epay", "alipay", "10.00")
+        assert order.trade_no is not None
+        if pays:
+            assert self.sim.gateway.buyer_visits("shop-epay", order.trade_no)
+        return order
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    # The simulator and the shop run on the real clock (the gateway stamps endtime with it); paymon's clock is
+    # fixed a little later, and moved by hand.
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=6))
+    folder = tmp_path / "cfg"
+    (folder / "var").mkdir(parents=True)
+    async with SimServer() as sim, Shop(folder / "var" / "orders.jsonl") as shop, httpx.AsyncClient() as client:
+        sim.add_channel("shop-epay", "1001", KEY, Faults(pay_probability=1.0, callback_drop_rate=1.0))
+        shop.add_channel("shop-epay", endpoint=sim.endpoint("shop-epay"), kind="epay", pid="1001", key=KEY)
+        e = Env(folder, sim, shop, clock, client, io.StringIO())
+        yield e
+        if e.app is not None:
+            e.app.pipeline.close()
+            e.app.store.close()
+
+
+async def test_lost_orders_are_found_reported_and_replayed_once(env: Env) -> None:
+    lost = [await env.order(pays=True) for _ in range(2)]
+    unpaid = await env.order(pays=False)
+    app = env.start(replay=True)
+    assert app.reconciler is not None and list(app.reconciler.queriers) == ["shop-epay"]
+
+    asked, paid, errors, replayed = await env.round()
+    assert (asked, paid, errors) == (3, sorted(o.order_id for o in lost), {})
+    assert replayed == {}                       # not lost yet: the callback deadline has not passed
+    value = app.metrics.registry.get_sample_value
+    assert value("paymon_reconcile_total", {"channel": "shop-epay", "result": "paid"}) == 2
+    assert value("paymon_reconcile_total", {"channel": "shop-epay", "result": "unpaid"}) == 1
+    assert (await env.round())[0] == 0          # nothing is due again a moment later
+
+    env.clock.advance(timedelta(minutes=6))     # past every pay time + 5m (+1 s for whole seconds)
+    app.pipeline.cycle()
+    found = sorted(line for line in env.lines() if line.startswith("🟠 LOST ORDER"))
+    assert [line.split()[3] for line in found] == sorted(o.order_id for o in lost)
+    assert all("paid at the channel" in line and "the channel's order query says paid" in line for line in found)
+
+    asked, paid, errors, replayed = await env.round()
+    assert replayed == {o.order_id: True for o in lost}
+    assert asked == 1                           # the unpaid order had doubled its age: asked again
+    for o in lost:
+        assert (env.shop.order(o.order_id).status, env.shop.order(o.order_id).trade_no) == (  # type: ignore[union-attr]
+            "completed", o.trade_no)
+    assert env.shop.order(unpaid.order_id).status == "wait_pay"  # type: ignore[union-attr]
+    audit = ReconcileStore(app.store).replays()
+    assert sorted((r.order_id, r.status_code, r.acknowledged) for r in audit) == sorted(
+        (o.order_id, 200, True) for o in lost)
+    assert all(KEY not in r.detail for r in audit)
+    assert value("paymon_notify_replays_total", {"channel": "shop-epay", "result": "acknowledged"}) == 2
+
+    # the shop's log now has the verified callbacks: the lost orders are reported recovered, once
+    app.pipeline.cycle()
+    recovered = [line for line in env.lines() if line.startswith("✅ LOST ORDER RECOVERED")]
+    assert sorted(line.split()[4] for line in recovered) == sorted(o.order_id for o in lost)
+
+    env.start(replay=True)                      # a restart never replays twice
+    env.clock.advance(timedelta(hours=1))
+    assert (await env.round())[3] == {}
+    assert len(ReconcileStore(env.app.store).replays()) == 2  # type: ignore[union-attr]
+
+
+async def test_without_replay_lost_orders_are_only_reported(env: Env) -> None:
+    lost = await env.order(pays=True)
+    app = env.start(replay=False)
+    await env.round()
+    env.clock.advance(timedelta(minutes=6))
+    app.pipeline.cycle()
+    assert (await env.round())[3] == {}
+    assert env.shop.order(lost.order_id).status == "wait_pay"  # type: ignore[union-attr]
+    assert ReconcileStore(app.store).replays() == []
+    assert [lo.order_id for lo in ReconcileStore(app.store).lost_orders(open_only=True)] == [lost.order_id]
+
+
+async def test_a_failing_channel_is_left_alone_after_three_failures(env: Env) -> None:
+    for _ in range(5):
+        await env.order(pays=False)
+    app = env.start(per_round=100)
+    app.reconciler.queriers["shop-epay"].batch = 1  # type: ignore[union-attr, misc]
+    env.sim.faults("shop-epay").update(error_rate=1.0)
+    asked, _, errors, _ = await env.round()
+    assert asked == 0 and errors["shop-epay"].startswith("http_error")
+    value = app.metrics.registry.get_sample_value
+    assert value("paymon_reconcile_total", {"channel": "shop-epay", "result": "error"}) == MAX_FAILURES
+    env.sim.faults("shop-epay").update(error_rate=0.0)
+    asked, _, errors, _ = await env.round()    # the orders stayed due: all asked on the next round
+    assert (asked, errors) == (5, {})
+
+
+async def test_per_round_takes_the_newest_first(env: Env) -> None:
+    orders = [await env.order(pays=False) for _ in range(3)]
+    env.start(per_round=2)
+    assert (await env.round())[0] == 2
+    assert (await env.round())[0] == 1          # the oldest waited for the next round
+    checks = ReconcileStore(env.app.store).candidates(  # type: ignore[union-attr]
+        ["shop-epay"], now=env.clock.now() + timedelta(hours=1), older_than=timedelta(minutes=5),
+        horizon=timedelta(hours=24), every=timedelta(minutes=1), per_channel=10)
+    assert sorted(c.order_id for c in checks["shop-epay"]) == sorted(o.order_id for o in orders)
+
+
+def test_channels_that_cannot_be_reconciled_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg_dir = tmp_path / "cfg"
+    (cfg_dir / "var").mkdir(parents=True)
+    (cfg_dir / "monitor.yaml").write_text(MONITOR.format(replay="true", per_round=10), encoding="utf-8")
+    (cfg_dir / "channels.yaml").write_text(CHANNELS.format(endpoint="http://127.0.0.1:9/x/", key=KEY, notify=""),
+                                           encoding="utf-8")
+    cfg = load_config(cfg_dir / "monitor.yaml", env={})
+    queriers, skipped = build_queriers(cfg.channels, QUERIERS)
+    assert list(queriers) == ["shop-epay"]
+    assert skipped == {"card": "stripe has no order query paymon can use"}
+    broken = build_queriers(cfg.channels, {"epay": _Broken})
+    assert broken[1]["shop-epay"] == "no credentials"
+    with caplog.at_level(logging.INFO):
+        app = build_app(cfg, clock=FixedClock(datetime(2026, 11, 26, tzinfo=UTC)), stream=io.StringIO())
+    app.store.close()
+    assert "channel card is not reconciled: stripe has no order query" in caplog.text
+    assert "channel shop-epay has no notify_url" in caplog.text
+
+
+class _Broken:
+    def __init__(self, channel: object) -> None:
+        raise ValueError("no credentials")
