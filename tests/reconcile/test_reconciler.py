@@ -166,7 +166,7 @@ async def test_a_failing_channel_is_left_alone_after_three_failures(env: Env) ->
     for _ in range(5):
         await env.order(pays=False)
     app = env.start(per_round=100)
-    app.reconciler.queriers["shop-epay"].batch = 1  # type: ignore[union-attr, misc]
+    app.reconciler.queriers["shop-epay"].batch = 1  # type: ignore[union-attr]
     env.sim.faults("shop-epay").update(error_rate=1.0)
     asked, _, errors, _ = await env.round()
     assert asked == 0 and errors["shop-epay"].startswith("http_error")
