@@ -187,6 +187,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         try:
             return asyncio.run(one())
         finally:
+            app.pipeline.close()
             app.store.close()
 
 
@@ -225,6 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             return asyncio.run(serve())
         finally:
+            app.pipeline.close()
             app.store.close()
 
 
@@ -252,6 +254,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         view = _status(app)
     finally:
+        app.pipeline.close()
         app.store.close()
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
@@ -269,6 +272,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     firing = view["firing"]
     if firing:
         print("\nfiring: " + ", ".join(f"{a['rule']}@{a['channel']}" for a in firing))  # type: ignore[attr-defined]
+    lost = view["lost_orders"]
+    if lost:
+        print("\nlost orders (paid at the channel, not in the shop):")
+        for lo in lost:  # type: ignore[attr-defined]
+            print(f"  {lo['order_id']}  {lo['channel']}  {lo['amount'] or '?'}  paid {lo['channel_paid_at'] or '?'}  "
+                  f"trade_no {lo['trade_no'] or '-'}")
     return 0
 
 

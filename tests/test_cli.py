@@ -246,3 +246,50 @@ def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path,
                        ("database", dump)]:
         assert SECRET not in text, f"secret leaked into {name}"
     assert "http_error" in dump  # the scan looked at real content
+
+
+def test_once_reconciles_and_status_lists_the_lost_order(tmp_path: Path, sim_thread: object,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+
+    from monitor.protocols import epay as v1
+    from monitor.sim import Faults
+
+    sim = sim_thread.server  # type: ignore[attr-defined]
+    sim_thread.call(sim.add_channel, "epay-main", pid="1001", key=SECRET,  # type: ignore[attr-defined]
+                    faults=Faults(pay_probability=1.0, callback_drop_rate=1.0))
+    sim_thread.call(sim.add_channel, "epay-backup", pid="1002", key="backup-key-123456")  # type: ignore[attr-defined]
+    monkeypatch.setenv("EPAY_MAIN_KEY", SECRET)
+    cfg = write_config(tmp_path / "cfg", sim.endpoint("epay-main"), sim.endpoint("epay-backup"))
+    text = cfg.read_text(encoding="utf-8").replace(
+        "notify: {language: en}", "notify: {language: en}\ndefaults: {callback_deadline: 1s}\n"
+                                  "reconcile: {older_than: 1m}")
+    cfg.write_text(text, encoding="utf-8")
+    # An order the shop created ten minutes ago, which the buyer paid at the channel; its notify never came.
+    params = {"pid": "1001", "type": "alipay", "out_trade_no": "LOSTCLI000000001", "notify_url": "http://127.0.0.1:9/n",
+              "return_url": "http://127.0.0.1:9/r", "name": "LOSTCLI000000001", "money": "9.9",
+              "clientip": "127.0.0.1", "device": "pc"}
+    params["sign"] = v1.sign_md5(params, SECRET)
+    params["sign_type"] = "MD5"
+    trade_no = httpx.post(sim.endpoint("epay-main") + "mapi.php", data=params).json()["trade_no"]
+    assert sim_thread.call(sim.gateway.buyer_visits, "epay-main", trade_no)  # type: ignore[attr-defined]
+    created = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    (tmp_path / "cfg" / "var").mkdir()
+    (tmp_path / "cfg" / "var" / "orders.jsonl").write_text(json.dumps(
+        {"ts": created, "event": "order_created", "order_id": "LOSTCLI000000001", "channel": "epay-main",
+         "amount": "9.90"}) + "\n", encoding="utf-8")
+    assert main(["once", "-c", str(cfg)]) == 0
+    assert "reconciled: 1 asked, 1 paid at the channel" in capsys.readouterr().out
+    time.sleep(2.1)  # past the pay time (whole seconds: +1 s) + the 1 s deadline
+    assert main(["once", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "LOST ORDER LOSTCLI000000001 · epay-main (epay-main) · 9.90 · paid at the channel" in out
+    assert f"trade no {trade_no}" in out and "lost orders: 1 new" in out
+    assert main(["status", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "lost orders (paid at the channel, not in the shop):" in out
+    assert "LOSTCLI000000001  epay-main  9.90  paid 20" in out and f"trade_no {trade_no}" in out
+    assert SECRET not in out
