@@ -31,7 +31,7 @@ from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, Usa
 from monitor.ingest import DujiaokaSource, JsonlSource, NginxSource, Source
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline, status_view
-from monitor.reconcile import QUERIERS
+from monitor.reconcile import QUERIERS, Replayer
 from monitor.reconcile.reconciler import Reconciler, build_queriers
 from monitor.routing import SINKS
 from monitor.routing.yaml_file import YamlWeightSink
@@ -157,6 +157,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for channel, problem in adapter_problems(cfg.channels).items():
         reason = problem if problem.startswith("channel ") else f"channel {channel}: {problem}"
         print(f"warning: {cfg.redactor(reason)}; its probes will not run", file=sys.stderr)
+    if cfg.monitor.reconcile.replay_notify:
+        queriers, _ = build_queriers(cfg.channels, QUERIERS)
+        for ch in cfg.channels:
+            if ch.id in queriers and isinstance(queriers[ch.id], Replayer) and ch.notify_url is None:
+                print(f"warning: channel {ch.id}: reconcile.replay_notify is on but the channel has no notify_url; "
+                      "its lost orders will be reported, not replayed", file=sys.stderr)
     return 0
 
 

@@ -293,3 +293,14 @@ def test_once_reconciles_and_status_lists_the_lost_order(tmp_path: Path, sim_thr
     assert "lost orders (paid at the channel, not in the shop):" in out
     assert "LOSTCLI000000001  epay-main  9.90  paid 20" in out and f"trade_no {trade_no}" in out
     assert SECRET not in out
+
+
+def test_check_config_warns_when_replay_has_nowhere_to_go(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EPAY_MAIN_KEY", SECRET)
+    cfg = write_config(tmp_path / "cfg", "http://127.0.0.1:9/a/", "http://127.0.0.1:9/b/")
+    cfg.write_text(cfg.read_text(encoding="utf-8") + "reconcile: {replay_notify: true}\n", encoding="utf-8")
+    assert main(["check-config", "-c", str(cfg)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: channel {ch}: reconcile.replay_notify is on but the channel has no notify_url; its lost "
+                   "orders will be reported, not replayed" for ch in ("epay-main", "epay-backup")]
