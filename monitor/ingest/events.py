@@ -1,4 +1,8 @@
-"""Turning one decoded log record into an :class:`~monitor.models.OrderEvent`, or a reason to reject it. Pure."""
+"""Turning one decoded log record into an :class:`~monitor.models.OrderEvent`, or a reason to reject it. Pure.
+
+This runs once per log line (a backfill is millions of them), so it avoids repeated work: amounts are decoded once per
+distinct text, and the checks are ordered so that a well-formed record passes each with one lookup.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from monitor.clock import utc
 from monitor.models import EVENT_KINDS, OrderEvent
 
 __all__ = ["FUTURE_TOLERANCE", "Rejected", "parse_event", "parse_time", "remap"]
@@ -15,6 +18,13 @@ __all__ = ["FUTURE_TOLERANCE", "Rejected", "parse_event", "parse_time", "remap"]
 #: Timestamps further ahead of the clock than this are rejected (a wrong clock or a wrong timezone).
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _EVENTS = frozenset(EVENT_KINDS)
+#: The store's ``orders.amount`` column holds this many characters; a longer amount is not a price.
+_AMOUNT_CHARS = 32
+#: The store's ``orders.channel`` column holds this many characters (checked when no channel list is given).
+_CHANNEL_CHARS = 64
+#: Amounts already decoded, by their text (a shop has few distinct prices); bounded, and Decimal is immutable.
+_AMOUNTS: dict[str, Decimal] = {}
+_AMOUNTS_MAX = 4096
 
 
 class Rejected(ValueError):
@@ -27,19 +37,38 @@ class Rejected(ValueError):
 
 def parse_time(value: Any, tz: tzinfo) -> datetime:
     """ISO 8601 text (naive values are in ``tz``) or a Unix timestamp → aware UTC."""
-    if isinstance(value, bool):
-        raise Rejected("bad_timestamp")
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if not isinstance(value, str):
-        raise Rejected("bad_timestamp")
     try:
-        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if isinstance(value, str):
+            try:
+                dt = datetime.fromisoformat(value)
+            except ValueError:
+                dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, tz=UTC)
+        else:
+            raise Rejected("bad_timestamp")
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=tz)
+        return dt.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        # Not a time, or one outside what a datetime can hold (year 0, 1e300, NaN).
         raise Rejected("bad_timestamp") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=tz)
-    return utc(dt)
+
+
+def _amount(value: Any) -> Decimal:
+    text = value if isinstance(value, str) else str(value)
+    amount = _AMOUNTS.get(text)
+    if amount is not None:
+        return amount
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise Rejected("bad_amount") from None
+    if not amount.is_finite() or len(str(amount)) > _AMOUNT_CHARS:
+        raise Rejected("bad_amount")
+    if len(_AMOUNTS) < _AMOUNTS_MAX:
+        _AMOUNTS[text] = amount
+    return amount
 
 
 def remap(rec: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
@@ -55,39 +84,49 @@ def parse_event(
     rec: Mapping[str, Any], *, tz: tzinfo, now: datetime, channels: Collection[str] | None = None
 ) -> OrderEvent:
     """Validate one record (SPEC §2.7); raise :class:`Rejected` with a reason when it cannot be used."""
-    for name in ("ts", "event", "order_id", "channel"):
-        if rec.get(name) in (None, ""):
-            raise Rejected(f"missing_{name}")
-    event = rec["event"]
-    if event not in _EVENTS:
+    get = rec.get
+    ts = get("ts")
+    event = get("event")
+    order_id = get("order_id")
+    channel = get("channel")
+    if ts is None or ts == "":
+        raise Rejected("missing_ts")
+    if event is None or event == "":
+        raise Rejected("missing_event")
+    if order_id is None or order_id == "":
+        raise Rejected("missing_order_id")
+    if channel is None or channel == "":
+        raise Rejected("missing_channel")
+    if type(event) is not str or event not in _EVENTS:
         raise Rejected("unknown_event")
-    channel = str(rec["channel"])
-    if channels is not None and channel not in channels:
+    if type(channel) is not str:
+        channel = str(channel)
+    if (channel not in channels) if channels is not None else len(channel) > _CHANNEL_CHARS:
         raise Rejected("unknown_channel")
-    ts = parse_time(rec["ts"], tz)
-    if ts > now + FUTURE_TOLERANCE:
+    at = parse_time(ts, tz)
+    if at > now + FUTURE_TOLERANCE:
         raise Rejected("future_timestamp")
-    paid_at = parse_time(rec["paid_at"], tz) if rec.get("paid_at") not in (None, "") else None
-    amount = None
-    if rec.get("amount") not in (None, ""):
-        try:
-            amount = Decimal(str(rec["amount"]))
-        except InvalidOperation:
-            raise Rejected("bad_amount") from None
-        if not amount.is_finite():
-            raise Rejected("bad_amount")
-    verified = rec.get("verified")
-    if verified is not None and not isinstance(verified, bool):
+    paid_at = get("paid_at")
+    if paid_at is not None:
+        paid_at = None if paid_at == "" else parse_time(paid_at, tz)
+    amount = get("amount")
+    if amount is not None:
+        amount = None if amount == "" else _amount(amount)
+    verified = get("verified")
+    if verified is not None and verified is not True and verified is not False:
         raise Rejected("bad_verified")
+    method = get("method")
+    trade_no = get("trade_no")
+    detail = get("detail")
     return OrderEvent(
-        ts=ts,
-        event=event,
-        order_id=str(rec["order_id"])[:150],
-        channel=channel,
-        method=None if rec.get("method") is None else str(rec["method"])[:32],
-        amount=amount,
-        trade_no=None if rec.get("trade_no") in (None, "") else str(rec["trade_no"])[:200],
-        paid_at=paid_at,
-        verified=verified,
-        detail=None if rec.get("detail") is None else str(rec["detail"])[:500],
+        at,
+        event,
+        (order_id if type(order_id) is str else str(order_id))[:150],
+        channel,
+        None if method is None else str(method)[:32],
+        amount,
+        None if trade_no is None or trade_no == "" else str(trade_no)[:200],
+        paid_at,
+        verified,
+        None if detail is None else str(detail)[:500],
     )

@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 #: Lines longer than this are rejected (``line_too_long``) without being held in memory whole.
 MAX_LINE = 1 << 20
-_CHUNK = 1 << 20
+#: The file is read in blocks this large: a line that may be kept fits in one with its newline, a longer one never.
+_BLOCK = MAX_LINE + 1
+#: ``json.loads`` without its whitespace handling, which a stripped line does not need.
+_decode = json.JSONDecoder().raw_decode
 
 
 def _identity(st: os.stat_result) -> str:
@@ -100,6 +103,8 @@ class JsonlSource:
         if position > os.fstat(self._fh.fileno()).st_size:  # copytruncate
             log.info("%s was truncated; reading from the start", self.path)
             position = 0
+            # Saved now, not with the next batch: the file may have grown past the old offset by the next poll.
+            self.store.save_checkpoint(Checkpoint(self.source_id, file_id, 0))
         total += self._drain(self._fh, file_id, position)
         return total
 
@@ -116,53 +121,77 @@ class JsonlSource:
     def parse_line(self, text: str, now: datetime) -> OrderEvent:
         """One complete line → an event, or :class:`Rejected` with a reason. Subclasses read other formats."""
         try:
-            rec = json.loads(text)
-        except ValueError:
-            raise Rejected("bad_json") from None
-        if not isinstance(rec, dict):
+            # What ``raw_decode`` does not take whole (leading whitespace, trailing data, a syntax error) goes
+            # through ``json.loads``, which judges it as it always did.
+            rec, end = _decode(text)
+        except (ValueError, RecursionError):
+            end = -1
+        if end != len(text):
+            try:
+                rec = json.loads(text)
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+                raise Rejected("bad_json") from None
+        if type(rec) is not dict:
             raise Rejected("not_an_object")
         if self.fields:
             rec = remap(rec, self.fields)
         return parse_event(rec, tz=self.tz, now=now, channels=self.channels)
 
+    def _read_lines(self, fh: IO[bytes], position: int) -> tuple[list[bytes], int, int]:
+        """Up to ``batch_lines`` complete lines from ``position`` (without their newlines), the position after
+        them, and how many lines longer than :data:`MAX_LINE` were skipped on the way (they count as lines)."""
+        lines: list[bytes] = []
+        too_long = 0
+        while (room := self.batch_lines - len(lines) - too_long) > 0:
+            fh.seek(position)
+            block = fh.read(_BLOCK)
+            parts = block.split(b"\n", room)
+            tail = parts.pop()  # after the last newline split at: a partial line, or lines left for later
+            if parts:
+                lines += parts
+                position += len(block) - len(tail)
+                continue
+            if len(block) < _BLOCK:
+                break  # nothing new, or a partial last line: wait for its newline
+            # A line longer than a block: skip to its end without holding it.
+            skipped = len(block)
+            while True:
+                chunk = fh.read(_BLOCK)
+                nl = chunk.find(b"\n")
+                if nl >= 0:
+                    skipped += nl + 1
+                    break
+                if not chunk:
+                    return lines, position, too_long  # still being written; come back later
+                skipped += len(chunk)
+            position += skipped
+            too_long += 1
+        return lines, position, too_long
+
     def _batch(self, fh: IO[bytes], file_id: str, position: int) -> tuple[IngestResult, int, bool]:
         """Read up to ``batch_lines`` complete lines from ``position``; commit them with the new position."""
-        fh.seek(position)
+        lines, position, too_long = self._read_lines(fh, position)
+        if not lines and not too_long:
+            return IngestResult(), position, False
         events: list[OrderEvent] = []
+        append = events.append
         reasons: Counter[str] = Counter()
+        if too_long:
+            reasons["line_too_long"] = too_long
         now = self.clock.now()
-        lines = 0
-        while lines < self.batch_lines:
-            raw = fh.readline(MAX_LINE + 1)
-            if not raw:
-                break
-            if not raw.endswith(b"\n"):
-                if len(raw) <= MAX_LINE:
-                    break  # a partial last line: wait for its newline
-                # Too long: skip to the end of the line without holding it.
-                while raw and not raw.endswith(b"\n"):
-                    raw = fh.readline(_CHUNK)
-                if not raw:
-                    break  # the long line is still being written; come back later
-                position = fh.tell()
-                reasons["line_too_long"] += 1
-                lines += 1
-                continue
-            position += len(raw)
-            lines += 1
+        parse = self.parse_line
+        for raw in lines:
             line = raw.strip()
             if not line:
                 continue
             try:
-                events.append(self.parse_line(line.decode("utf-8"), now))
+                append(parse(line.decode("utf-8"), now))
             except UnicodeDecodeError:
                 reasons["bad_utf8"] += 1
             except Rejected as r:
                 reasons[r.reason] += 1
-        if lines == 0:
-            return IngestResult(), position, False
         result = self.store.apply_events(
             events, checkpoint=Checkpoint(self.source_id, file_id, position),
             rejected=sum(reasons.values()), reasons=dict(reasons),
         )
-        return result, position, lines >= self.batch_lines
+        return result, position, len(lines) + too_long >= self.batch_lines

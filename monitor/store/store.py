@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,65 @@ def merge_event(row: dict[str, Any], ev: OrderEvent) -> bool:
     if ev.amount is not None and not row.get("amount"):
         row["amount"] = str(ev.amount)
     return row != before
+
+
+#: The columns ``apply_events`` reads, merges and writes (besides ``order_id`` and ``updated_at``); an order row's
+#: other columns are never touched. A row being merged is a list of these, as the database driver hands them over.
+_ROW_COLUMNS: tuple[str, ...] = ("channel", "method", "amount", "trade_no", *ORDER_COLUMNS)
+_SLOT = {c: i for i, c in enumerate(_ROW_COLUMNS)}
+_EVENT_SLOT = {e: _SLOT[c] for e, c in _EVENT_COLUMN.items()}
+_METHOD, _AMOUNT, _TRADE_NO = _SLOT["method"], _SLOT["amount"], _SLOT["trade_no"]
+_CALLBACK, _UNVERIFIED, _PAID = _SLOT["callback_at"], _SLOT["unverified_callback_at"], _SLOT["channel_paid_at"]
+
+
+def _fold(
+    rows: dict[str, list[Any]], events: Sequence[OrderEvent], stored: Callable[[datetime], Any]
+) -> tuple[int, dict[str, list[Any]]]:
+    """:func:`merge_event` for a batch, on rows of driver values (times as ``stored`` makes them).
+
+    Adds a row to ``rows`` for each new order; returns how many events changed a row, and the rows they changed.
+    Times compare as driver values: aware or naive UTC datetimes, or SQLite's fixed-width UTC text, which sorts
+    in time order.
+    """
+    accepted = 0
+    changed: dict[str, list[Any]] = {}
+    for ev in events:
+        oid = ev.order_id
+        row = rows.get(oid)
+        if row is None:
+            row = rows[oid] = [ev.channel, None, None, None, None, None, None, None, None, None, None, None, None]
+        kind = ev.event
+        if kind == "callback_received":
+            slot = _UNVERIFIED if ev.verified is False else _CALLBACK
+            paid = ev.paid_at
+        else:
+            slot = _EVENT_SLOT[kind]
+            paid = None
+        hit = False
+        at = stored(ev.ts)
+        old = row[slot]
+        if old is None or at < old:
+            row[slot] = at
+            hit = True
+        if paid is not None:
+            at = stored(paid)
+            old = row[_PAID]
+            if old is None or at < old:
+                row[_PAID] = at
+                hit = True
+        if ev.trade_no and not row[_TRADE_NO]:
+            row[_TRADE_NO] = ev.trade_no
+            hit = True
+        if ev.method and not row[_METHOD]:
+            row[_METHOD] = ev.method
+            hit = True
+        if ev.amount is not None and not row[_AMOUNT]:
+            row[_AMOUNT] = str(ev.amount)
+            hit = True
+        if hit:
+            accepted += 1
+            changed[oid] = row
+    return accepted, changed
 
 
 class Store:
@@ -292,37 +351,23 @@ class Store:
     ) -> IngestResult:
         """Merge order events into order rows and move the checkpoint, in one transaction.
 
+        Each event is folded into its order as :func:`merge_event` does, in order, so ``accepted`` counts the events
+        that changed a row and ``duplicate`` those that did not. The rows the batch touches are read once, and the
+        changed ones written with one upsert whose SQL keeps the earliest time per column and the first
+        ``method``/``amount``/``trade_no``, so a writer that got in between is merged with, never overwritten.
         ``rejected``/``reasons`` are passed through into the result so a source reports one total per batch.
         """
         now = self.clock.now()
-        accepted = duplicate = 0
-        ids = sorted({e.order_id for e in events})
         with self.engine.begin() as conn:
-            existing: dict[str, dict[str, Any]] = {}
-            for chunk in _chunks(ids, 500):
-                for r in conn.execute(select(t.orders).where(t.orders.c.order_id.in_(chunk))):
-                    existing[r.order_id] = dict(r._mapping)
-            fresh: dict[str, dict[str, Any]] = {}
-            changed: set[str] = set()
-            for ev in events:
-                row = existing.get(ev.order_id) or fresh.get(ev.order_id)
-                if row is None:
-                    row = {"order_id": ev.order_id, "channel": ev.channel}
-                    fresh[ev.order_id] = row
-                if merge_event(row, ev):
-                    accepted += 1
-                    if ev.order_id in existing:
-                        changed.add(ev.order_id)
-                else:
-                    duplicate += 1
-            if fresh:
-                conn.execute(insert(t.orders), [_order_row(r, now) for r in fresh.values()])
-            for oid in changed:
-                row = _order_row(existing[oid], now)
-                conn.execute(update(t.orders).where(t.orders.c.order_id == oid).values(**row))
+            stored = _stored_time(conn)
+            rows = _stored_orders(conn, list({e.order_id: None for e in events}))
+            accepted, changed = _fold(rows, events, stored)
+            if changed:
+                updated = stored(now)
+                conn.exec_driver_sql(_upsert_sql(conn), [(oid, *row, updated) for oid, row in changed.items()])
             if checkpoint is not None:
                 self._save_checkpoint(conn, checkpoint, now)
-        return IngestResult(accepted, duplicate, rejected, dict(reasons or {}))
+        return IngestResult(accepted, len(events) - accepted, rejected, dict(reasons or {}))
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self.engine.begin() as conn:
@@ -577,10 +622,58 @@ def orders_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def _order_row(row: dict[str, Any], now: datetime) -> dict[str, Any]:
-    out = {k: row.get(k) for k in ("order_id", "channel", "method", "amount", "trade_no", *ORDER_COLUMNS)}
-    out["updated_at"] = now
-    return out
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def _sqlite_time(value: datetime) -> str:
+    """What ``UTCDateTime`` stores in SQLite: naive UTC text with microseconds, as SQLAlchemy formats it."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; pass aware UTC times")
+    return (value - _EPOCH + _NAIVE_EPOCH).isoformat(" ", "microseconds")
+
+
+def _stored_time(conn: Connection) -> Callable[[datetime], Any]:
+    """Aware time → the value ``UTCDateTime`` hands this database's driver (and the driver hands back)."""
+    if conn.dialect.name == "sqlite":
+        return _sqlite_time  # the same text as the type's own processor (a test checks), in a third of the time
+    process = t.orders.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    assert process is not None  # UTCDateTime always has one
+    return process
+
+
+def _placeholders(conn: Connection, n: int) -> str:
+    return ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * n)
+
+
+def _stored_orders(conn: Connection, ids: Sequence[str]) -> dict[str, list[Any]]:
+    """The rows of those of ``ids`` that exist, as ``_ROW_COLUMNS`` lists of driver values."""
+    rows: dict[str, list[Any]] = {}
+    columns = ", ".join(_ROW_COLUMNS)
+    for chunk in _chunks(ids, 500):
+        sql = f"SELECT order_id, {columns} FROM {t.orders.name} WHERE order_id IN ({_placeholders(conn, len(chunk))})"
+        for r in conn.exec_driver_sql(sql, tuple(chunk)):
+            rows[r[0]] = list(r[1:])
+    return rows
+
+
+def _upsert_sql(conn: Connection) -> str:
+    """INSERT of whole order rows that, for an order already there, keeps the earliest time per lifecycle column
+    and the first non-empty ``method``/``amount``/``trade_no`` (what :func:`merge_event` does), in SQL."""
+    names = ("order_id", *_ROW_COLUMNS, "updated_at")
+    sql = f"INSERT INTO {t.orders.name} ({', '.join(names)}) VALUES ({_placeholders(conn, len(names))})"
+    if conn.dialect.name in ("mysql", "mariadb"):
+        sql += " ON DUPLICATE KEY UPDATE "
+        old, new = "{c}", "VALUES({c})"  # a bare column is the stored value; none is assigned before it is read
+    else:
+        sql += " ON CONFLICT (order_id) DO UPDATE SET "
+        old, new = t.orders.name + ".{c}", "excluded.{c}"
+    first = "{c} = CASE WHEN {old} IS NULL OR {old} = '' THEN {new} ELSE {old} END"
+    earliest = "{c} = CASE WHEN {old} IS NULL OR {new} < {old} THEN {new} ELSE {old} END"
+    sets = [first.format(c=c, old=old.format(c=c), new=new.format(c=c)) for c in ("method", "amount", "trade_no")]
+    sets += [earliest.format(c=c, old=old.format(c=c), new=new.format(c=c)) for c in ORDER_COLUMNS]
+    sets.append("updated_at = " + new.format(c="updated_at"))
+    return sql + ", ".join(sets)
 
 
 def _probe(m: Any) -> ProbeResult:

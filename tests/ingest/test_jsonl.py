@@ -1,19 +1,33 @@
-"""The JSONL source: incremental reads, partial lines, rotation, restarts, and malformed input counted."""
+"""The JSONL source: incremental reads, partial lines, rotation, restarts, crashes, and malformed input counted.
+
+Rotation, restart and crash scenarios are judged against a clean single pass over the same bytes: the whole orders
+table and the summed counts must come out exactly the same.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event, select
 
 from monitor.clock import FixedClock
 from monitor.ingest import JsonlSource
 from monitor.ingest.events import Rejected, parse_event
-from monitor.store import Store
+from monitor.models import IngestResult, OrderEvent
+from monitor.store import Checkpoint, Store
+from monitor.store import tables as t
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def line(clock: FixedClock, event: str, order: str, minutes: float = -10, **kw: Any) -> str:
@@ -23,8 +37,83 @@ def line(clock: FixedClock, event: str, order: str, minutes: float = -10, **kw: 
 
 
 def source(path: Path, store: Store, clock: FixedClock, **kw: Any) -> JsonlSource:
-    return JsonlSource(source_id="jsonl:test", path=path, timezone="Asia/Shanghai", store=store, clock=clock,
-                       channels=["c1"], **kw)
+    kw.setdefault("source_id", "jsonl:test")
+    return JsonlSource(path=path, timezone="Asia/Shanghai", store=store, clock=clock, channels=["c1"], **kw)
+
+
+def order_log(clock: FixedClock, orders: int = 40, seed: int = 3) -> list[bytes]:
+    """A shop's log: interleaved lifecycles (expired, paid, unverified and retried callbacks, late duplicates)
+    in time order, with malformed lines among them."""
+    rng = random.Random(seed)
+    timed: list[tuple[float, str]] = []
+    for i in range(orders):
+        oid, t0 = f"L{i:03d}", -300 + i * 2.5
+        timed.append((t0, line(clock, "order_created", oid, t0, amount=rng.choice(["9.90", "19.90"]),
+                               method=rng.choice(["alipay", "wxpay"]))))
+        timed.append((t0 + 0.1, line(clock, "pay_redirect", oid, t0 + 0.1)))
+        if rng.random() < 0.25:
+            timed.append((t0 + 15, line(clock, "order_expired", oid, t0 + 15)))
+            continue
+        paid = (clock.now() + timedelta(minutes=t0 + 1)).isoformat()
+        if rng.random() < 0.2:
+            timed.append((t0 + 1.2, line(clock, "callback_received", oid, t0 + 1.2, verified=False, trade_no=f"X{i}")))
+        callback = line(clock, "callback_received", oid, t0 + 1.5, verified=True, trade_no=f"T{i}", paid_at=paid)
+        timed.append((t0 + 1.5, callback))
+        if rng.random() < 0.3:  # the gateway retried its notify: a duplicate
+            timed.append((t0 + 4, callback))
+        timed.append((t0 + 1.6, line(clock, "order_paid", oid, t0 + 1.6)))
+        timed.append((t0 + 1.7, line(clock, "order_delivered", oid, t0 + 1.7)))
+        if rng.random() < 0.1:  # an earlier copy of the creation, logged late: it moves created_at back
+            timed.append((t0 + 6, line(clock, "order_created", oid, t0 - 0.5)))
+    out = [text.encode() for _, text in sorted(timed, key=lambda x: x[0])]
+    bad = [b"{not json", b"\xff\xfe not utf-8", b'["an", "array"]', line(clock, "teleported", "Z1").encode()[:-1],
+           line(clock, "order_created", "Z2", channel="other").encode()[:-1]]
+    for i, b in enumerate(bad):
+        out.insert(7 + i * 23, b + b"\n")
+    return out
+
+
+def orders_table(store: Store) -> list[dict[str, Any]]:
+    """Every stored order, whole, except when it was written."""
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(t.orders).order_by(t.orders.c.order_id))]
+    for r in rows:
+        del r["updated_at"]
+    return rows
+
+
+def clean_pass(tmp_path: Path, clock: FixedClock, lines: Sequence[bytes]) -> tuple[IngestResult, list[dict[str, Any]]]:
+    """The reference: every line in one file, read once into a fresh store."""
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    (folder / "orders.jsonl").write_bytes(b"".join(lines))
+    store = Store.open(f"sqlite:///{folder / 'paymon.db'}", clock=clock)
+    with source(folder / "orders.jsonl", store, clock) as src:
+        result = src.poll()
+    table = orders_table(store)
+    store.close()
+    assert result.accepted > 100 and result.duplicate > 0 and result.rejected == 5
+    return result, table
+
+
+class RecordingStore(Store):
+    """A real store that remembers the counts of every batch it committed."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.committed: list[IngestResult] = []
+
+    def apply_events(self, events: Sequence[OrderEvent], **kw: Any) -> IngestResult:
+        result = super().apply_events(events, **kw)
+        self.committed.append(result)
+        return result
+
+    def total(self) -> IngestResult:
+        return sum(self.committed, IngestResult())
+
+
+class Stop(Exception):
+    """The process stops here (between two committed batches)."""
 
 
 def test_reads_only_complete_new_lines(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
@@ -41,88 +130,255 @@ def test_reads_only_complete_new_lines(tmp_path: Path, sqlite_store: Store, cloc
     src.close()
 
 
-def test_restart_resumes_at_the_checkpoint(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
+def test_rename_rotation_equals_a_clean_pass(tmp_path: Path, store: Store, clock: FixedClock) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
     log = tmp_path / "orders.jsonl"
-    log.write_text("".join(line(clock, "order_created", f"O{i}") for i in range(10)), encoding="utf-8")
-    first = source(log, sqlite_store, clock, batch_lines=3)
-    assert first.poll().accepted == 10
+    log.write_bytes(b"".join(lines[:70]))
+    src = source(log, store, clock, batch_lines=7)
+    total = src.poll()
+    with log.open("ab") as f:
+        f.write(b"".join(lines[70:100]))  # written just before the rotation, not read yet
+    os.rename(log, tmp_path / "orders.jsonl.1")
+    total += src.poll()  # the new file is not there yet: the old tail waits for it
+    log.write_bytes(b"".join(lines[100:]))
+    total += src.poll()
+    total += src.poll()
+    src.close()
+    assert total == expected
+    assert orders_table(store) == table
+
+
+def test_copytruncate_equals_a_clean_pass(tmp_path: Path, store: Store, clock: FixedClock) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
+    before, after = b"".join(lines[:80]), b"".join(lines[80:])
+    assert len(after) > len(before)  # the new content outgrows the old offset before the next read
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(before)
+    src = source(log, store, clock, batch_lines=7)
+    total = src.poll()
+    log.write_bytes(b"")  # logrotate copied the file away and truncated it in place
+    total += src.poll()
+    with log.open("ab") as f:
+        f.write(after)
+    total += src.poll()
+    src.close()
+    assert total == expected
+    assert orders_table(store) == table
+
+
+def test_restart_mid_file_equals_a_clean_pass(tmp_path: Path, store: Store, clock: FixedClock) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(b"".join(lines[:150]))
+    recording = RecordingStore(store.engine, clock=clock)
+    first = source(log, recording, clock, batch_lines=9)
+    batches = 0
+
+    def stop_after_three(done: int, size: int) -> None:
+        nonlocal batches
+        batches += 1
+        if batches == 3:
+            raise Stop
+
+    first.on_progress = stop_after_three
+    with pytest.raises(Stop):
+        first.poll()
     first.close()
-    with log.open("a", encoding="utf-8") as f:
-        f.write(line(clock, "order_created", "O10"))
-    second = source(log, sqlite_store, clock)
-    r = second.poll()
-    assert (r.accepted, r.duplicate) == (1, 0)
-    assert sqlite_store.order_count() == 11
-    second.close()
+    assert len(recording.committed) == 3
+    with log.open("ab") as f:
+        f.write(b"".join(lines[150:]))
+    with source(log, recording, clock, batch_lines=9) as second:
+        second.poll()
+    assert recording.total() == expected
+    assert orders_table(store) == table
 
 
-def test_crash_before_commit_rereads_without_double_counting(tmp_path: Path, sqlite_store: Store,
-                                                              clock: FixedClock) -> None:
+class Crash(Exception):
+    """The commit did not happen (the disk filled, the connection dropped)."""
+
+
+def test_failed_commit_mid_file_equals_a_clean_pass(tmp_path: Path, store: Store, clock: FixedClock) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
     log = tmp_path / "orders.jsonl"
-    log.write_text("".join(line(clock, "order_created", f"O{i}") for i in range(5)), encoding="utf-8")
-    src = source(log, sqlite_store, clock)
-    src.poll()
-    # Simulate a crash that lost the checkpoint move but not the rows: rewind the checkpoint.
-    from monitor.store import Checkpoint
+    log.write_bytes(b"".join(lines))
+    recording = RecordingStore(store.engine, clock=clock)
+    commits = 0
 
+    def fail_the_fourth(conn: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 4:
+            raise Crash
+
+    event.listen(store.engine, "commit", fail_the_fourth)
+    src = source(log, recording, clock, batch_lines=9)
+    with pytest.raises(Crash):
+        src.poll()
+    event.remove(store.engine, "commit", fail_the_fourth)
+    assert len(recording.committed) == 3
+    cp = store.checkpoint("jsonl:test")
+    assert cp is not None and cp.position == sum(len(x) for x in lines[:27])  # three batches of nine lines
+    src.poll()  # the same source goes on after the error: the failed batch is read again
+    src.close()
+    assert recording.total() == expected
+    assert orders_table(store) == table
+
+
+KILLED_CHILD = r"""
+import dataclasses, json, os, signal, sys
+from datetime import datetime
+from sqlalchemy import event
+from monitor.clock import FixedClock
+from monitor.ingest import JsonlSource
+from monitor.store import Store
+
+url, log, kill_at, now = sys.argv[1], sys.argv[2], int(sys.argv[3]), datetime.fromisoformat(sys.argv[4])
+
+
+class Printing(Store):
+    def apply_events(self, events, **kw):
+        result = super().apply_events(events, **kw)
+        print(json.dumps(dataclasses.asdict(result)), flush=True)  # only once it is committed
+        return result
+
+
+store = Printing.open(url, clock=FixedClock(now))
+commits = 0
+
+
+def kill_before_commit(conn):
+    global commits
+    commits += 1
+    if commits == kill_at:  # rows and checkpoint written in the open transaction, not committed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+event.listen(store.engine, "commit", kill_before_commit)
+JsonlSource(source_id="jsonl:test", path=log, timezone="Asia/Shanghai", store=store, clock=FixedClock(now),
+            channels=["c1"], batch_lines=9).poll()
+"""
+
+
+def test_process_killed_between_read_and_commit_equals_a_clean_pass(tmp_path: Path, clock: FixedClock) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(b"".join(lines))
+    url = f"sqlite:///{tmp_path / 'paymon.db'}"
+    child = subprocess.run([sys.executable, "-c", KILLED_CHILD, url, str(log), "5", clock.now().isoformat()],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    committed = [IngestResult(**json.loads(x)) for x in child.stdout.splitlines()]
+    assert len(committed) == 4
+    store = Store.open(url, clock=clock)
+    try:
+        with source(log, store, clock, batch_lines=9) as src:
+            rest = src.poll()
+        assert sum(committed, IngestResult()) + rest == expected
+        assert orders_table(store) == table
+    finally:
+        store.close()
+
+
+def test_reading_again_from_the_start_changes_nothing(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(b"".join(lines))
+    with source(log, sqlite_store, clock, batch_lines=50) as src:
+        assert src.poll() == expected
     cp = sqlite_store.checkpoint("jsonl:test")
     assert cp is not None
-    sqlite_store.save_checkpoint(Checkpoint(cp.source, cp.file_id, 0))
+    sqlite_store.save_checkpoint(Checkpoint(cp.source, cp.file_id, 0))  # a checkpoint lost or rewound
     with source(log, sqlite_store, clock) as again:
         r = again.poll()
-    assert (r.accepted, r.duplicate) == (0, 5)
-    assert sqlite_store.order_count() == 5
-    src.close()
+    assert (r.accepted, r.duplicate, r.rejected) == (0, expected.accepted + expected.duplicate, expected.rejected)
+    assert orders_table(sqlite_store) == table
 
 
-def test_rename_rotation_reads_the_old_tail_then_the_new_file(tmp_path: Path, sqlite_store: Store,
-                                                              clock: FixedClock) -> None:
+GOOD = "order_created"
+#: One bad line of each kind, and the reason it is counted under.
+MALFORMED: list[tuple[str, bytes, str]] = [
+    ("broken JSON", b'{"ts": "2026-11-26T02:00:00", "event": ', "bad_json"),
+    ("trailing data", b'{"a": 1} {"b": 2}', "bad_json"),
+    ("nested deeper than the parser goes", b"[" * 100_000 + b"]" * 100_000, "bad_json"),
+    ("non-UTF-8 bytes", b'{"ts": "2026-11-26T02:00:00", "order_id": "\xff\xfe"}', "bad_utf8"),
+    ("a 10 MB line", b'{"detail": "' + b"x" * (10 << 20) + b'"}', "line_too_long"),
+    ("not an object", b'["order_created", "A"]', "not_an_object"),
+    ("unknown event", b'{"ts": "2026-11-26T02:00:00", "event": "teleported", "order_id": "B", "channel": "c1"}',
+     "unknown_event"),
+    ("event that is not text", b'{"ts": "2026-11-26T02:00:00", "event": ["order_created"], "order_id": "B", '
+     b'"channel": "c1"}', "unknown_event"),
+    ("unknown channel", b'{"ts": "2026-11-26T02:00:00", "event": "order_created", "order_id": "B", "channel": "x"}',
+     "unknown_channel"),
+    ("missing ts", b'{"event": "order_created", "order_id": "B", "channel": "c1"}', "missing_ts"),
+    ("missing order id", b'{"ts": "2026-11-26T02:00:00", "event": "order_created", "channel": "c1"}',
+     "missing_order_id"),
+    ("missing channel", b'{"ts": "2026-11-26T02:00:00", "event": "order_created", "order_id": "B"}',
+     "missing_channel"),
+    ("future timestamp", b'{"ts": "2026-11-26T04:00:00+00:00", "event": "order_created", "order_id": "B", '
+     b'"channel": "c1"}', "future_timestamp"),
+    ("timestamp beyond a datetime", b'{"ts": 1e300, "event": "order_created", "order_id": "B", "channel": "c1"}',
+     "bad_timestamp"),
+    ("timestamp that overflows in UTC", b'{"ts": "9999-12-31T23:59:59-01:00", "event": "order_created", '
+     b'"order_id": "B", "channel": "c1"}', "bad_timestamp"),
+    ("NaN timestamp", b'{"ts": NaN, "event": "order_created", "order_id": "B", "channel": "c1"}', "bad_timestamp"),
+    ("amount too long to store", b'{"ts": "2026-11-26T02:00:00", "event": "order_created", "order_id": "B", '
+     b'"channel": "c1", "amount": "0.' + b"1" * 40 + b'"}', "bad_amount"),
+]
+
+
+@pytest.mark.parametrize(("what", "bad", "reason"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_a_malformed_line_is_counted_and_skipped(what: str, bad: bytes, reason: str, tmp_path: Path,
+                                                 sqlite_store: Store, clock: FixedClock) -> None:
     log = tmp_path / "orders.jsonl"
-    log.write_text(line(clock, "order_created", "A"), encoding="utf-8")
-    src = source(log, sqlite_store, clock)
-    assert src.poll().accepted == 1
-    with log.open("a", encoding="utf-8") as f:
-        f.write(line(clock, "order_created", "B"))  # written just before rotation
-    os.rename(log, tmp_path / "orders.jsonl.1")
-    log.write_text(line(clock, "order_created", "C"), encoding="utf-8")
-    assert src.poll().accepted == 2
-    assert sqlite_store.order_count() == 3
-    src.close()
-
-
-def test_copytruncate_restarts_at_zero(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
-    log = tmp_path / "orders.jsonl"
-    log.write_text(line(clock, "order_created", "A") + line(clock, "order_created", "B"), encoding="utf-8")
-    src = source(log, sqlite_store, clock)
-    src.poll()
-    log.write_text(line(clock, "order_created", "C"), encoding="utf-8")  # truncated in place, then appended
-    assert src.poll().accepted == 1
-    assert sqlite_store.order_count() == 3
-    src.close()
-
-
-def test_malformed_lines_are_counted_and_skipped(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
-    log = tmp_path / "orders.jsonl"
-    good = line(clock, "order_created", "A")
-    bad = [
-        b"{not json\n",
-        b"\xff\xfe broken utf-8\n",
-        b"[1, 2]\n",
-        line(clock, "teleported", "B").encode(),
-        line(clock, "order_created", "C", channel="other").encode(),
-        json.dumps({"event": "order_created", "order_id": "D", "channel": "c1"}).encode() + b"\n",
-        line(clock, "order_created", "E", minutes=60).encode(),
-        b'{"ts": "2026-01-01T00:00:00", "event": "order_created", "order_id": "F", "channel": "c1", '
-        + b'"detail": "' + b"x" * (1 << 20) + b'"}\n',
-        b"\n",
-    ]
-    log.write_bytes(b"".join(bad) + good.encode())
+    log.write_bytes(line(clock, GOOD, "A").encode() + bad + b"\n" + line(clock, GOOD, "C").encode())
     with source(log, sqlite_store, clock) as src:
         r = src.poll()
-    assert r.accepted == 1
-    assert r.reasons == {"bad_json": 1, "bad_utf8": 1, "not_an_object": 1, "unknown_event": 1,
-                         "unknown_channel": 1, "missing_ts": 1, "future_timestamp": 1, "line_too_long": 1}
-    assert r.rejected == 8
+    assert r == IngestResult(2, 0, 1, {reason: 1})
+    assert [row["order_id"] for row in orders_table(sqlite_store)] == ["A", "C"]
+
+
+def test_all_malformed_lines_in_one_file_are_counted_and_skipped(tmp_path: Path, sqlite_store: Store,
+                                                                 clock: FixedClock) -> None:
+    log = tmp_path / "orders.jsonl"
+    with log.open("wb") as f:
+        for i, (_, bad, _) in enumerate(MALFORMED):
+            f.write(bad + b"\n" + line(clock, GOOD, f"G{i:02d}").encode())
+        f.write(b"\n   \n")  # blank lines are neither events nor errors
+    with source(log, sqlite_store, clock, batch_lines=4) as src:
+        r = src.poll()
+    reasons: dict[str, int] = {}
+    for _, _, reason in MALFORMED:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    assert r == IngestResult(len(MALFORMED), 0, len(MALFORMED), reasons)
+    assert sqlite_store.order_count() == len(MALFORMED)
+
+
+def test_a_long_line_still_being_written_waits_then_counts_once(tmp_path: Path, sqlite_store: Store,
+                                                                clock: FixedClock) -> None:
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(line(clock, GOOD, "A").encode() + b'{"detail": "' + b"x" * (3 << 20))
+    src = source(log, sqlite_store, clock)
+    assert src.poll() == IngestResult(1, 0, 0, {})
+    assert src.poll() == IngestResult()  # still no newline: nothing read, nothing counted
+    with log.open("ab") as f:
+        f.write(b"x" * (2 << 20) + b'"}\n' + line(clock, GOOD, "B").encode())
+    assert src.poll() == IngestResult(1, 0, 1, {"line_too_long": 1})
+    assert src.poll() == IngestResult()
+    src.close()
+
+
+def test_whitespace_around_a_line_is_tolerated(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(b"  " + line(clock, GOOD, "A").encode()[:-1] + b" \r\n" + line(clock, GOOD, "B").encode()[:-1]
+                    + b"\r\n")
+    with source(log, sqlite_store, clock) as src:
+        assert src.poll() == IngestResult(2, 0, 0, {})
 
 
 def test_missing_file_is_not_an_error(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
@@ -139,6 +395,14 @@ def test_missing_file_is_not_an_error(tmp_path: Path, sqlite_store: Store, clock
         ({"amount": "NaN"}, "bad_amount"),
         ({"verified": "yes"}, "bad_verified"),
         ({"order_id": ""}, "missing_order_id"),
+        ({"event": ""}, "missing_event"),
+        ({"event": ["callback_received"]}, "unknown_event"),
+        ({"channel": "x" * 65}, "unknown_channel"),  # longer than any channel the store can hold
+        ({"ts": float("nan")}, "bad_timestamp"),
+        ({"ts": {"at": 1}}, "bad_timestamp"),
+        ({"ts": "0000-01-01T00:00:00"}, "bad_timestamp"),
+        ({"paid_at": "soon"}, "bad_timestamp"),
+        ({"amount": "1" * 33}, "bad_amount"),
     ],
 )
 def test_field_validation(rec: dict[str, Any], reason: str, clock: FixedClock) -> None:
@@ -161,12 +425,36 @@ def test_naive_times_use_the_source_timezone(clock: FixedClock) -> None:
     assert str(e.amount) == "10.00" and e.verified is True
 
 
+def test_other_spellings_of_fields_are_accepted(clock: FixedClock) -> None:
+    from zoneinfo import ZoneInfo
+
+    e = parse_event({"ts": " 2026-11-26T01:00:00.5Z ", "event": "order_created", "order_id": 1234, "channel": 7,
+                     "amount": 9.9, "trade_no": "", "paid_at": "", "method": "alipay"},
+                    tz=ZoneInfo("Asia/Shanghai"), now=clock.now(), channels=None)
+    assert e.ts.isoformat() == "2026-11-26T01:00:00.500000+00:00"
+    assert (e.order_id, e.channel, str(e.amount), e.trade_no, e.paid_at) == ("1234", "7", "9.9", None, None)
+
+
+def test_decoded_amounts_are_shared_but_bounded(clock: FixedClock) -> None:
+    from zoneinfo import ZoneInfo
+
+    from monitor.ingest import events
+
+    base = {"ts": "2026-11-26T01:00:00", "event": "order_created", "order_id": "A", "channel": "c1"}
+    one = parse_event({**base, "amount": "19.90"}, tz=ZoneInfo("UTC"), now=clock.now())
+    two = parse_event({**base, "amount": "19.90"}, tz=ZoneInfo("UTC"), now=clock.now())
+    assert one.amount is two.amount
+    for i in range(events._AMOUNTS_MAX + 10):
+        parse_event({**base, "amount": f"{i}.01"}, tz=ZoneInfo("UTC"), now=clock.now())
+    assert len(events._AMOUNTS) <= events._AMOUNTS_MAX
+
+
 def test_field_mapping_adapts_another_shops_log(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
     log = tmp_path / "orders.jsonl"
     rec = {"time": (clock.now() - timedelta(minutes=1)).isoformat(), "event": "order_created", "sn": "X1",
            "gateway": "c1", "price": "9.90"}
     log.write_text(json.dumps(rec) + "\n", encoding="utf-8")
-    fields = {"ts": "time", "order_id": "sn", "channel": "gateway", "amount": "price"}
+    fields = {"ts": "time", "order_id": "sn", "channel": "gateway", "amount": "price", "method": "pay_type"}
     with source(log, sqlite_store, clock, fields=fields) as src:
         assert src.poll().accepted == 1
     row = sqlite_store.orders_frame(clock.now() - timedelta(hours=1)).iloc[0]
