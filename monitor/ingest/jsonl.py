@@ -94,6 +94,11 @@ class JsonlSource:
             total += self._drain(self._fh, self._fh_id, cp.position)
             self.close()
             cp = None
+        # The same after a restart: the file of the checkpoint was renamed while paymon was down. Its tail is
+        # read from the renamed file beside it (``orders.jsonl.1``, ``orders.jsonl-20261126``) when it is there.
+        elif self._fh is None and cp is not None and cp.file_id not in ("", file_id):
+            total += self._finish_rotated(cp)
+            cp = None
         if self._fh is None or self._fh_id != file_id:
             self.close()
             self._fh, self._fh_id = fh, file_id
@@ -107,6 +112,24 @@ class JsonlSource:
             self.store.save_checkpoint(Checkpoint(self.source_id, file_id, 0))
         total += self._drain(self._fh, file_id, position)
         return total
+
+    def _finish_rotated(self, cp: Checkpoint) -> IngestResult:
+        """Read the rest of the checkpoint's file, found by its identity among the files beside ``path``."""
+        for sibling in sorted(self.path.parent.glob(self.path.name + "*")):
+            try:
+                if not sibling.is_file() or _identity(sibling.stat()) != cp.file_id:
+                    continue
+                with open(sibling, "rb") as old:
+                    if _identity(os.fstat(old.fileno())) != cp.file_id:
+                        continue
+                    log.info("%s was rotated while paymon was stopped; reading the rest of %s from byte %d",
+                             self.path, sibling, cp.position)
+                    return self._drain(old, cp.file_id, cp.position)
+            except OSError:
+                continue
+        log.warning("%s was rotated while paymon was stopped and the file read before is gone (compressed or "
+                    "deleted): lines written to it after byte %d were not read", self.path, cp.position)
+        return IngestResult()
 
     def _drain(self, fh: IO[bytes], file_id: str, position: int) -> IngestResult:
         total = IngestResult()

@@ -149,6 +149,42 @@ def test_rename_rotation_equals_a_clean_pass(tmp_path: Path, store: Store, clock
     assert orders_table(store) == table
 
 
+def test_rename_rotation_while_stopped_equals_a_clean_pass(tmp_path: Path, store: Store, clock: FixedClock) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(b"".join(lines[:70]))
+    src = source(log, store, clock, batch_lines=7)
+    total = src.poll()
+    src.close()                                   # paymon stops
+    with log.open("ab") as f:
+        f.write(b"".join(lines[70:100]))          # the shop goes on writing
+    os.rename(log, tmp_path / "orders.jsonl-20261126")
+    log.write_bytes(b"".join(lines[100:]))
+    src = source(log, store, clock, batch_lines=7)  # paymon starts again: the old tail first, then the new file
+    total += src.poll()
+    src.close()
+    assert total == expected
+    assert orders_table(store) == table
+
+
+def test_a_rotated_file_gone_while_stopped_is_said_plainly(tmp_path: Path, store: Store, clock: FixedClock,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    lines = order_log(clock)
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(b"".join(lines[:70]))
+    src = source(log, store, clock)
+    first = src.poll()
+    src.close()
+    os.rename(log, tmp_path / "elsewhere.jsonl.gz")  # compressed away: nothing beside the log has its identity
+    log.write_bytes(b"".join(lines[100:]))
+    src = source(log, store, clock)
+    total = first + src.poll()
+    src.close()
+    assert "the file read before is gone" in caplog.text and "after byte" in caplog.text
+    assert total.accepted + total.duplicate + total.rejected == 70 + len(lines) - 100
+
+
 def test_copytruncate_equals_a_clean_pass(tmp_path: Path, store: Store, clock: FixedClock) -> None:
     lines = order_log(clock)
     expected, table = clean_pass(tmp_path, clock, lines)
