@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = [
     "CHANNEL_STATES",
@@ -72,9 +72,12 @@ class ProbeResult:
         return self.outcome == "ok"
 
 
-@dataclass(frozen=True, slots=True)
-class OrderEvent:
-    """One line of the shop's order log, normalised: ``ts`` and ``paid_at`` are aware UTC."""
+class OrderEvent(NamedTuple):
+    """One line of the shop's order log, normalised: ``ts`` and ``paid_at`` are aware UTC.
+
+    A named tuple rather than a frozen dataclass: just as immutable, and four times cheaper to build, which is a
+    tenth of the cost of ingesting a line (``bench/ingest.py``).
+    """
 
     ts: datetime
     event: str
