@@ -10,7 +10,6 @@ descriptor still open on it, then reading starts at the new file's beginning; wh
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -19,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from monitor.clock import Clock
 from monitor.ingest.events import Rejected, parse_event, remap
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 MAX_LINE = 1 << 20
 #: The file is read in blocks this large: a line that may be kept fits in one with its newline, a longer one never.
 _BLOCK = MAX_LINE + 1
-#: ``json.loads`` without its whitespace handling, which a stripped line does not need.
-_decode = json.JSONDecoder().raw_decode
 
 
 def _identity(st: os.stat_result) -> str:
@@ -144,16 +143,9 @@ class JsonlSource:
     def parse_line(self, text: str, now: datetime) -> OrderEvent:
         """One complete line → an event, or :class:`Rejected` with a reason. Subclasses read other formats."""
         try:
-            # What ``raw_decode`` does not take whole (leading whitespace, trailing data, a syntax error) goes
-            # through ``json.loads``, which judges it as it always did.
-            rec, end = _decode(text)
-        except (ValueError, RecursionError):
-            end = -1
-        if end != len(text):
-            try:
-                rec = json.loads(text)
-            except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-                raise Rejected("bad_json") from None
+            rec = orjson.loads(text)
+        except orjson.JSONDecodeError:  # also NaN/Infinity, integers beyond 64 bits, nesting beyond 1024
+            raise Rejected("bad_json") from None
         if type(rec) is not dict:
             raise Rejected("not_an_object")
         if self.fields:

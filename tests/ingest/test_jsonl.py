@@ -362,7 +362,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
      "bad_timestamp"),
     ("timestamp that overflows in UTC", b'{"ts": "9999-12-31T23:59:59-01:00", "event": "order_created", '
      b'"order_id": "B", "channel": "c1"}', "bad_timestamp"),
-    ("NaN timestamp", b'{"ts": NaN, "event": "order_created", "order_id": "B", "channel": "c1"}', "bad_timestamp"),
+    ("NaN is not JSON", b'{"ts": NaN, "event": "order_created", "order_id": "B", "channel": "c1"}', "bad_json"),
     ("amount too long to store", b'{"ts": "2026-11-26T02:00:00", "event": "order_created", "order_id": "B", '
      b'"channel": "c1", "amount": "0.' + b"1" * 40 + b'"}', "bad_amount"),
 ]
