@@ -90,6 +90,26 @@ def _outcomes(df: pd.DataFrame, now: pd.Timestamp, pay_timeout: pd.Series) -> pd
     return out
 
 
+def _judged(orders: pd.DataFrame, now: pd.Timestamp, channels: list[str], pay_timeout: Mapping[str, timedelta],
+            default_pay_timeout: timedelta, callback_deadline: timedelta) -> pd.DataFrame:
+    """The channels' orders with their outcomes (:func:`_outcomes`) and the lost-order columns: ``evidence``
+    (channel pay time, else an unverified callback), ``judged`` (its deadline has passed), ``lost``, and the
+    callback ``latency`` in seconds."""
+    df = orders[orders["channel"].isin(channels)]
+    timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
+    df = _outcomes(df, now, timeouts)
+    evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
+    due = paid_by(evidence) + callback_deadline
+    judged = evidence.notna() & (due <= now)
+    base = df["channel_paid_at"].fillna(df["redirected_at"])
+    return df.assign(
+        evidence=evidence,
+        judged=judged,
+        lost=judged & (df["callback_at"].isna() | (df["callback_at"] > due)),
+        latency=(df["callback_at"] - base).dt.total_seconds(),
+    )
+
+
 def compute_stats(
     orders: pd.DataFrame,
     *,
@@ -104,15 +124,8 @@ def compute_stats(
     """Stats for every (channel, window label). ``orders`` is :func:`monitor.store.store.orders_to_frame` output."""
     ts_now = pd.Timestamp(now)
     channels = list(channels)
-    df = orders[orders["channel"].isin(channels)]
-    timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
-    df = _outcomes(df, ts_now, timeouts)
-    evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
-    due = paid_by(evidence) + callback_deadline
-    judged = evidence.notna() & (due <= ts_now)
-    lost = judged & (df["callback_at"].isna() | (df["callback_at"] > due))
-    base = df["channel_paid_at"].fillna(df["redirected_at"])
-    latency = (df["callback_at"] - base).dt.total_seconds()
+    df = _judged(orders, ts_now, channels, pay_timeout, default_pay_timeout, callback_deadline)
+    evidence, judged, lost, latency = df["evidence"], df["judged"], df["lost"], df["latency"]
 
     result: dict[tuple[str, str], ChannelStats] = {}
     for label, width in windows.items():
@@ -212,22 +225,13 @@ def order_facts(
     :func:`compute_stats`: ``created``, ``paid`` (succeeded), ``failed``, ``lost`` (booleans) and ``latency``
     (seconds, NaN without a verified callback). The counters of ``paymon_orders_total`` and the callback latency
     histogram count each order once from this."""
-    channels = list(channels)
-    df = orders[orders["channel"].isin(channels)]
-    timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
-    ts_now = pd.Timestamp(now)
-    df = _outcomes(df, ts_now, timeouts)
-    evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
-    due = paid_by(evidence) + callback_deadline
-    judged = evidence.notna() & (due <= ts_now)
-    lost = judged & (df["callback_at"].isna() | (df["callback_at"] > due))
-    base = df["channel_paid_at"].fillna(df["redirected_at"])
+    df = _judged(orders, pd.Timestamp(now), list(channels), pay_timeout, default_pay_timeout, callback_deadline)
     return pd.DataFrame({
         "order_id": df["order_id"],
         "channel": df["channel"],
         "created": df["created_at"].notna(),
         "paid": df["success_time"].notna(),
         "failed": df["fail_time"].notna(),
-        "lost": lost,
-        "latency": (df["callback_at"] - base).dt.total_seconds(),
+        "lost": df["lost"],
+        "latency": df["latency"],
     })
