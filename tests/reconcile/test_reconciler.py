@@ -210,3 +210,39 @@ def test_channels_that_cannot_be_reconciled_are_named(tmp_path: Path, caplog: py
 class _Broken:
     def __init__(self, channel: object) -> None:
         raise ValueError("no credentials")
+
+
+async def test_a_replay_waits_while_the_channel_cannot_confirm_and_never_goes_to_an_unpaid_order(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    lost = [await env.order(pays=True) for _ in range(2)]
+    app = env.start(replay=True)
+    await env.round()
+    env.clock.advance(timedelta(minutes=6))
+    app.pipeline.cycle()
+    env.sim.faults("shop-epay").update(error_rate=1.0)   # the re-check before a replay fails: nothing is sent
+    assert (await env.round())[3] == {}
+    assert "cannot re-check the order" in caplog.text and ReconcileStore(app.store).replays() == []
+    env.sim.faults("shop-epay").update(error_rate=0.0)
+    reversed_at_channel = env.sim.gateway.channel("shop-epay").orders[lost[0].trade_no]
+    reversed_at_channel.status = 0                       # the channel no longer says paid
+    assert (await env.round())[3] == {lost[1].order_id: True}
+    assert "no longer says paid" in caplog.text
+    assert [r.order_id for r in ReconcileStore(app.store).replays()] == [lost[1].order_id]
+    assert env.shop.order(lost[0].order_id).status == "wait_pay"  # type: ignore[union-attr]
+
+
+async def test_a_querier_that_crashes_costs_its_channel_only(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    await env.order(pays=False)
+    app = env.start()
+    assert app.reconciler is not None
+
+    class Broken:
+        kind, batch = "epay", 10
+
+        async def lookup(self, order_ids: object, ctx: object) -> dict[str, object]:
+            raise RuntimeError("a bug")
+
+    app.reconciler.queriers["shop-epay"] = Broken()  # type: ignore[assignment]
+    asked, _, errors, _ = await env.round()
+    assert (asked, errors) == (0, {"shop-epay": "querier error: RuntimeError"})
+    assert "reconcile shop-epay crashed" in caplog.text
