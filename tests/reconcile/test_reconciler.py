@@ -223,6 +223,7 @@ async def test_a_replay_waits_while_the_channel_cannot_confirm_and_never_goes_to
     assert (await env.round())[3] == {}
     assert "cannot re-check the order" in caplog.text and ReconcileStore(app.store).replays() == []
     env.sim.faults("shop-epay").update(error_rate=0.0)
+    assert lost[0].trade_no is not None
     reversed_at_channel = env.sim.gateway.channel("shop-epay").orders[lost[0].trade_no]
     reversed_at_channel.status = 0                       # the channel no longer says paid
     assert (await env.round())[3] == {lost[1].order_id: True}
