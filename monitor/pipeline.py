@@ -28,7 +28,7 @@ from monitor.errors import SinkError
 from monitor.ingest import Source
 from monitor.metrics.counting import OnceCounter
 from monitor.metrics.prom import Metrics
-from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes, order_facts
+from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes, judge_orders, order_facts
 from monitor.models import AlertEvent, AlertState, IngestResult, ProbeResult, WeightChange
 from monitor.routing.policy import ChannelRouting, RestorePolicy, Wish, decide
 from monitor.routing.yaml_file import YamlWeightSink
@@ -54,8 +54,8 @@ class Snapshot:
     probe_outcomes: Mapping[tuple[str, str], list[tuple[datetime, bool]]] = field(default_factory=dict)
     #: Past firing periods per (rule, channel), (start, end or None), which a detector's baseline leaves out.
     firing_periods: Mapping[tuple[str, str], list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
-    #: The order rows the stats were computed from (``Store.orders_frame``), for the order counters.
-    orders: pd.DataFrame | None = None
+    #: The orders the stats were computed from, judged (``judge_orders``), for the order counters.
+    judged: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,12 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     timeouts = {c.id: c.pay_timeout for c in cfg.channels if c.pay_timeout is not None}
     longest_pay = max([d.pay_timeout, *timeouts.values()])
     frame = store.orders_frame(now - widest - longest_pay - d.callback_deadline)
+    channels = [c.id for c in cfg.channels]
+    judged = judge_orders(frame, now=now, channels=channels, pay_timeout=timeouts, default_pay_timeout=d.pay_timeout,
+                          callback_deadline=d.callback_deadline)
     stats = compute_stats(
-        frame, now=now, windows=windows, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
-        default_pay_timeout=d.pay_timeout, callback_deadline=d.callback_deadline, min_orders=d.min_orders,
+        frame, now=now, windows=windows, channels=channels, pay_timeout=timeouts, default_pay_timeout=d.pay_timeout,
+        callback_deadline=d.callback_deadline, min_orders=d.min_orders, judged=judged,
     )
     # Only windowed probe rules read probe history; load just their widest window (not the 24h stats window).
     probe_windows = [parse_duration(r.window or "15m") for r in cfg.monitor.rules
@@ -106,9 +109,9 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
                       unsettled_balance=unsettled)
     detectors = [r for r in cfg.monitor.rules if r.detector is not None]
     if not detectors:
-        return Snapshot(now, stats, signals, last, orders=frame)
-    outcomes = decided_outcomes(frame, now=now, channels=[c.id for c in cfg.channels], pay_timeout=timeouts,
-                                default_pay_timeout=d.pay_timeout)
+        return Snapshot(now, stats, signals, last, judged=judged)
+    outcomes = decided_outcomes(frame, now=now, channels=channels, pay_timeout=timeouts,
+                                default_pay_timeout=d.pay_timeout, judged=judged)
     probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}
     if any(r.signal in PROBE_DETECTOR_SIGNALS for r in detectors):
         for r in reversed(store.probe_results(since=now - DETECTOR_HISTORY)):
@@ -123,7 +126,7 @@ def snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
             spans.append((h["at"], None))
         elif h["kind"] == "resolved" and spans and spans[-1][1] is None:
             spans[-1] = (spans[-1][0], h["at"])
-    return Snapshot(now, stats, signals, last, outcomes, probe_outcomes, periods, frame)
+    return Snapshot(now, stats, signals, last, outcomes, probe_outcomes, periods, judged)
 
 
 def in_maintenance(cfg: LoadedConfig, now: datetime) -> dict[str, MaintenanceWindow]:
@@ -450,14 +453,8 @@ class Pipeline:
         m.set_alerts([k for k in keys if alerts[(k[0], k[1])].state == "firing"], keys)
         m.set_weights(weights)
         m.leader.set(1)  # one instance acts; leader election among several is not built yet
-        if snap.orders is not None:
-            d = self.cfg.monitor.defaults
-            facts = order_facts(
-                snap.orders, now=snap.now, channels=[c.id for c in self.cfg.channels],
-                pay_timeout={c.id: c.pay_timeout for c in self.cfg.channels if c.pay_timeout is not None},
-                default_pay_timeout=d.pay_timeout, callback_deadline=d.callback_deadline,
-            )
-            counts, latencies = self._counter.step(facts)
+        if snap.judged is not None:
+            counts, latencies = self._counter.step(order_facts(snap.judged))
             for (channel, outcome), n in counts.items():
                 m.orders_total.labels(channel, outcome).inc(n)
             for channel, seconds in latencies:

@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-__all__ = ["ChannelStats", "compute_stats", "decided_outcomes", "lost_deadline", "order_facts", "paid_by"]
+__all__ = ["ChannelStats", "compute_stats", "decided_outcomes", "judge_orders", "lost_deadline", "order_facts",
+           "paid_by"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +91,21 @@ def _outcomes(df: pd.DataFrame, now: pd.Timestamp, pay_timeout: pd.Series) -> pd
     return out
 
 
-def _judged(orders: pd.DataFrame, now: pd.Timestamp, channels: list[str], pay_timeout: Mapping[str, timedelta],
-            default_pay_timeout: timedelta, callback_deadline: timedelta) -> pd.DataFrame:
-    """The channels' orders with their outcomes (:func:`_outcomes`) and the lost-order columns: ``evidence``
-    (channel pay time, else an unverified callback), ``judged`` (its deadline has passed), ``lost``, and the
-    callback ``latency`` in seconds."""
-    df = orders[orders["channel"].isin(channels)]
+def judge_orders(
+    orders: pd.DataFrame,
+    *,
+    now: datetime,
+    channels: Iterable[str],
+    pay_timeout: Mapping[str, timedelta],
+    default_pay_timeout: timedelta,
+    callback_deadline: timedelta,
+) -> pd.DataFrame:
+    """The channels' orders with their outcomes (``success_time``, ``fail_time``, ``pending``) and the lost-order
+    columns: ``evidence`` (channel pay time, else an unverified callback), ``judged`` (its deadline has passed),
+    ``lost``, and the callback ``latency`` in seconds. :func:`compute_stats` and :func:`order_facts` both read
+    this; a caller needing both judges once and passes the result to each."""
+    now = pd.Timestamp(now)
+    df = orders[orders["channel"].isin(list(channels))]
     timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
     df = _outcomes(df, now, timeouts)
     evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
@@ -120,11 +130,15 @@ def compute_stats(
     default_pay_timeout: timedelta,
     callback_deadline: timedelta,
     min_orders: int,
+    judged: pd.DataFrame | None = None,
 ) -> dict[tuple[str, str], ChannelStats]:
-    """Stats for every (channel, window label). ``orders`` is :func:`monitor.store.store.orders_to_frame` output."""
+    """Stats for every (channel, window label). ``orders`` is :func:`monitor.store.store.orders_to_frame` output;
+    ``judged``, when given, is :func:`judge_orders` of it with the same arguments (not computed again)."""
     ts_now = pd.Timestamp(now)
     channels = list(channels)
-    df = _judged(orders, ts_now, channels, pay_timeout, default_pay_timeout, callback_deadline)
+    df = judged if judged is not None else judge_orders(
+        orders, now=now, channels=channels, pay_timeout=pay_timeout, default_pay_timeout=default_pay_timeout,
+        callback_deadline=callback_deadline)
     evidence, judged, lost, latency = df["evidence"], df["judged"], df["lost"], df["latency"]
 
     result: dict[tuple[str, str], ChannelStats] = {}
@@ -195,12 +209,17 @@ def decided_outcomes(
     channels: Iterable[str],
     pay_timeout: Mapping[str, timedelta],
     default_pay_timeout: timedelta,
+    judged: pd.DataFrame | None = None,
 ) -> dict[str, list[tuple[datetime, bool]]]:
-    """Every decided order per channel as (when it was decided, succeeded?), oldest first (for detectors)."""
+    """Every decided order per channel as (when it was decided, succeeded?), oldest first (for detectors).
+    ``judged``, when given, is :func:`judge_orders` of ``orders`` (its outcome columns are used as they are)."""
     channels = list(channels)
-    df = orders[orders["channel"].isin(channels)]
-    timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
-    df = _outcomes(df, pd.Timestamp(now), timeouts)
+    if judged is not None:
+        df = judged
+    else:
+        df = orders[orders["channel"].isin(channels)]
+        timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
+        df = _outcomes(df, pd.Timestamp(now), timeouts)
     out: dict[str, list[tuple[datetime, bool]]] = {ch: [] for ch in channels}
     for ch, ok_at, fail_at in zip(df["channel"], df["success_time"], df["fail_time"], strict=True):
         if not pd.isna(ok_at):
@@ -212,20 +231,11 @@ def decided_outcomes(
     return out
 
 
-def order_facts(
-    orders: pd.DataFrame,
-    *,
-    now: datetime,
-    channels: Iterable[str],
-    pay_timeout: Mapping[str, timedelta],
-    default_pay_timeout: timedelta,
-    callback_deadline: timedelta,
-) -> pd.DataFrame:
-    """One row per order: ``order_id``, ``channel``, and what is known of it at ``now`` by the same rules as
-    :func:`compute_stats`: ``created``, ``paid`` (succeeded), ``failed``, ``lost`` (booleans) and ``latency``
-    (seconds, NaN without a verified callback). The counters of ``paymon_orders_total`` and the callback latency
-    histogram count each order once from this."""
-    df = _judged(orders, pd.Timestamp(now), list(channels), pay_timeout, default_pay_timeout, callback_deadline)
+def order_facts(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per order of a :func:`judge_orders` frame: ``order_id``, ``channel``, and what is known of it by the
+    same rules as :func:`compute_stats`: ``created``, ``paid`` (succeeded), ``failed``, ``lost`` (booleans) and
+    ``latency`` (seconds, NaN without a verified callback). The counters of ``paymon_orders_total`` and the
+    callback latency histogram count each order once from this."""
     return pd.DataFrame({
         "order_id": df["order_id"],
         "channel": df["channel"],

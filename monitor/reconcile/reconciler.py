@@ -144,11 +144,10 @@ class Reconciler:
         return CheckAnswer(order_id, got.status or "unpaid", False)
 
     async def _replay_lost(self, contexts: Mapping[str, ProbeContext], report: ReconcileReport) -> None:
-        done = {r.order_id for r in await asyncio.to_thread(self.store.replays, limit=100_000)}
-        for lost in await asyncio.to_thread(self.store.lost_orders, open_only=True, limit=1000):
+        for lost in await asyncio.to_thread(self.store.lost_orders, open_only=True, unreplayed=True, limit=1000):
             ch = self.channels.get(lost.channel)
             querier = self.queriers.get(lost.channel)
-            if lost.order_id in done or ch is None or ch.notify_url is None or lost.channel not in contexts:
+            if ch is None or ch.notify_url is None or lost.channel not in contexts:
                 continue
             if not isinstance(querier, Replayer):
                 continue

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 
 from monitor.clock import utc
+from monitor.ingest.events import FUTURE_TOLERANCE
 from monitor.metrics.stats import lost_deadline
 from monitor.store import tables as t
 from monitor.store.store import Store
@@ -179,6 +180,9 @@ class ReconcileStore:
             select(o)
             .select_from(o.outerjoin(lo, lo.c.order_id == o.c.order_id))
             .where(
+                # Evidence at or after ``since`` was written after it too (less the future a timestamp may be
+                # ahead): the indexed ``updated_at`` narrows the scan to recent rows instead of the whole retention.
+                o.c.updated_at >= since - FUTURE_TOLERANCE,
                 lo.c.order_id.is_(None),
                 o.c.callback_at.is_(None),
                 o.c.shop_paid_at.is_(None),
@@ -218,15 +222,17 @@ class ReconcileStore:
                                         lost.payload("recovered", deadline), now)
         return found, recovered
 
-    def lost_orders(self, *, since: datetime | None = None, open_only: bool = False,
+    def lost_orders(self, *, since: datetime | None = None, open_only: bool = False, unreplayed: bool = False,
                     limit: int = 100) -> list[LostOrder]:
-        """Recorded lost orders, newest first."""
-        lo = t.lost_orders
+        """Recorded lost orders, newest first; ``unreplayed``: only those with no notify replay (attempted) yet."""
+        lo, r = t.lost_orders, t.notify_replays
         q = select(lo).order_by(lo.c.found_at.desc(), lo.c.order_id).limit(limit)
         if since is not None:
             q = q.where(lo.c.found_at >= since)
         if open_only:
             q = q.where(lo.c.recovered_at.is_(None))
+        if unreplayed:
+            q = q.where(~select(r.c.id).where(r.c.order_id == lo.c.order_id).exists())
         with self._engine.connect() as conn:
             return [LostOrder(r.order_id, r.channel, r.amount, r.trade_no, r.channel_paid_at, r.evidence,
                               r.found_at, r.recovered_at) for r in conn.execute(q)]

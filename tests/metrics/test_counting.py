@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from monitor.metrics.counting import OnceCounter
-from monitor.metrics.stats import order_facts
+from monitor.metrics.stats import judge_orders, order_facts
 from monitor.store.store import orders_to_frame
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -19,8 +19,8 @@ def m(minutes_ago: float) -> datetime:
 
 
 def facts(rows: list[dict[str, Any]], now: datetime = NOW) -> Any:
-    return order_facts(orders_to_frame(rows), now=now, channels=["c1", "c2"], pay_timeout={},
-                       default_pay_timeout=timedelta(minutes=15), callback_deadline=timedelta(minutes=5))
+    return order_facts(judge_orders(orders_to_frame(rows), now=now, channels=["c1", "c2"], pay_timeout={},
+                                    default_pay_timeout=timedelta(minutes=15), callback_deadline=timedelta(minutes=5)))
 
 
 def test_order_facts_follow_the_stats_rules() -> None:
