@@ -11,23 +11,21 @@ time). ``detector: cusum`` rules replay too, learning their baseline from the hi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pandas as pd
 
-from monitor.alerts.muting import inhibited_by, route
+from monitor.alerts.evaluate import Snapshot, evaluate
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
-from monitor.metrics.stats import compute_stats, decided_outcomes
-from monitor.models import AlertState, ProbeResult
-from monitor.pipeline import Snapshot, _windows, evaluate_rules, in_maintenance, weight_wishes
-from monitor.routing.policy import ChannelRouting, RestorePolicy, decide
-from monitor.store import RoutingRow, Store
+from monitor.models import AlertEvent, AlertState, ProbeResult
+from monitor.routing.plan import plan
+from monitor.snapshot import PROBE_WINDOW_SIGNALS, in_maintenance, order_view, orders_since, unsettled, windows
+from monitor.store import Store
+from monitor.store.store import RoutingRow  # MERGE: models
 
 __all__ = ["Moment", "backtest"]
-
-_PROBE_WINDOW_SIGNALS = ("probe_success_ratio", "probe_latency_p95", "bad_signatures")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +58,6 @@ def _probe_view(results: list[ProbeResult], now: datetime, window: timedelta | N
     return streaks, last, recent
 
 
-def _muter(maintenance: set[str], inhibited: set[tuple[str, str]]) -> Callable[[str, str], bool]:
-    def muted(rule: str, channel: str) -> bool:
-        return channel in maintenance or (rule, channel) in inhibited
-
-    return muted
-
-
 def _steps(start: datetime, end: datetime, step: timedelta) -> Iterator[datetime]:
     t = start
     while t <= end:
@@ -74,64 +65,62 @@ def _steps(start: datetime, end: datetime, step: timedelta) -> Iterator[datetime
         t += step
 
 
+class _History:
+    """History loaded once, cut at any moment to what was known then."""
+
+    def __init__(self, cfg: LoadedConfig, store: Store, start: datetime) -> None:
+        self.cfg = cfg
+        spans = windows(cfg)
+        self.frame = store.orders_frame(orders_since(cfg, start))
+        probe_windows = [r.window for r in cfg.monitor.rules if r.signal in PROBE_WINDOW_SIGNALS]
+        self.probe_window = max((spans.get(w or "15m", max(spans.values())) for w in probe_windows), default=None)
+        self.probes = sorted(store.probe_results(since=start - timedelta(days=1)),
+                             key=lambda r: (r.started_at, r.probe))
+        self.detectors = any(r.detector is not None for r in cfg.monitor.rules)
+
+    def snapshot(self, t: datetime) -> Snapshot:
+        """What the daemon's snapshot would have held at ``t``: orders created by then, probes run by then."""
+        created = self.frame["created_at"]
+        known = self.frame[created.isna() | (created <= pd.Timestamp(t))]
+        orders = order_view(self.cfg, known, t, outcomes=self.detectors)
+        streaks, last, recent = _probe_view(self.probes, t, self.probe_window)
+        return Snapshot(t, orders.stats, Signals(orders.stats, streaks, recent, unsettled(last)), last,
+                        orders.outcomes)
+
+
+def _muted_in(channels: set[str]) -> Callable[[str, str], bool]:
+    """Muting as it was at the time: maintenance windows (silences, decided by people then, are not replayed)."""
+    return lambda rule, channel: channel in channels
+
+
+def _alert_moment(t: datetime, e: AlertEvent, names: Mapping[str, str]) -> Moment:
+    return Moment(t, e.kind, e.channel, e.rule,
+                  f"{e.kind.upper()} {e.rule} on {names[e.channel]} ({e.channel}): {e.summary}")
+
+
 def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, since: timedelta, step: timedelta,
              now: datetime) -> list[Moment]:
-    """What the rules would have done over ``(now - since, now]``, evaluated every ``step``."""
-    d = cfg.monitor.defaults
-    windows = _windows(cfg)
-    widest = max(windows.values())
-    timeouts = {c.id: c.pay_timeout for c in cfg.channels if c.pay_timeout is not None}
-    longest_pay = max([d.pay_timeout, *timeouts.values()])
+    """What the rules would have done over ``(now - since, now]``, evaluated every ``step``: the daemon's own
+    evaluation step (:func:`~monitor.alerts.evaluate.evaluate`) and routing plan
+    (:func:`~monitor.routing.plan.plan`) on history cut at each moment."""
     start = now - since
-    frame = store.orders_frame(start - widest - longest_pay - d.callback_deadline)
-    probe_windows = [r.window for r in cfg.monitor.rules if r.signal in _PROBE_WINDOW_SIGNALS]
-    probe_window = max((windows.get(w or "15m", widest) for w in probe_windows), default=None)
-    probes = sorted(store.probe_results(since=start - timedelta(days=1)), key=lambda r: (r.started_at, r.probe))
+    history = _History(cfg, store, start)
     names = {c.id: c.name for c in cfg.channels}
-    channels = [c.id for c in cfg.channels]
-    inhibits = {r.name: r.inhibits for r in cfg.monitor.rules}
-    announce = {r.name for r in cfg.monitor.rules if any(a.kind == "notify" for a in r.actions)}
-    routing = cfg.monitor.routing
-    restore = RestorePolicy(tuple(routing.restore.steps), routing.restore.every, routing.restore.healthy_for)
-    methods = {c.id: tuple(c.methods) for c in cfg.channels}
-    simulated = {ch: int(weights.get(ch, c.weight)) for ch, c in ((c.id, c) for c in cfg.channels)}
+    simulated = {c.id: int(weights.get(c.id, c.weight)) for c in cfg.channels}
     rows: dict[str, RoutingRow] = {}
     states: dict[tuple[str, str], AlertState] = {}
     changes_at: list[datetime] = []
     out: list[Moment] = []
-    created = frame["created_at"]
-    detectors = any(r.detector is not None for r in cfg.monitor.rules)
     for t in _steps(start, now, step):
-        ts = pd.Timestamp(t)
-        known = frame[created.isna() | (created <= ts)]
-        stats = compute_stats(known, now=t, windows=windows, channels=channels, pay_timeout=timeouts,
-                              default_pay_timeout=d.pay_timeout, callback_deadline=d.callback_deadline,
-                              min_orders=d.min_orders)
-        streaks, last, recent = _probe_view(probes, t, probe_window)
-        unsettled = {ch: r.value for (ch, p), r in last.items() if p == "balance" and r.ok and r.value is not None}
-        outcomes = decided_outcomes(known, now=t, channels=channels, pay_timeout=timeouts,
-                                    default_pay_timeout=d.pay_timeout) if detectors else {}
-        snap = Snapshot(t, stats, Signals(stats, streaks, recent, unsettled), last, outcomes)
         maintenance = in_maintenance(cfg, t)
-        events, evaluated, specs = evaluate_rules(cfg, snap, states)
-        inhibited = inhibited_by(inhibits, evaluated)
-        routed = route(events, states, evaluated, announce=announce, specs=specs, now=t,
-                       muted=_muter(set(maintenance), inhibited))
-        states = routed.states
-        for e in routed.loud:
-            out.append(Moment(t, e.kind, e.channel, e.rule, f"{e.kind.upper()} {e.rule} on {names[e.channel]} "
-                                                            f"({e.channel}): {e.summary}"))
-        if routing.mode == "off":
+        result = evaluate(cfg, history.snapshot(t), states, muted=_muted_in(set(maintenance)))
+        states = result.states
+        out += [_alert_moment(t, e, names) for e in result.loud]
+        if cfg.monitor.routing.mode == "off":
             continue
-        recent_changes = sum(1 for c in changes_at if c > t - timedelta(hours=1))
-        decision = decide(
-            [ChannelRouting(ch, w, methods[ch]) for ch, w in simulated.items()], rows,
-            weight_wishes(cfg, states, maintenance), now=t, restore=restore,
-            min_active_per_method=routing.min_active_per_method, max_changes_per_hour=routing.max_changes_per_hour,
-            changes_last_hour=recent_changes,
-        )
-        rows = {ch: RoutingRow(r.channel, r.baseline, r.target, r.target, r.step, r.reason, r.changed_at,
-                               r.healthy_since, r.operator_hold) for ch, r in decision.rows.items()}
+        decision = plan(cfg, states, maintenance, simulated, rows, now=t,
+                        changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)))
+        rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
         for c in decision.changes:
             simulated[c.channel] = c.new
             if c.new < c.old:

@@ -30,12 +30,13 @@ from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
 from monitor.ingest import DujiaokaSource, JsonlSource, NginxSource, Source
 from monitor.metrics.prom import Metrics
-from monitor.pipeline import Pipeline, status_view
+from monitor.pipeline import Pipeline
 from monitor.reconcile import QUERIERS, Replayer
 from monitor.reconcile.reconciler import Reconciler, build_queriers
 from monitor.routing import SINKS
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.secret import RedactingFilter, Redactor
+from monitor.status import status_view
 from monitor.store import Store
 
 __all__ = ["App", "build_app", "main"]
@@ -78,7 +79,7 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
     """Open the store (migrating it) and wire the pipeline for ``cfg``."""
     clock = clock or SystemClock()
     store = Store.open(cfg.monitor.storage.url, clock=clock)
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(clock=clock)
     names = {c.id: c.name for c in cfg.channels}
     sinks: dict[str, Sink] = {}
     if cfg.monitor.notify.console:

@@ -24,9 +24,10 @@ from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.http import HttpServer
 from monitor.models import ProbeResult
-from monitor.pipeline import CycleReport, status_view
+from monitor.pipeline import CycleReport
 from monitor.sim.server import SimServer
 from monitor.sim.shop import Shop, ShopTraffic
+from monitor.status import status_view
 
 __all__ = ["DemoTimeline", "run_demo"]
 

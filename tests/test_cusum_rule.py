@@ -98,7 +98,7 @@ def test_cusum_on_probe_outcomes_leaves_past_firing_out_of_its_baseline(tmp_path
             sent += [line for line in rig.cycle() if "probe_drop" in line]
         assert [line.split(" ")[1] for line in sent] == ["FIRING", "RESOLVED"]
         # The firing period is now history: the next baseline is still the healthy rate, not the outage's.
-        from monitor.pipeline import snapshot
+        from monitor.snapshot import read_snapshot as snapshot
 
         snap = snapshot(rig.app.cfg, rig.app.store, rig.clock.now())
         [(start, end)] = snap.firing_periods[("probe_drop", "main")]

@@ -74,7 +74,7 @@ def test_an_open_window_mutes_drains_and_then_restores(tmp_path: Path, clock: An
         rig.probes("main", "timeout", "timeout", "timeout")
         assert rig.cycle() == []  # it fails during the window: recorded, not paged
         assert rig.app.store.alert_states()[("channel_down", "main")].state == "firing"
-        from monitor.pipeline import status_view
+        from monitor.status import status_view
 
         view = status_view(rig.app.cfg, rig.app.store, clock.now(), {"main": 0, "backup": 40})
         assert view["channels"][0]["state"] == "maintenance"

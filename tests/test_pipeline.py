@@ -19,8 +19,8 @@ from monitor.clock import FixedClock
 from monitor.config import load_config
 from monitor.metrics.prom import Metrics
 from monitor.models import ProbeResult
-from monitor.pipeline import status_view
 from monitor.routing.yaml_file import YamlWeightSink
+from monitor.status import status_view
 
 MONITOR = """\
 storage: {url: "sqlite:///var/paymon.db"}

@@ -1,4 +1,16 @@
-"""Every Prometheus metric paymon exports (SPEC §2.6), on an injected registry.
+"""Every Prometheus metric paymon exports (SPEC §2.6), computed at scrape time by one custom collector.
+
+prometheus-client recommends a custom collector for values that mirror state held elsewhere: ``collect()`` builds
+each family afresh from what paymon knows, so a series exists exactly as long as its subject does. Two kinds of
+state feed it:
+
+- the **view** the last cycle produced (:class:`CycleView`: window stats, channel states, alerts, weights, queue
+  depths, the configured channels, sources and sinks), replaced whole by :meth:`Metrics.publish`;
+- **event counts** that only the moment knows (probes run, orders counted once, notifications, ingested events,
+  reconciliation answers, replays), kept in memory by :class:`Metrics`' ``observe_*``/``count_*`` methods.
+
+When a view is published, event series of channels, sources and sinks it no longer names are dropped, so a channel
+removed from the config disappears from ``/metrics`` after the next cycle. A scrape never touches the database.
 
 Labels come only from bounded sets (channel ids, probe types, outcomes, window labels, rule names); never order
 ids or amounts. ``*_created`` series are not exported: they double the series count and nobody graphs them.
@@ -6,100 +18,248 @@ ids or amounts. ``*_created`` series are not exported: they double the series co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import bisect
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from monitor.clock import Clock
 from monitor.metrics.stats import ChannelStats
 from monitor.models import CHANNEL_STATES, ProbeResult
 
-__all__ = ["Metrics"]
-
-disable_created_metrics()  # type: ignore[no-untyped-call]
+__all__ = ["CALLBACK_BUCKETS", "PROBE_BUCKETS", "CycleView", "Metrics"]
 
 PROBE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CALLBACK_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+_FUNNEL = ("created", "redirected", "paid", "callback", "delivered")
+
+Labels = tuple[str, ...]
 
 
-class Metrics:
-    """paymon's metrics. Pass a fresh ``CollectorRegistry`` in tests."""
+@dataclass(frozen=True)
+class CycleView:
+    """What the last cycle knew, as the metrics show it. Built by the pipeline, read by scrapes only."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    at: datetime
+    #: The configured channel ids: event series of any other channel are dropped on publish.
+    channels: frozenset[str]
+    stats: Mapping[tuple[str, str], ChannelStats] = field(default_factory=dict)
+    #: The window whose pending count is ``paymon_pending_orders``.
+    pending_window: str = "15m"
+    states: Mapping[str, str] = field(default_factory=dict)
+    #: (rule, channel, severity) → firing? for every known alert.
+    alerts: Mapping[tuple[str, str, str], bool] = field(default_factory=dict)
+    weights: Mapping[str, int] = field(default_factory=dict)
+    #: Outbox depth per configured sink.
+    queue: Mapping[str, int] = field(default_factory=dict)
+    #: When each source last had new data (ingest lag = scrape time minus this).
+    last_data: Mapping[str, datetime] = field(default_factory=dict)
+
+
+class _Histogram:
+    """Bucket counts, sum and count of one labelled histogram series."""
+
+    __slots__ = ("buckets", "count", "counts", "total")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.count += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip((*(str(float(b)) for b in self.buckets), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, float(running)))
+        return out
+
+
+class Metrics(Collector):
+    """paymon's metrics, registered as one collector. Pass a fresh ``CollectorRegistry`` in tests; pass the clock
+    so ``paymon_ingest_lag_seconds`` grows between cycles (without one it is measured at the last cycle)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, clock: Clock | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.probe_success = Gauge("paymon_probe_success", "1 if the last probe succeeded, else 0",
-                                   ["channel", "probe"], registry=r)
-        self.probe_duration = Histogram("paymon_probe_duration_seconds", "Probe duration",
-                                        ["channel", "probe"], buckets=PROBE_BUCKETS, registry=r)
-        self.probe_total = Counter("paymon_probe_total", "Probes run, by outcome",
-                                   ["channel", "probe", "outcome"], registry=r)
-        self.orders_total = Counter("paymon_orders_total", "Order outcomes seen", ["channel", "outcome"], registry=r)
-        self.success_ratio = Gauge("paymon_success_ratio", "Order success ratio over the window",
-                                   ["channel", "window"], registry=r)
-        self.lost_order_ratio = Gauge("paymon_lost_order_ratio", "Lost-order ratio over the window",
-                                      ["channel", "window"], registry=r)
-        self.callback_latency = Histogram("paymon_callback_latency_seconds", "Callback arrival minus pay time",
-                                          ["channel"], buckets=CALLBACK_BUCKETS, registry=r)
-        self.pending_orders = Gauge("paymon_pending_orders", "Orders still waiting for payment", ["channel"],
-                                    registry=r)
-        self.unsettled_balance = Gauge("paymon_unsettled_balance", "Balance not yet settled", ["channel"],
-                                       registry=r)
-        self.routing_weight = Gauge("paymon_routing_weight", "Routing weight in the shared config", ["channel"],
-                                    registry=r)
-        self.channel_state = Gauge("paymon_channel_state", "1 for the channel's current state",
-                                   ["channel", "state"], registry=r)
-        self.alerts_firing = Gauge("paymon_alerts_firing", "1 while an alert fires", ["rule", "channel", "severity"],
-                                   registry=r)
-        self.notifications_total = Counter("paymon_notifications_total", "Notifications by result",
-                                           ["sink", "result"], registry=r)
-        self.notification_queue = Gauge("paymon_notification_queue", "Notifications waiting", ["sink"], registry=r)
-        self.ingest_events_total = Counter("paymon_ingest_events_total", "Ingested events by result",
-                                           ["source", "result"], registry=r)
-        self.ingest_lag = Gauge("paymon_ingest_lag_seconds", "Seconds since the source last had new data",
-                                ["source"], registry=r)
-        self.leader = Gauge("paymon_leader", "1 when this instance acts (leader)", registry=r)
-        self.funnel = Gauge("paymon_funnel_orders", "Orders created in the window that reached each stage",
-                            ["channel", "window", "stage"], registry=r)
-        self.reconcile_total = Counter("paymon_reconcile_total", "Reconciliation questions by answer",
-                                       ["channel", "result"], registry=r)
-        self.notify_replays_total = Counter("paymon_notify_replays_total", "Replayed notifies by result",
-                                            ["channel", "result"], registry=r)
+        self.clock = clock
+        self._lock = threading.Lock()  # scrapes run on the HTTP server's thread
+        self._view: CycleView | None = None
+        self._counters: dict[str, dict[Labels, float]] = {name: {} for name, *_ in _COUNTERS}
+        self._histograms: dict[str, dict[Labels, _Histogram]] = {name: {} for name, *_ in _HISTOGRAMS}
+        self._last_probe: dict[tuple[str, str], ProbeResult] = {}
+        self.registry.register(self)
+
+    # -- events ----------------------------------------------------------------------------------------------
 
     def observe_probe(self, r: ProbeResult) -> None:
-        self.probe_success.labels(r.channel, r.probe).set(1 if r.ok else 0)
-        self.probe_duration.labels(r.channel, r.probe).observe(r.latency_s)
-        self.probe_total.labels(r.channel, r.probe, r.outcome).inc()
-        if r.probe == "balance" and r.ok and r.value is not None:
-            self.unsettled_balance.labels(r.channel).set(r.value)
+        """One probe result: its outcome count, its duration, and the last result per (channel, probe)."""
+        with self._lock:
+            self._add("paymon_probe_total", (r.channel, r.probe, r.outcome))
+            self._observe("paymon_probe_duration_seconds", (r.channel, r.probe), r.latency_s)
+            self._last_probe[(r.channel, r.probe)] = r
 
-    def set_stats(self, stats: Mapping[tuple[str, str], ChannelStats], pending_window: str) -> None:
-        """Publish window gauges; a window without a value is removed rather than shown as 0."""
-        for (channel, window), s in stats.items():
-            for gauge, value in ((self.success_ratio, s.success_ratio), (self.lost_order_ratio, s.lost_order_ratio)):
-                if value is None:
-                    try:
-                        gauge.remove(channel, window)
-                    except KeyError:
-                        pass
-                else:
-                    gauge.labels(channel, window).set(value)
-            if window == pending_window:
-                self.pending_orders.labels(channel).set(s.pending)
-            for stage, n in (("created", s.orders), ("redirected", s.redirected), ("paid", s.paid),
-                             ("callback", s.callback), ("delivered", s.delivered)):
-                self.funnel.labels(channel, window, stage).set(n)
+    def count_orders(self, counts: Mapping[tuple[str, str], int], latencies: Iterable[tuple[str, float]]) -> None:
+        """Order outcomes counted once (channel, outcome) and new callback latencies (negative ones as 0)."""
+        with self._lock:
+            for key, n in counts.items():
+                self._add("paymon_orders_total", key, n)
+            for channel, seconds in latencies:
+                self._observe("paymon_callback_latency_seconds", (channel,), max(0.0, seconds))
 
-    def set_channel_states(self, states: Mapping[str, str]) -> None:
-        for channel, current in states.items():
-            for state in CHANNEL_STATES:
-                self.channel_state.labels(channel, state).set(1 if state == current else 0)
+    def count_ingest(self, source: str, result: str, n: int) -> None:
+        with self._lock:
+            self._add("paymon_ingest_events_total", (source, result), n)
 
-    def set_alerts(self, firing: Iterable[tuple[str, str, str]], known: Iterable[tuple[str, str, str]]) -> None:
-        """Set 1 for firing (rule, channel, severity) triples and 0 for the other known ones."""
-        on = set(firing)
-        for key in set(known) | on:
-            self.alerts_firing.labels(*key).set(1 if key in on else 0)
+    def count_notification(self, sink: str, result: str) -> None:
+        with self._lock:
+            self._add("paymon_notifications_total", (sink, result))
 
-    def set_weights(self, weights: Mapping[str, int]) -> None:
-        for channel, w in weights.items():
-            self.routing_weight.labels(channel).set(w)
+    def count_reconcile(self, channel: str, result: str) -> None:
+        with self._lock:
+            self._add("paymon_reconcile_total", (channel, result))
+
+    def count_replay(self, channel: str, result: str) -> None:
+        with self._lock:
+            self._add("paymon_notify_replays_total", (channel, result))
+
+    def _add(self, name: str, labels: Labels, n: float = 1) -> None:
+        series = self._counters[name]
+        series[labels] = series.get(labels, 0.0) + n
+
+    def _observe(self, name: str, labels: Labels, value: float) -> None:
+        series = self._histograms[name]
+        if labels not in series:
+            series[labels] = _Histogram(_BUCKETS[name])
+        series[labels].observe(value)
+
+    # -- the last cycle's view -------------------------------------------------------------------------------
+
+    def publish(self, view: CycleView) -> None:
+        """Replace the view; forget event series of channels, sources and sinks the view no longer has."""
+        with self._lock:
+            self._view = view
+            keep = {"channel": view.channels, "source": frozenset(view.last_data), "sink": frozenset(view.queue)}
+            for name, _, labels in _COUNTERS:
+                self._counters[name] = {k: v for k, v in self._counters[name].items() if _kept(labels, k, keep)}
+            for name, _, labels in _HISTOGRAMS:
+                self._histograms[name] = {k: v for k, v in self._histograms[name].items() if _kept(labels, k, keep)}
+            self._last_probe = {k: v for k, v in self._last_probe.items() if k[0] in view.channels}
+
+    @property
+    def view(self) -> CycleView | None:
+        return self._view
+
+    # -- scrape ----------------------------------------------------------------------------------------------
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on state; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            families = [*self._event_families(), *self._probe_gauges(), *self._view_families()]
+        yield from families
+
+    def _event_families(self) -> Iterator[Metric]:
+        for name, doc, labels in _COUNTERS:
+            fam = CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
+            for key, value in sorted(self._counters[name].items()):
+                fam.add_metric(list(key), value)
+            yield fam
+        for name, doc, labels in _HISTOGRAMS:
+            hist = HistogramMetricFamily(name, doc, labels=labels)
+            for key, h in sorted(self._histograms[name].items()):
+                hist.add_metric(list(key), h.cumulative(), h.total)
+            yield hist
+
+    def _probe_gauges(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily("paymon_probe_success", "1 if the last probe succeeded, else 0",
+                                    labels=["channel", "probe"])
+        balance = GaugeMetricFamily("paymon_unsettled_balance", "Balance not yet settled", labels=["channel"])
+        for (channel, probe), r in sorted(self._last_probe.items()):
+            success.add_metric([channel, probe], 1.0 if r.ok else 0.0)
+        balances = {ch: r.value for (ch, probe), r in self._last_probe.items()
+                    if probe == "balance" and r.ok and r.value is not None}
+        for channel, value in sorted(balances.items()):
+            balance.add_metric([channel], value)
+        yield success
+        yield balance
+
+    def _view_families(self) -> Iterator[Metric]:
+        v = self._view
+        g = {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in _GAUGES}
+        if v is not None:
+            _window_gauges(g, v)
+            for channel, current in sorted(v.states.items()):
+                for state in CHANNEL_STATES:
+                    g["paymon_channel_state"].add_metric([channel, state], 1.0 if state == current else 0.0)
+            for key, firing in sorted(v.alerts.items()):
+                g["paymon_alerts_firing"].add_metric(list(key), 1.0 if firing else 0.0)
+            for channel, weight in sorted(v.weights.items()):
+                g["paymon_routing_weight"].add_metric([channel], float(weight))
+            for sink, depth in sorted(v.queue.items()):
+                g["paymon_notification_queue"].add_metric([sink], float(depth))
+            now = self.clock.now() if self.clock is not None else v.at
+            for source, last in sorted(v.last_data.items()):
+                g["paymon_ingest_lag_seconds"].add_metric([source], max(0.0, (now - last).total_seconds()))
+            g["paymon_leader"].add_metric([], 1.0)  # one instance acts; leader election is not built yet
+        yield from g.values()
+
+
+def _window_gauges(g: Mapping[str, GaugeMetricFamily], v: CycleView) -> None:
+    """Ratios per (channel, window) (a window without a value has no series, never a 0), pending orders of the
+    pending window, and the funnel."""
+    for (channel, window), s in sorted(v.stats.items()):
+        if s.success_ratio is not None:
+            g["paymon_success_ratio"].add_metric([channel, window], s.success_ratio)
+        if s.lost_order_ratio is not None:
+            g["paymon_lost_order_ratio"].add_metric([channel, window], s.lost_order_ratio)
+        if window == v.pending_window:
+            g["paymon_pending_orders"].add_metric([channel], float(s.pending))
+        for stage, n in zip(_FUNNEL, (s.orders, s.redirected, s.paid, s.callback, s.delivered), strict=True):
+            g["paymon_funnel_orders"].add_metric([channel, window, stage], float(n))
+
+
+def _kept(labels: Sequence[str], key: Labels, keep: Mapping[str, frozenset[str]]) -> bool:
+    """Whether a series survives: each of its channel/source/sink labels is still configured."""
+    return all(key[i] in keep[label] for i, label in enumerate(labels) if label in keep)
+
+
+#: (name, help, labels) of the counters, the histograms and the gauges of the view.
+_COUNTERS: tuple[tuple[str, str, list[str]], ...] = (
+    ("paymon_probe_total", "Probes run, by outcome", ["channel", "probe", "outcome"]),
+    ("paymon_orders_total", "Order outcomes seen", ["channel", "outcome"]),
+    ("paymon_notifications_total", "Notifications by result", ["sink", "result"]),
+    ("paymon_ingest_events_total", "Ingested events by result", ["source", "result"]),
+    ("paymon_reconcile_total", "Reconciliation questions by answer", ["channel", "result"]),
+    ("paymon_notify_replays_total", "Replayed notifies by result", ["channel", "result"]),
+)
+_HISTOGRAMS: tuple[tuple[str, str, list[str]], ...] = (
+    ("paymon_probe_duration_seconds", "Probe duration", ["channel", "probe"]),
+    ("paymon_callback_latency_seconds", "Callback arrival minus pay time", ["channel"]),
+)
+_BUCKETS: dict[str, tuple[float, ...]] = {
+    "paymon_probe_duration_seconds": PROBE_BUCKETS,
+    "paymon_callback_latency_seconds": CALLBACK_BUCKETS,
+}
+_GAUGES: tuple[tuple[str, str, list[str]], ...] = (
+    ("paymon_success_ratio", "Order success ratio over the window", ["channel", "window"]),
+    ("paymon_lost_order_ratio", "Lost-order ratio over the window", ["channel", "window"]),
+    ("paymon_pending_orders", "Orders still waiting for payment", ["channel"]),
+    ("paymon_routing_weight", "Routing weight in the shared config", ["channel"]),
+    ("paymon_channel_state", "1 for the channel's current state", ["channel", "state"]),
+    ("paymon_alerts_firing", "1 while an alert fires", ["rule", "channel", "severity"]),
+    ("paymon_notification_queue", "Notifications waiting", ["sink"]),
+    ("paymon_ingest_lag_seconds", "Seconds since the source last had new data", ["source"]),
+    ("paymon_leader", "1 when this instance acts (leader)", []),
+    ("paymon_funnel_orders", "Orders created in the window that reached each stage", ["channel", "window", "stage"]),
+)

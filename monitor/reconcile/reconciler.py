@@ -110,7 +110,7 @@ class Reconciler:
                 answers = await querier.lookup(chunk, ctx)
             except Exception as exc:  # noqa: BLE001 - one broken channel or querier must not stop the others
                 failures += 1
-                self.metrics.reconcile_total.labels(channel, "error").inc()
+                self.metrics.count_reconcile(channel, "error")
                 if isinstance(exc, ProbeFailure):
                     report.errors[channel] = ctx.redactor(f"{exc.outcome}: {exc.detail}")
                     log.warning("reconcile %s: %s (those orders stay due)", channel, report.errors[channel])
@@ -133,14 +133,14 @@ class Reconciler:
         report.asked += 1
         if got is None or not got.found:
             report.not_found += 1
-            self.metrics.reconcile_total.labels(channel, "not_found").inc()
+            self.metrics.count_reconcile(channel, "not_found")
             return CheckAnswer(order_id, "not_found" if got is not None else "no_answer", False)
         if got.paid:
             report.paid.append(order_id)
-            self.metrics.reconcile_total.labels(channel, "paid").inc()
+            self.metrics.count_reconcile(channel, "paid")
             return CheckAnswer(order_id, got.status or "paid", True, got.paid_at, got.trade_no)
         report.unpaid += 1
-        self.metrics.reconcile_total.labels(channel, "unpaid").inc()
+        self.metrics.count_reconcile(channel, "unpaid")
         return CheckAnswer(order_id, got.status or "unpaid", False)
 
     async def _replay_lost(self, contexts: Mapping[str, ProbeContext], report: ReconcileReport) -> None:
@@ -171,5 +171,5 @@ class Reconciler:
             report.replayed[lost.order_id] = result.acknowledged
             outcome = "acknowledged" if result.acknowledged else ("failed" if result.status_code is None
                                                                   else "rejected")
-            self.metrics.notify_replays_total.labels(lost.channel, outcome).inc()
+            self.metrics.count_replay(lost.channel, outcome)
             log.info("replayed the notify of lost order %s on %s: %s", lost.order_id, lost.channel, detail)

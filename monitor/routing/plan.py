@@ -1,0 +1,51 @@
+"""Routing wishes and the plan: what firing rules and maintenance windows ask of the weights, and the policy's
+answer for this cycle. Pure; the daemon's routing stage (``monitor.routing.stage``) and ``paymon backtest`` both
+call :func:`plan`, the first with the shared config's weights, the second with a simulated copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from monitor.config import LoadedConfig
+from monitor.config.maintenance import MaintenanceWindow
+from monitor.models import AlertState
+from monitor.routing.policy import ChannelRouting, Decision, RestorePolicy, Wish, decide
+from monitor.store.store import RoutingRow  # MERGE: models
+
+__all__ = ["plan", "weight_wishes"]
+
+
+def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
+                  maintenance: Mapping[str, MaintenanceWindow]) -> list[Wish]:
+    """What firing rules with weight actions, and draining maintenance windows, ask of the routing policy."""
+    actions = {r.name: r.actions for r in cfg.monitor.rules}
+    wishes = []
+    for (rule, channel), s in states.items():
+        if s.state != "firing":
+            continue
+        for a in actions.get(rule, ()):
+            if a.kind == "drain":
+                wishes.append(Wish(channel, rule, 0.0))
+            elif a.kind == "reduce_weight" and a.factor is not None:
+                wishes.append(Wish(channel, rule, a.factor))
+    wishes += [Wish(channel, "maintenance", 0.0, "maintenance window") for channel, w in maintenance.items()
+               if w.drain]
+    return wishes
+
+
+def plan(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
+         maintenance: Mapping[str, MaintenanceWindow], weights: Mapping[str, int], rows: Mapping[str, RoutingRow],
+         *, now: datetime, changes_last_hour: int) -> Decision:
+    """Every channel's target weight for this cycle, from the alert states after evaluation, the open maintenance
+    windows, the weights the shop reads now (channels without one are left out) and the routing rows so far."""
+    routing = cfg.monitor.routing
+    r = routing.restore
+    channels = [ChannelRouting(c.id, weights[c.id], tuple(c.methods)) for c in cfg.channels if c.id in weights]
+    return decide(
+        channels, rows, weight_wishes(cfg, states, maintenance), now=now,
+        restore=RestorePolicy(tuple(r.steps), r.every, r.healthy_for),
+        min_active_per_method=routing.min_active_per_method,
+        max_changes_per_hour=routing.max_changes_per_hour, changes_last_hour=changes_last_hour,
+    )

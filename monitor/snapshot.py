@@ -1,0 +1,130 @@
+"""The snapshot stage: every number the rules and the status view need at ``now``, read from the store once.
+
+:func:`order_view` is the pure part (window arithmetic, judging orders, window stats, detector outcomes), shared
+with ``paymon backtest``, which runs it over history cut at each step; :func:`read_snapshot` adds what the store
+holds about probes and past alerts and builds the :class:`~monitor.alerts.evaluate.Snapshot` the daemon's cycle
+evaluates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from monitor.alerts.evaluate import DETECTOR_HISTORY, PROBE_DETECTOR_SIGNALS, Snapshot
+from monitor.alerts.signals import Signals
+from monitor.config import LoadedConfig, parse_duration
+from monitor.config.maintenance import MaintenanceWindow, open_window
+from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes, judge_orders
+from monitor.models import ProbeResult
+from monitor.store import Store
+
+__all__ = ["PROBE_WINDOW_SIGNALS", "OrderView", "in_maintenance", "order_view", "orders_since", "read_snapshot",
+           "unsettled", "windows"]
+
+#: Signals whose rules read the probe results of their window.
+PROBE_WINDOW_SIGNALS = ("probe_success_ratio", "probe_latency_p95", "bad_signatures")
+
+
+def windows(cfg: LoadedConfig) -> dict[str, timedelta]:
+    """Every window a stat is computed for: the configured ``defaults.windows`` and each rule's own ``window``."""
+    labels = list(cfg.monitor.defaults.windows)
+    labels += [r.window for r in cfg.monitor.rules if r.window and r.window not in labels]
+    return {label: parse_duration(label) for label in labels}
+
+
+def orders_since(cfg: LoadedConfig, now: datetime) -> datetime:
+    """How far back orders must be loaded for the widest window at ``now``: an order created that long ago can
+    still be decided inside it (pay timeout plus callback deadline)."""
+    d = cfg.monitor.defaults
+    longest_pay = max([d.pay_timeout, *(c.pay_timeout for c in cfg.channels if c.pay_timeout is not None)])
+    return now - max(windows(cfg).values()) - longest_pay - d.callback_deadline
+
+
+def in_maintenance(cfg: LoadedConfig, now: datetime) -> dict[str, MaintenanceWindow]:
+    """Channels with a maintenance window open at ``now``."""
+    out: dict[str, MaintenanceWindow] = {}
+    for ch in cfg.channels:
+        window = open_window(ch.maintenance, ch.timezone, now)
+        if window is not None:
+            out[ch.id] = window
+    return out
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """What the orders say at ``now``: window stats, the judged orders, and decided outcomes for detectors."""
+
+    stats: Mapping[tuple[str, str], ChannelStats]
+    judged: pd.DataFrame
+    outcomes: Mapping[str, list[tuple[datetime, bool]]]
+
+
+def order_view(cfg: LoadedConfig, frame: pd.DataFrame, now: datetime, *, outcomes: bool) -> OrderView:
+    """Judge ``frame``'s orders at ``now`` and compute every window's stats (and, if ``outcomes``, the decided
+    outcomes statistical detectors read). Pure."""
+    d = cfg.monitor.defaults
+    timeouts = {c.id: c.pay_timeout for c in cfg.channels if c.pay_timeout is not None}
+    channels = [c.id for c in cfg.channels]
+    judged = judge_orders(frame, now=now, channels=channels, pay_timeout=timeouts, default_pay_timeout=d.pay_timeout,
+                          callback_deadline=d.callback_deadline)
+    stats = compute_stats(
+        frame, now=now, windows=windows(cfg), channels=channels, pay_timeout=timeouts,
+        default_pay_timeout=d.pay_timeout, callback_deadline=d.callback_deadline, min_orders=d.min_orders,
+        judged=judged,
+    )
+    decided = decided_outcomes(frame, now=now, channels=channels, pay_timeout=timeouts,
+                               default_pay_timeout=d.pay_timeout, judged=judged) if outcomes else {}
+    return OrderView(stats, judged, decided)
+
+
+def unsettled(last: Mapping[tuple[str, str], ProbeResult]) -> dict[str, float]:
+    """The unsettled balance per channel, from its last successful balance probe."""
+    return {ch: r.value for (ch, probe), r in last.items() if probe == "balance" and r.ok and r.value is not None}
+
+
+def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
+    """Read the store and compute every number the rules and the status view need."""
+    detectors = [r for r in cfg.monitor.rules if r.detector is not None]
+    orders = order_view(cfg, store.orders_frame(orders_since(cfg, now)), now, outcomes=bool(detectors))
+    # Only windowed probe rules read probe history; load just their widest window (not the 24h stats window).
+    probe_windows = [parse_duration(r.window or "15m") for r in cfg.monitor.rules if r.signal in PROBE_WINDOW_SIGNALS]
+    recent: dict[tuple[str, str], list[ProbeResult]] = {}
+    if probe_windows:
+        for r in store.probe_results(since=now - max(probe_windows)):
+            recent.setdefault((r.channel, r.probe), []).append(r)
+    last = store.last_probes()
+    signals = Signals(stats=orders.stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
+                      unsettled_balance=unsettled(last))
+    if not detectors:
+        return Snapshot(now, orders.stats, signals, last, judged=orders.judged)
+    probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}
+    if any(r.signal in PROBE_DETECTOR_SIGNALS for r in detectors):
+        for r in reversed(store.probe_results(since=now - DETECTOR_HISTORY)):
+            probe_outcomes.setdefault((r.channel, r.probe), []).append((r.started_at, r.ok))
+    periods = firing_periods(store.alert_history(since=now - DETECTOR_HISTORY, limit=100_000),
+                             {r.name for r in detectors})
+    return Snapshot(now, orders.stats, signals, last, orders.outcomes, probe_outcomes, periods, orders.judged)
+
+
+def firing_periods(history: list[dict[str, Any]], rules: set[str]) -> dict[
+    tuple[str, str], list[tuple[datetime, datetime | None]]
+]:
+    """Firing periods per (rule, channel) of ``rules``, from the alert history (newest first, as the store gives
+    it): (fired, resolved or None while it still fires)."""
+    periods: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = {}
+    for h in reversed(history):
+        if h["rule"] not in rules:
+            continue
+        spans = periods.setdefault((str(h["rule"]), str(h["channel"])), [])
+        at = h["at"]
+        assert isinstance(at, datetime)
+        if h["kind"] == "firing":
+            spans.append((at, None))
+        elif h["kind"] == "resolved" and spans and spans[-1][1] is None:
+            spans[-1] = (spans[-1][0], at)
+    return periods

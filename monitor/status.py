@@ -1,0 +1,96 @@
+"""Status views: each channel's state, and the JSON of ``paymon status --json`` and ``GET /api/status``.
+
+A channel's state says only what paymon knows: ``maintenance`` while a window is open, ``down`` / ``degraded``
+while a critical / other alert fires, ``healthy`` when there is data and nothing fires, ``unknown`` without data.
+No secrets: ids, names and numbers only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from monitor.alerts.evaluate import Snapshot
+from monitor.config import LoadedConfig
+from monitor.config.maintenance import MaintenanceWindow
+from monitor.metrics.stats import ChannelStats
+from monitor.models import AlertState, ProbeResult
+from monitor.snapshot import in_maintenance, read_snapshot
+from monitor.store import Store
+from monitor.store.reconcile import ReconcileStore
+
+__all__ = ["channel_states", "status_view"]
+
+
+def channel_states(
+    cfg: LoadedConfig, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState],
+    maintenance: Mapping[str, MaintenanceWindow] | None = None,
+) -> dict[str, str]:
+    """maintenance / down / degraded / healthy / unknown per channel: an open maintenance window first, then what
+    fires, then whether there is any data."""
+    severity = {r.name: r.severity for r in cfg.monitor.rules}
+    out: dict[str, str] = {}
+    for ch in cfg.channels:
+        if maintenance and ch.id in maintenance:
+            out[ch.id] = "maintenance"
+            continue
+        firing = [severity.get(rule, "warning") for (rule, c), s in alerts.items()
+                  if c == ch.id and s.state == "firing"]
+        has_data = any(c == ch.id for c, _ in snap.last_probes) or any(
+            s.decided > 0 for (c, _), s in snap.stats.items() if c == ch.id)
+        if "critical" in firing:
+            out[ch.id] = "down"
+        elif firing:
+            out[ch.id] = "degraded"
+        else:
+            out[ch.id] = "healthy" if has_data else "unknown"
+    return out
+
+
+def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping[str, int]) -> dict[str, Any]:
+    """The JSON of ``paymon status --json`` and ``GET /api/status``."""
+    snap = read_snapshot(cfg, store, now)
+    alerts = store.alert_states()
+    states = channel_states(cfg, snap, alerts, in_maintenance(cfg, now))
+    labels = list(cfg.monitor.defaults.windows)
+    main = "15m" if "15m" in labels else labels[0]
+    channels = []
+    for ch in cfg.channels:
+        last = sorted((p for (c, _), p in snap.last_probes.items() if c == ch.id),
+                      key=lambda p: p.started_at, reverse=True)
+        channels.append({
+            "id": ch.id, "name": ch.name, "kind": ch.kind, "tier": ch.tier, "state": states[ch.id],
+            "weight": weights.get(ch.id, ch.weight), "window": main,
+            **_window_fields(snap.stats.get((ch.id, main))),
+            "last_probe": _probe_fields(last[0]) if last else None,
+        })
+    firing = [
+        {"rule": s.rule, "channel": s.channel, "since": s.fired_at.isoformat() if s.fired_at else None,
+         "value": s.value}
+        for s in alerts.values() if s.state == "firing"
+    ]
+    lost = [
+        {"order_id": lo.order_id, "channel": lo.channel, "amount": lo.amount, "trade_no": lo.trade_no,
+         "channel_paid_at": lo.channel_paid_at.isoformat() if lo.channel_paid_at else None,
+         "evidence": lo.evidence, "found_at": lo.found_at.isoformat()}
+        for lo in ReconcileStore(store).lost_orders(open_only=True, limit=50)
+    ]
+    return {"now": now.isoformat(), "channels": channels, "firing": firing, "lost_orders": lost}
+
+
+def _window_fields(s: ChannelStats | None) -> dict[str, Any]:
+    """A channel's numbers over the status window; unknown (None) without stats, never an invented 0 ratio."""
+    return {
+        "success_ratio": None if s is None else s.success_ratio,
+        "orders": 0 if s is None else s.orders,
+        "lost": 0 if s is None else s.lost,
+        "callback_p95_s": None if s is None else s.callback_p95,
+        "funnel": None if s is None else {"created": s.orders, "redirected": s.redirected, "paid": s.paid,
+                                          "callback": s.callback, "delivered": s.delivered},
+    }
+
+
+def _probe_fields(p: ProbeResult) -> dict[str, Any]:
+    return {"probe": p.probe, "outcome": p.outcome, "at": p.started_at.isoformat(),
+            "latency_s": round(p.latency_s, 4), "detail": p.detail}
