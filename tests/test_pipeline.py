@@ -64,8 +64,11 @@ class Rig:
         self.app = self.start()
 
     def start(self) -> App:
+        return self.start_with(Metrics())
+
+    def start_with(self, metrics: Metrics) -> App:
         cfg = load_config(self.folder / "monitor.yaml", env={})
-        return build_app(cfg, clock=self.clock, stream=self.out, metrics=Metrics())
+        return build_app(cfg, clock=self.clock, stream=self.out, metrics=metrics)
 
     def restart(self) -> None:
         self.app.pipeline.close()

@@ -1,0 +1,117 @@
+"""``/metrics`` is computed at scrape time from the last cycle's view: series follow the config, a scrape never
+touches the database, and unknown values have no series rather than a 0."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
+
+from monitor.clock import FixedClock
+from monitor.http import HttpServer
+from monitor.metrics.prom import CycleView, Metrics
+from monitor.models import ProbeResult
+from tests.test_pipeline import CHANNELS, Rig
+
+
+@pytest.fixture
+def rig(tmp_path: Path, clock: FixedClock) -> Iterator[Rig]:
+    (tmp_path / "cfg" / "var").mkdir(parents=True)
+    r = Rig(tmp_path / "cfg", clock)
+    yield r
+    r.app.pipeline.close()
+    r.app.store.close()
+
+
+def scrape(metrics: Metrics) -> dict[str, list[dict[str, str]]]:
+    """GET /metrics over HTTP; each family's samples' labels (with the value under ``_value``)."""
+    server = HttpServer("127.0.0.1", 0, registry=metrics.registry, health=lambda: (True, "ok"),
+                        status=dict).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=30) as r:
+            body = r.read().decode()
+    finally:
+        server.stop()
+    return {f.name: [{**s.labels, "_value": str(s.value)} for s in f.samples]
+            for f in text_string_to_metric_families(body)}
+
+
+def channels_in(fams: dict[str, list[dict[str, str]]]) -> dict[str, set[str]]:
+    return {name: {s["channel"] for s in samples if "channel" in s} for name, samples in fams.items()}
+
+
+def test_a_channel_removed_from_the_config_leaves_metrics_after_the_next_cycle(rig: Rig) -> None:
+    metrics = rig.app.metrics
+    for ch in ("main", "backup"):
+        rig.probes(ch, "ok")
+        metrics.observe_probe(ProbeResult(ch, "query", "ok", 0.1, rig.clock.now()))
+        metrics.count_reconcile(ch, "unpaid")
+    for i in range(6):
+        rig.events({"event": "order_created", "order_id": f"B{i}", "channel": "backup", "amount": "1.00"},
+                   {"event": "callback_received", "order_id": f"B{i}", "channel": "backup", "verified": True})
+    rig.app.pipeline.cycle()
+    before = channels_in(scrape(metrics))
+    assert before["paymon_success_ratio"] == {"backup"}  # main has no orders: no ratio, not a 0
+    for name in ("paymon_probe_success", "paymon_probe", "paymon_probe_duration_seconds", "paymon_routing_weight",
+                 "paymon_channel_state", "paymon_funnel_orders", "paymon_reconcile"):
+        assert before[name] == {"main", "backup"}, name
+
+    # The operator removes backup; paymon is started again on the new config with the same metrics.
+    (rig.folder / "channels.yaml").write_text(CHANNELS.split("  - id: backup")[0], encoding="utf-8")
+    rig.app.pipeline.close()
+    rig.app.store.close()
+    rig.app = rig.start_with(metrics)
+    rig.clock.advance(60)
+    rig.app.pipeline.cycle()
+    after = channels_in(scrape(metrics))
+    assert all("backup" not in chans for chans in after.values()), {n: c for n, c in after.items() if "backup" in c}
+    assert after["paymon_routing_weight"] == {"main"} and after["paymon_probe_success"] == {"main"}
+    assert after["paymon_channel_state"] == {"main"} and after["paymon_reconcile"] == {"main"}
+
+
+def test_a_scrape_never_touches_the_database(rig: Rig) -> None:
+    rig.probes("main", "ok")
+    rig.app.pipeline.cycle()
+    statements: list[str] = []
+    record = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    event.listen(rig.app.store.engine, "before_cursor_execute", record)
+    try:
+        fams = scrape(rig.app.metrics)
+    finally:
+        event.remove(rig.app.store.engine, "before_cursor_execute", record)
+    assert statements == []
+    states = {s["state"]: s["_value"] for s in fams["paymon_channel_state"] if s["channel"] == "main"}
+    assert states["healthy"] == "1.0" and states["down"] == "0.0"
+    assert fams["paymon_leader"][0]["_value"] == "1.0"
+
+
+def test_ingest_lag_grows_between_cycles_with_a_clock() -> None:
+    clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    metrics = Metrics(clock=clock)
+    metrics.publish(CycleView(at=clock.now(), channels=frozenset(), last_data={"orders": clock.now()}))
+    clock.advance(timedelta(seconds=42))
+    assert metrics.registry.get_sample_value("paymon_ingest_lag_seconds", {"source": "orders"}) == 42
+    assert metrics.registry.get_sample_value("paymon_leader", {}) == 1
+
+
+def test_event_series_of_unknown_channels_and_sinks_are_dropped_on_publish() -> None:
+    metrics = Metrics()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    metrics.observe_probe(ProbeResult("gone", "balance", "ok", 0.2, at, value=12.5))
+    metrics.count_notification("console", "sent")
+    metrics.count_notification("old-sink", "sent")
+    metrics.count_orders({("gone", "paid"): 2}, [("gone", -1.0)])
+    value = metrics.registry.get_sample_value
+    assert value("paymon_unsettled_balance", {"channel": "gone"}) == 12.5
+    assert value("paymon_callback_latency_seconds_bucket", {"channel": "gone", "le": "1.0"}) == 1  # -1 s → 0 s
+    metrics.publish(CycleView(at=at, channels=frozenset({"kept"}), queue={"console": 0}))
+    assert value("paymon_unsettled_balance", {"channel": "gone"}) is None
+    assert value("paymon_orders_total", {"channel": "gone", "outcome": "paid"}) is None
+    assert value("paymon_notifications_total", {"sink": "console", "result": "sent"}) == 1
+    assert value("paymon_notifications_total", {"sink": "old-sink", "result": "sent"}) is None
+    assert value("paymon_notification_queue", {"sink": "console"}) == 0
