@@ -196,8 +196,7 @@ class ReconcileStore:
         if unreplayed:
             q = q.where(~select(r.c.id).where(r.c.order_id == lo.c.order_id).exists())
         with self._engine.connect() as conn:
-            return [LostOrder(r.order_id, r.channel, r.amount, r.trade_no, r.channel_paid_at, r.evidence,
-                              r.found_at, r.recovered_at) for r in conn.execute(q)]
+            return [_lost_order(r) for r in conn.execute(q)]
 
     # -- notify replays ----------------------------------------------------------------------------------
 
