@@ -6,20 +6,31 @@ All datetimes are timezone-aware UTC. Stages pass these by value; none of them r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "CHANNEL_STATES",
     "EVENT_KINDS",
+    "FUTURE_TOLERANCE",
     "OUTCOMES",
     "PROBE_TYPES",
     "AlertEvent",
     "AlertState",
+    "Candidate",
+    "ChannelStats",
+    "CheckAnswer",
+    "Checkpoint",
     "IngestResult",
+    "LostOrder",
     "OrderEvent",
+    "OutboxItem",
+    "PaidOrder",
     "ProbeResult",
+    "Replay",
+    "RoutingRow",
+    "Silence",
     "WeightChange",
 ]
 
@@ -51,6 +62,9 @@ EVENT_KINDS: tuple[str, ...] = (
 
 CHANNEL_STATES: tuple[str, ...] = ("healthy", "degraded", "down", "maintenance", "unknown")
 
+#: Timestamps further ahead of the clock than this are rejected at ingest (a wrong clock or a wrong timezone). The
+#: store relies on it too: an order's evidence time is never more than this ahead of when its row was written.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +174,171 @@ class WeightChange:
     at: datetime
     rule: str | None = None
     actor: str = "paymon"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a source stopped: which file (``file_id``, e.g. ``dev:inode``) and the byte offset or row id in it."""
+
+    source: str
+    file_id: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """The numbers of one channel over one window. ``None`` means "not enough data to say"."""
+
+    channel: str
+    window: str
+    orders: int
+    succeeded: int
+    failed: int
+    success_ratio: float | None
+    paid_at_channel: int
+    lost: int
+    lost_order_ratio: float | None
+    callback_p50: float | None
+    callback_p95: float | None
+    callback_p99: float | None
+    pending: int
+    #: The funnel over orders created in the window: how many reached each stage (``orders`` is the first).
+    redirected: int = 0
+    paid: int = 0
+    callback: int = 0
+    delivered: int = 0
+
+    @property
+    def decided(self) -> int:
+        return self.succeeded + self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A queued notification for one sink."""
+
+    id: int
+    sink: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Notifications for ``channel`` (and ``rule``, or every rule when None) are muted until ``ends_at``."""
+
+    id: int
+    channel: str
+    rule: str | None
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRow:
+    """paymon's routing bookkeeping for one channel (see ``monitor.store.tables.routing_state``)."""
+
+    channel: str
+    baseline: int
+    target: int
+    applied: int | None
+    step: int
+    reason: str
+    changed_at: datetime
+    healthy_since: datetime | None = None
+    operator_hold: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An order the shop still thinks unpaid, due a question to its channel."""
+
+    order_id: str
+    channel: str
+    created_at: datetime
+    checks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckAnswer:
+    """What the channel said about one order (``status`` is its own word; ``paid_at`` None = not paid / not
+    known)."""
+
+    order_id: str
+    status: str
+    paid: bool
+    paid_at: datetime | None = None
+    trade_no: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaidOrder:
+    """An order as the lost-order rule reads it: the channel's word that it was paid (its pay time, or a callback
+    that did not verify) and the shop's word that the payment arrived (a verified callback, its own paid mark)."""
+
+    order_id: str
+    channel: str
+    amount: str | None
+    trade_no: str | None
+    channel_paid_at: datetime | None
+    unverified_callback_at: datetime | None = None
+    callback_at: datetime | None = None
+    shop_paid_at: datetime | None = None
+
+    @property
+    def evidence_at(self) -> datetime | None:
+        """When the channel was paid, as far as paymon knows: its pay time, else the unverified callback."""
+        return self.channel_paid_at or self.unverified_callback_at
+
+    @property
+    def completed(self) -> bool:
+        """The shop has the payment: a verified callback arrived, or the shop marked the order paid."""
+        return self.callback_at is not None or self.shop_paid_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LostOrder:
+    """A lost order (掉单): the channel has the money, the shop has no verified callback past the deadline.
+
+    ``evidence`` says how paymon knows it was paid: ``reconcile`` (the channel's order query) or
+    ``unverified_callback`` (a callback arrived but did not verify)."""
+
+    order_id: str
+    channel: str
+    amount: str | None
+    trade_no: str | None
+    channel_paid_at: datetime | None
+    evidence: str
+    found_at: datetime
+    recovered_at: datetime | None = None
+
+    def payload(self, kind: str, deadline: timedelta) -> dict[str, Any]:
+        """The outbox JSON for this lost order: ``kind`` ``found`` or ``recovered``."""
+        return {
+            "type": "lost_order",
+            "kind": kind,
+            "order_id": self.order_id,
+            "channel": self.channel,
+            "amount": self.amount,
+            "trade_no": self.trade_no,
+            "channel_paid_at": None if self.channel_paid_at is None else self.channel_paid_at.isoformat(),
+            "evidence": self.evidence,
+            "deadline_s": deadline.total_seconds(),
+            "at": (self.recovered_at if kind == "recovered" and self.recovered_at else self.found_at).isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """One audited notify replay. ``status_code``/``acknowledged`` are None while it is being sent (or when a
+    crash cut it short: it is never sent again by itself)."""
+
+    order_id: str
+    channel: str
+    at: datetime
+    status_code: int | None
+    acknowledged: bool | None
+    detail: str

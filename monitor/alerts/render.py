@@ -42,7 +42,7 @@ def _value(signal: str, v: Any) -> str:
 
 
 def render_alert(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
-    """One line for an alert payload (see ``monitor.store.store.alert_payload``)."""
+    """One line for an alert payload (see ``monitor.store.alerts.alert_payload``)."""
     lang = language if language in _KIND else "en"
     name = (names or {}).get(p["channel"], p["channel"])
     signal = p["signal"]

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitor.metrics.stats import ChannelStats
-from monitor.models import ProbeResult
+from monitor.models import ChannelStats, ProbeResult
 
 __all__ = ["SIGNALS", "Signals", "signal_value"]
 

@@ -7,16 +7,14 @@ distinct text, and the checks are ordered so that a well-formed record passes ea
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from monitor.models import EVENT_KINDS, OrderEvent
+from monitor.models import EVENT_KINDS, FUTURE_TOLERANCE, OrderEvent
 
 __all__ = ["FUTURE_TOLERANCE", "Rejected", "parse_event", "parse_time", "remap"]
 
-#: Timestamps further ahead of the clock than this are rejected (a wrong clock or a wrong timezone).
-FUTURE_TOLERANCE = timedelta(minutes=5)
 _EVENTS = frozenset(EVENT_KINDS)
 #: The store's ``orders.amount`` column holds this many characters; a longer amount is not a price.
 _AMOUNT_CHARS = 32

@@ -26,42 +26,16 @@ over callbacks that arrived in W.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+# ``ChannelStats`` is a shared record (``monitor.models``); its name stays importable from here.
+from monitor.models import ChannelStats
+
 __all__ = ["ChannelStats", "compute_stats", "decided_outcomes", "judge_orders", "lost_deadline", "order_facts",
            "paid_by"]
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelStats:
-    """The numbers of one channel over one window. ``None`` means "not enough data to say"."""
-
-    channel: str
-    window: str
-    orders: int
-    succeeded: int
-    failed: int
-    success_ratio: float | None
-    paid_at_channel: int
-    lost: int
-    lost_order_ratio: float | None
-    callback_p50: float | None
-    callback_p95: float | None
-    callback_p99: float | None
-    pending: int
-    #: The funnel over orders created in the window: how many reached each stage (``orders`` is the first).
-    redirected: int = 0
-    paid: int = 0
-    callback: int = 0
-    delivered: int = 0
-
-    @property
-    def decided(self) -> int:
-        return self.succeeded + self.failed
 
 
 def paid_by(evidence: pd.Series) -> pd.Series:

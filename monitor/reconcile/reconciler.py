@@ -8,7 +8,7 @@ One :meth:`Reconciler.run` is one round (the daemon runs it every ``reconcile.ev
    first, at most ``reconcile.per_round`` per channel, at most ``reconcile.rate`` questions per second per
    channel, channels in parallel;
 2. the answers are stored: a paid order gets the channel's pay time, and once its callback deadline passes
-   without a verified callback the pipeline reports it lost, by id (``ReconcileStore.report``);
+   without a verified callback the pipeline reports it lost, by id (``reporting.report_lost``);
 3. with ``replay_notify`` on, every open lost order of a channel whose protocol lets the merchant key sign
    notifies (and whose ``notify_url`` is configured) gets one replay: asked again (the channel must still say
    paid), claimed in the audit table *before* sending (a crash never replays twice), sent, and the answer kept.

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from monitor.models import WeightChange
-from monitor.store.store import RoutingRow
+from monitor.models import RoutingRow, WeightChange
 
 __all__ = ["ChannelRouting", "Decision", "RestorePolicy", "Wish", "decide"]
 
@@ -72,80 +71,115 @@ def decide(
     changes_last_hour: int = 0,
 ) -> Decision:
     """Compute every channel's target weight for this cycle."""
+    wished = _strongest(wishes)
+    changes: list[WeightChange] = []
+    # 1. Adopt operator edits and make sure every channel has a row.
+    out = {ch.id: _adopt(ch, rows.get(ch.id), ch.id in wished, now, changes) for ch in channels}
+    # 2. Lower where a rule wishes it (guards permitting), restore step by step where none does.
+    cycle = _Cycle(
+        channels, now, min_active_per_method, max_changes_per_hour,
+        budget=max(0, max_changes_per_hour - changes_last_hour),
+        active={ch.id: out[ch.id].target > 0 for ch in channels}, changes=changes,
+    )
+    for ch in channels:
+        wish = wished.get(ch.id)
+        row = out[ch.id]
+        out[ch.id] = _lower(ch, row, wish, cycle) if wish is not None else _restore(ch, row, restore, cycle)
+    return Decision(out, cycle.changes, cycle.held)
+
+
+@dataclass
+class _Cycle:
+    """What one :func:`decide` call carries from channel to channel: which channels are active now, how many
+    lowering changes are still allowed, and the changes and guard messages so far."""
+
+    channels: Sequence[ChannelRouting]
+    now: datetime
+    min_active_per_method: int
+    max_changes_per_hour: int
+    budget: int
+    active: dict[str, bool]
+    changes: list[WeightChange]
+    held: list[str] = field(default_factory=list)
+
+
+def _strongest(wishes: Iterable[Wish]) -> dict[str, Wish]:
+    """The lowest wish per channel (the first of equals)."""
     by_channel: dict[str, Wish] = {}
     for w in wishes:
         if w.channel not in by_channel or w.factor < by_channel[w.channel].factor:
             by_channel[w.channel] = w
-    out: dict[str, RoutingRow] = {}
-    changes: list[WeightChange] = []
-    held: list[str] = []
+    return by_channel
 
-    # 1. Adopt operator edits and make sure every channel has a row.
-    for ch in channels:
-        row = rows.get(ch.id)
-        if row is None:
-            row = RoutingRow(ch.id, ch.file_weight, ch.file_weight, ch.file_weight, 0, "", now)
-        elif row.applied != ch.file_weight and ch.file_weight == row.target:
-            row = replace(row, applied=row.target)  # our last write landed; only its bookkeeping was lost
-        elif row.applied is not None and ch.file_weight != row.applied:
-            changes.append(WeightChange(ch.id, row.applied, ch.file_weight, "edited in the shared config",
-                                        now, None, "operator"))
-            row = RoutingRow(ch.id, ch.file_weight, ch.file_weight, ch.file_weight, 0, "operator edit", now,
-                             operator_hold=ch.id in by_channel)
-        out[ch.id] = row
 
-    active = {ch.id: out[ch.id].target > 0 for ch in channels}
-    lowering_budget = max(0, max_changes_per_hour - changes_last_hour)
+def _adopt(ch: ChannelRouting, row: RoutingRow | None, wished: bool, now: datetime,
+           changes: list[WeightChange]) -> RoutingRow:
+    """The channel's row with the shared file taken into account: a new row for a new channel, an operator's edit
+    adopted as the baseline (held while a rule ``wished`` it lower), our own lost bookkeeping healed."""
+    if row is None:
+        return RoutingRow(ch.id, ch.file_weight, ch.file_weight, ch.file_weight, 0, "", now)
+    if row.applied != ch.file_weight and ch.file_weight == row.target:
+        return replace(row, applied=row.target)  # our last write landed; only its bookkeeping was lost
+    if row.applied is not None and ch.file_weight != row.applied:
+        changes.append(WeightChange(ch.id, row.applied, ch.file_weight, "edited in the shared config",
+                                    now, None, "operator"))
+        return RoutingRow(ch.id, ch.file_weight, ch.file_weight, ch.file_weight, 0, "operator edit", now,
+                          operator_hold=wished)
+    return row
 
-    for ch in channels:
-        row = out[ch.id]
-        wish = by_channel.get(ch.id)
-        if wish is not None and row.operator_hold:
-            held.append(f"{ch.id}: weight {row.target} was set by hand while {wish.rule} fires; left alone")
-            continue
-        if wish is not None:
-            want = int(round(row.baseline * wish.factor))
-            if want >= row.target:
-                out[ch.id] = replace(row, healthy_since=None)
-                continue
-            if want == 0:
-                short = [m for m in ch.methods
-                         if sum(1 for o in channels if o.id != ch.id and active[o.id] and m in o.methods)
-                         < min_active_per_method]
-                if short:
-                    held.append(f"{ch.id}: not drained, it is the last active channel for {', '.join(short)}")
-                    out[ch.id] = replace(row, healthy_since=None)
-                    continue
-            if lowering_budget <= 0:
-                held.append(f"{ch.id}: not lowered, max_changes_per_hour ({max_changes_per_hour}) reached")
-                out[ch.id] = replace(row, healthy_since=None)
-                continue
-            lowering_budget -= 1
-            reason = wish.reason or (
-                f"rule {wish.rule}: " + ("drain" if want == 0 else f"reduce to {wish.factor:g}× baseline"))
-            changes.append(WeightChange(ch.id, row.target, want, reason, now, wish.rule))
-            out[ch.id] = replace(row, target=want, step=0, reason=reason, changed_at=now, healthy_since=None)
-            active[ch.id] = want > 0
-            continue
-        # No wish: restore step by step towards the baseline.
-        if row.operator_hold:
-            row = replace(row, operator_hold=False)
-        if row.target >= row.baseline:
-            out[ch.id] = replace(row, healthy_since=None, step=0) if row.healthy_since or row.step else row
-            continue
-        healthy_since = row.healthy_since or now
-        row = replace(row, healthy_since=healthy_since)
-        due = now - healthy_since >= restore.healthy_for and (row.step == 0 or now - row.changed_at >= restore.every)
-        if due:
-            nxt = row.step
-            want = row.target
-            while nxt < len(restore.steps) and want <= row.target:
-                want = int(round(row.baseline * restore.steps[nxt]))
-                nxt += 1
-            want = min(max(want, row.target), row.baseline)
-            reason = f"restore step {nxt}/{len(restore.steps)}"
-            changes.append(WeightChange(ch.id, row.target, want, reason, now))
-            row = replace(row, target=want, step=nxt if want < row.baseline else 0, reason=reason, changed_at=now)
-            active[ch.id] = want > 0
-        out[ch.id] = row
-    return Decision(out, changes, held)
+
+def _lower(ch: ChannelRouting, row: RoutingRow, wish: Wish, cycle: _Cycle) -> RoutingRow:
+    """Follow a firing rule's wish down, unless an operator override, the last-channel guard or the hourly
+    budget stops it (each says so in ``held``)."""
+    if row.operator_hold:
+        cycle.held.append(f"{ch.id}: weight {row.target} was set by hand while {wish.rule} fires; left alone")
+        return row
+    want = int(round(row.baseline * wish.factor))
+    if want >= row.target:
+        return replace(row, healthy_since=None)
+    if want == 0:
+        short = _methods_left_without(ch, cycle)
+        if short:
+            cycle.held.append(f"{ch.id}: not drained, it is the last active channel for {', '.join(short)}")
+            return replace(row, healthy_since=None)
+    if cycle.budget <= 0:
+        cycle.held.append(f"{ch.id}: not lowered, max_changes_per_hour ({cycle.max_changes_per_hour}) reached")
+        return replace(row, healthy_since=None)
+    cycle.budget -= 1
+    reason = wish.reason or (
+        f"rule {wish.rule}: " + ("drain" if want == 0 else f"reduce to {wish.factor:g}× baseline"))
+    cycle.changes.append(WeightChange(ch.id, row.target, want, reason, cycle.now, wish.rule))
+    cycle.active[ch.id] = want > 0
+    return replace(row, target=want, step=0, reason=reason, changed_at=cycle.now, healthy_since=None)
+
+
+def _methods_left_without(ch: ChannelRouting, cycle: _Cycle) -> list[str]:
+    """The payment methods of ``ch`` that would have fewer than ``min_active_per_method`` active channels
+    without it."""
+    return [m for m in ch.methods
+            if sum(1 for o in cycle.channels if o.id != ch.id and cycle.active[o.id] and m in o.methods)
+            < cycle.min_active_per_method]
+
+
+def _restore(ch: ChannelRouting, row: RoutingRow, restore: RestorePolicy, cycle: _Cycle) -> RoutingRow:
+    """No wish: end an operator hold, and restore towards the baseline step by step once healthy long enough."""
+    now = cycle.now
+    if row.operator_hold:
+        row = replace(row, operator_hold=False)
+    if row.target >= row.baseline:
+        return replace(row, healthy_since=None, step=0) if row.healthy_since or row.step else row
+    healthy_since = row.healthy_since or now
+    row = replace(row, healthy_since=healthy_since)
+    due = now - healthy_since >= restore.healthy_for and (row.step == 0 or now - row.changed_at >= restore.every)
+    if not due:
+        return row
+    nxt = row.step
+    want = row.target
+    while nxt < len(restore.steps) and want <= row.target:
+        want = int(round(row.baseline * restore.steps[nxt]))
+        nxt += 1
+    want = min(max(want, row.target), row.baseline)
+    reason = f"restore step {nxt}/{len(restore.steps)}"
+    cycle.changes.append(WeightChange(ch.id, row.target, want, reason, now))
+    cycle.active[ch.id] = want > 0
+    return replace(row, target=want, step=nxt if want < row.baseline else 0, reason=reason, changed_at=now)

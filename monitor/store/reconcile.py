@@ -1,6 +1,9 @@
 """What reconciliation reads and writes: which unpaid orders are due a question, what the channels answered,
-the lost orders found (each once) and the audit trail of notify replays.
+the orders the lost-order rule has to judge, the lost orders found (each once) and the audit trail of notify
+replays.
 
+The store records decisions, it does not make them: which orders are lost, and which lost ones have recovered, is
+:mod:`monitor.reconcile.lost` (pure), and :func:`monitor.reconcile.reporting.report_lost` reads, decides and writes.
 Same rules as :class:`~monitor.store.store.Store`: every write is one transaction, and a lost order's record and
 its notifications commit together, so a restart neither reports an order twice nor forgets to report it.
 """
@@ -8,86 +11,19 @@ its notifications commit together, so a restart neither reports an order twice n
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 
 from monitor.clock import utc
-from monitor.ingest.events import FUTURE_TOLERANCE
-from monitor.metrics.stats import lost_deadline
+from monitor.models import FUTURE_TOLERANCE, Candidate, CheckAnswer, LostOrder, PaidOrder, Replay
 from monitor.store import tables as t
+from monitor.store.outbox import enqueue
 from monitor.store.store import Store
 
-__all__ = ["Candidate", "CheckAnswer", "LostOrder", "ReconcileStore", "Replay", "due"]
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """An order the shop still thinks unpaid, due a question to its channel."""
-
-    order_id: str
-    channel: str
-    created_at: datetime
-    checks: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CheckAnswer:
-    """What the channel said about one order (``status`` is its own word; ``paid_at`` None = not paid / not
-    known)."""
-
-    order_id: str
-    status: str
-    paid: bool
-    paid_at: datetime | None = None
-    trade_no: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LostOrder:
-    """A lost order (掉单): the channel has the money, the shop has no verified callback past the deadline.
-
-    ``evidence`` says how paymon knows it was paid: ``reconcile`` (the channel's order query) or
-    ``unverified_callback`` (a callback arrived but did not verify)."""
-
-    order_id: str
-    channel: str
-    amount: str | None
-    trade_no: str | None
-    channel_paid_at: datetime | None
-    evidence: str
-    found_at: datetime
-    recovered_at: datetime | None = None
-
-    def payload(self, kind: str, deadline: timedelta) -> dict[str, Any]:
-        """The outbox JSON for this lost order: ``kind`` ``found`` or ``recovered``."""
-        return {
-            "type": "lost_order",
-            "kind": kind,
-            "order_id": self.order_id,
-            "channel": self.channel,
-            "amount": self.amount,
-            "trade_no": self.trade_no,
-            "channel_paid_at": None if self.channel_paid_at is None else self.channel_paid_at.isoformat(),
-            "evidence": self.evidence,
-            "deadline_s": deadline.total_seconds(),
-            "at": (self.recovered_at if kind == "recovered" and self.recovered_at else self.found_at).isoformat(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """One audited notify replay. ``status_code``/``acknowledged`` are None while it is being sent (or when a
-    crash cut it short: it is never sent again by itself)."""
-
-    order_id: str
-    channel: str
-    at: datetime
-    status_code: int | None
-    acknowledged: bool | None
-    detail: str
+# The value types used to be defined here; they stay importable from here.
+__all__ = ["Candidate", "CheckAnswer", "LostOrder", "PaidOrder", "ReconcileStore", "Replay", "due"]
 
 
 def due(created_at: datetime, checked_at: datetime | None, now: datetime, every: timedelta) -> bool:
@@ -167,14 +103,12 @@ class ReconcileStore:
             values["trade_no"] = a.trade_no[:200]
         conn.execute(update(o).where(o.c.order_id == a.order_id).values(**values))
 
-    def report(self, *, now: datetime, deadline: timedelta, since: datetime, sinks: Sequence[str]) -> tuple[
-        list[LostOrder], list[LostOrder]
-    ]:
-        """Record and enqueue every newly lost order, and every recorded one the shop has since completed.
+    # -- lost orders -------------------------------------------------------------------------------------
 
-        Lost: paid at the channel (its pay time, or an unverified callback) at or after ``since``, the deadline
-        passed, and still neither a verified callback nor paid in the shop. Returns (found, recovered).
-        """
+    def unreported_paid(self, since: datetime) -> list[PaidOrder]:
+        """The orders the lost-order rule has to judge: paid at the channel (its pay time, or else an unverified
+        callback) at or after ``since``, still neither a verified callback nor paid in the shop, and not recorded
+        lost yet."""
         o, lo = t.orders, t.lost_orders
         q = (
             select(o)
@@ -190,37 +124,65 @@ class ReconcileStore:
                     and_(o.c.channel_paid_at.is_(None), o.c.unverified_callback_at >= since)),
             )
         )
-        found: list[LostOrder] = []
-        recovered: list[LostOrder] = []
+        with self._engine.connect() as conn:
+            return [_paid_order(r) for r in conn.execute(q)]
+
+    def open_lost(self) -> list[tuple[LostOrder, PaidOrder]]:
+        """Recorded lost orders not recovered yet, each with its order as it stands now (a lost order whose order
+        row is gone, past the orders' retention, is left out)."""
+        o, lo = t.orders, t.lost_orders
+        order = [c.label(f"order_{c.name}") for c in o.c]
+        q = select(lo, *order).select_from(lo.join(o, o.c.order_id == lo.c.order_id)).where(lo.c.recovered_at.is_(None))
+        with self._engine.connect() as conn:
+            return [(_lost_order(r), _paid_order(r, "order_")) for r in conn.execute(q)]
+
+    def record_lost(self, found: Sequence[LostOrder], *, deadline: timedelta, sinks: Sequence[str],
+                    now: datetime) -> list[LostOrder]:
+        """Record lost orders and queue a ``found`` notification per sink, in one transaction; returns those
+        recorded (an order recorded before, by a concurrent cycle, is skipped: each is reported once)."""
+        lo = t.lost_orders
+        recorded: list[LostOrder] = []
         with self._engine.begin() as conn:
-            for r in conn.execute(q):
-                if lost_deadline(utc(r.channel_paid_at or r.unverified_callback_at), deadline) > now:
-                    continue
-                found.append(LostOrder(
-                    r.order_id, r.channel, r.amount, r.trade_no, r.channel_paid_at,
-                    "reconcile" if r.channel_paid_at is not None else "unverified_callback", now,
-                ))
             for lost in found:
+                if conn.execute(select(lo.c.order_id).where(lo.c.order_id == lost.order_id)).first() is not None:
+                    continue
                 conn.execute(insert(lo).values(
                     order_id=lost.order_id, channel=lost.channel, amount=lost.amount, trade_no=lost.trade_no,
-                    channel_paid_at=lost.channel_paid_at, evidence=lost.evidence, found_at=now,
+                    channel_paid_at=lost.channel_paid_at, evidence=lost.evidence, found_at=lost.found_at,
                 ))
                 for sink in sinks:
-                    self.store._enqueue(conn, sink, f"lost|{lost.order_id}", lost.payload("found", deadline), now)
-            back = (
-                select(lo)
-                .select_from(lo.join(o, o.c.order_id == lo.c.order_id))
-                .where(lo.c.recovered_at.is_(None), or_(o.c.callback_at.is_not(None), o.c.shop_paid_at.is_not(None)))
-            )
-            for r in conn.execute(back):
-                recovered.append(LostOrder(r.order_id, r.channel, r.amount, r.trade_no, r.channel_paid_at,
-                                           r.evidence, r.found_at, now))
+                    enqueue(conn, sink, f"lost|{lost.order_id}", lost.payload("found", deadline), now)
+                recorded.append(lost)
+        return recorded
+
+    def mark_recovered(self, recovered: Sequence[LostOrder], *, deadline: timedelta, sinks: Sequence[str],
+                       now: datetime) -> list[LostOrder]:
+        """Set ``recovered_at`` on recorded lost orders and queue a ``recovered`` notification per sink, in one
+        transaction; returns those marked (one already marked recovered is skipped)."""
+        lo = t.lost_orders
+        marked: list[LostOrder] = []
+        with self._engine.begin() as conn:
             for lost in recovered:
-                conn.execute(update(lo).where(lo.c.order_id == lost.order_id).values(recovered_at=now))
+                stmt = (update(lo).where(lo.c.order_id == lost.order_id, lo.c.recovered_at.is_(None))
+                        .values(recovered_at=lost.recovered_at or now))
+                if conn.execute(stmt).rowcount == 0:
+                    continue
                 for sink in sinks:
-                    self.store._enqueue(conn, sink, f"lost-recovered|{lost.order_id}",
-                                        lost.payload("recovered", deadline), now)
-        return found, recovered
+                    enqueue(conn, sink, f"lost-recovered|{lost.order_id}", lost.payload("recovered", deadline), now)
+                marked.append(lost)
+        return marked
+
+    def report(self, *, now: datetime, deadline: timedelta, since: datetime, sinks: Sequence[str]) -> tuple[
+        list[LostOrder], list[LostOrder]
+    ]:
+        """Deprecated, transitional: ``monitor.reconcile.reporting.report_lost(self, ...)`` with the same arguments.
+
+        Kept only so ``monitor/pipeline.py`` keeps working until it calls ``report_lost`` itself; delete it then.
+        The import below is the store's only reference to :mod:`monitor.reconcile`, and goes with it.
+        """
+        from monitor.reconcile.reporting import report_lost
+
+        return report_lost(self, now=now, deadline=deadline, since=since, sinks=sinks)
 
     def lost_orders(self, *, since: datetime | None = None, open_only: bool = False, unreplayed: bool = False,
                     limit: int = 100) -> list[LostOrder]:
@@ -234,8 +196,7 @@ class ReconcileStore:
         if unreplayed:
             q = q.where(~select(r.c.id).where(r.c.order_id == lo.c.order_id).exists())
         with self._engine.connect() as conn:
-            return [LostOrder(r.order_id, r.channel, r.amount, r.trade_no, r.channel_paid_at, r.evidence,
-                              r.found_at, r.recovered_at) for r in conn.execute(q)]
+            return [_lost_order(r) for r in conn.execute(q)]
 
     # -- notify replays ----------------------------------------------------------------------------------
 
@@ -267,3 +228,19 @@ class ReconcileStore:
             n = conn.execute(delete(t.reconcile_checks).where(t.reconcile_checks.c.checked_at < before)).rowcount
             n += conn.execute(delete(t.lost_orders).where(t.lost_orders.c.found_at < before)).rowcount
         return int(n)
+
+
+def _paid_order(r: Any, prefix: str = "") -> PaidOrder:
+    """An order row (its columns named ``prefix`` + column) as the lost-order rule reads it."""
+    m = r._mapping
+    at = {c: _utc(m[prefix + c]) for c in ("channel_paid_at", "unverified_callback_at", "callback_at", "shop_paid_at")}
+    return PaidOrder(m[prefix + "order_id"], m[prefix + "channel"], m[prefix + "amount"], m[prefix + "trade_no"], **at)
+
+
+def _lost_order(r: Any) -> LostOrder:
+    return LostOrder(r.order_id, r.channel, r.amount, r.trade_no, r.channel_paid_at, r.evidence, r.found_at,
+                     r.recovered_at)
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    return None if at is None else utc(at)

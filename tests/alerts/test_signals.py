@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from monitor.alerts.signals import SIGNALS, Query, Signals, signal_value
-from monitor.metrics.stats import ChannelStats
-from monitor.models import ProbeResult
+from monitor.models import ChannelStats, ProbeResult
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STATS = ChannelStats("c1", "15m", orders=40, succeeded=30, failed=10, success_ratio=0.75, paid_at_channel=30,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from monitor.models import RoutingRow
 from monitor.routing.policy import ChannelRouting, RestorePolicy, Wish, decide
-from monitor.store.store import RoutingRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RESTORE = RestorePolicy((0.25, 0.5, 1.0), every=timedelta(minutes=5), healthy_for=timedelta(minutes=10))

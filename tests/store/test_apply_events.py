@@ -17,7 +17,7 @@ from monitor.clock import FixedClock
 from monitor.models import OrderEvent
 from monitor.store import Checkpoint, Store
 from monitor.store import tables as t
-from monitor.store.store import ORDER_COLUMNS, _sqlite_time, _upsert_sql, merge_event
+from monitor.store.orders import ORDER_COLUMNS, _sqlite_time, _upsert_sql, merge_event
 
 T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 
@@ -113,7 +113,7 @@ def test_the_upsert_never_moves_a_time_later_nor_replaces_text(store: Store, clo
     stale = {"order_id": "A", "channel": "c1", "method": "wxpay", "amount": "2.00", "trade_no": "T9",
              "created_at": T0 + timedelta(minutes=1), "shop_paid_at": None, "delivered_at": T0 + timedelta(minutes=3)}
     with store.engine.begin() as conn:
-        from monitor.store.store import _ROW_COLUMNS, _stored_time
+        from monitor.store.orders import _ROW_COLUMNS, _stored_time
 
         stored = _stored_time(conn)
         values = [stale.get(c) for c in _ROW_COLUMNS]

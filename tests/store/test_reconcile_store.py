@@ -4,11 +4,13 @@ once (and their recovery), the replay audit and retention."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
 from monitor.clock import FixedClock
-from monitor.models import OrderEvent
+from monitor.models import LostOrder, OrderEvent
+from monitor.reconcile.reporting import report_lost
 from monitor.store import Store
 from monitor.store.reconcile import CheckAnswer, ReconcileStore, due
 
@@ -108,17 +110,17 @@ def test_lost_orders_are_reported_once_after_the_deadline(store: Store, clock: F
                      CheckAnswer("SLOW", "1", True, clock.now() - 3 * MIN, "T2"),
                      CheckAnswer("OLD", "1", True, clock.now() - 29 * 60 * MIN, "T3")], clock.now())
     event(store, clock, "callback_received", "UNV", 3, verified=False)
-    assert rs.report(now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])
+    assert report_lost(rs, now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])
     event(store, clock, "callback_received", "SLOW", 0, verified=True)   # in time: not lost
     clock.advance(2 * MIN)
     # pay times in whole seconds stand for the whole second: the deadline runs from its end
-    assert rs.report(now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])
+    assert report_lost(rs, now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])
     clock.advance(1)
-    found, recovered = rs.report(now=clock.now(), deadline=deadline, since=since, sinks=["console"])
+    found, recovered = report_lost(rs, now=clock.now(), deadline=deadline, since=since, sinks=["console"])
     assert sorted((lo.order_id, lo.evidence, lo.trade_no) for lo in found) == [
         ("LOST", "reconcile", "T1"), ("UNV", "unverified_callback", None)]
     assert recovered == []
-    assert rs.report(now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])  # once
+    assert report_lost(rs, now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])  # once
     [item, _] = store.due_outbox("console")
     assert item.payload["type"] == "lost_order" and item.payload["kind"] == "found"
     lost = {p.payload["order_id"]: p.payload for p in store.due_outbox("console")}
@@ -127,10 +129,10 @@ def test_lost_orders_are_reported_once_after_the_deadline(store: Store, clock: F
     # the shop completes LOST (a replayed notify, a manual 补单): reported as recovered, once
     clock.advance(MIN)
     event(store, clock, "order_paid", "LOST", 0)
-    found, recovered = rs.report(now=clock.now(), deadline=deadline, since=since, sinks=["console"])
+    found, recovered = report_lost(rs, now=clock.now(), deadline=deadline, since=since, sinks=["console"])
     assert found == [] and [lo.order_id for lo in recovered] == ["LOST"]
     assert recovered[0].recovered_at == clock.now()
-    assert rs.report(now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])
+    assert report_lost(rs, now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])
     assert [lo.order_id for lo in rs.lost_orders(open_only=True)] == ["UNV"]
     assert {lo.order_id for lo in rs.lost_orders()} == {"LOST", "UNV"}
     kinds = sorted(json.dumps([i.payload["kind"], i.payload["order_id"]]) for i in store.due_outbox("console"))
@@ -152,7 +154,49 @@ def test_prune_forgets_old_checks_and_lost_orders(store: Store, clock: FixedCloc
     rs = ReconcileStore(store)
     created(store, clock, "A", 20)
     rs.record("c1", [CheckAnswer("A", "1", True, clock.now() - 19 * MIN)], clock.now())
-    rs.report(now=clock.now(), deadline=5 * MIN, since=clock.now() - timedelta(hours=1), sinks=[])
+    report_lost(rs, now=clock.now(), deadline=5 * MIN, since=clock.now() - timedelta(hours=1), sinks=[])
     assert rs.prune(clock.now() - MIN) == 0
     assert rs.prune(clock.now() + MIN) == 2
     assert rs.lost_orders() == []
+
+
+def test_lost_order_reads_and_writes_record_and_announce_each_order_once(store: Store, clock: FixedClock) -> None:
+    """The store's side of a report: what it hands the rule, and writes that skip what is already recorded."""
+    rs = ReconcileStore(store)
+    since = clock.now() - timedelta(hours=1)
+    created(store, clock, "A", 20)
+    created(store, clock, "B", 20)
+    created(store, clock, "DONE", 20)
+    rs.record("c1", [CheckAnswer("A", "1", True, clock.now() - 19 * MIN, "T-A"),
+                     CheckAnswer("DONE", "1", True, clock.now() - 19 * MIN)], clock.now())
+    event(store, clock, "callback_received", "B", 18, verified=False)
+    event(store, clock, "order_paid", "DONE", 1)
+    got = {p.order_id: p for p in rs.unreported_paid(since)}
+    assert sorted(got) == ["A", "B"]  # DONE is paid in the shop: nothing to judge
+    assert (got["A"].channel_paid_at, got["A"].trade_no, got["A"].amount) == (clock.now() - 19 * MIN, "T-A", "10.00")
+    assert (got["B"].channel_paid_at, got["B"].unverified_callback_at) == (None, clock.now() - 18 * MIN)
+    assert rs.unreported_paid(clock.now() - 10 * MIN) == []  # evidence before ``since``
+    lost = LostOrder("A", "c1", "10.00", "T-A", clock.now() - 19 * MIN, "reconcile", clock.now())
+    assert rs.record_lost([lost], deadline=5 * MIN, sinks=["console"], now=clock.now()) == [lost]
+    assert rs.record_lost([lost], deadline=5 * MIN, sinks=["console"], now=clock.now()) == []  # once
+    assert [p.order_id for p in rs.unreported_paid(since)] == ["B"]
+    assert [i.payload["order_id"] for i in store.due_outbox("console")] == ["A"]
+    [(open_a, order_a)] = rs.open_lost()
+    assert open_a == lost and not order_a.completed
+    event(store, clock, "callback_received", "A", 0, verified=True)
+    [(_, order_a)] = rs.open_lost()
+    assert order_a.completed and order_a.callback_at == clock.now()
+    back = replace(lost, recovered_at=clock.now())
+    assert rs.mark_recovered([back], deadline=5 * MIN, sinks=["console"], now=clock.now()) == [back]
+    assert rs.mark_recovered([back], deadline=5 * MIN, sinks=["console"], now=clock.now()) == []  # once
+    assert rs.open_lost() == []
+    assert [lo.recovered_at for lo in rs.lost_orders()] == [clock.now()]
+    assert sorted(i.payload["kind"] for i in store.due_outbox("console")) == ["found", "recovered"]
+
+
+def test_the_deprecated_report_gives_what_report_lost_gives(store: Store, clock: FixedClock) -> None:
+    rs = ReconcileStore(store)
+    created(store, clock, "A", 20)
+    rs.record("c1", [CheckAnswer("A", "1", True, clock.now() - 19 * MIN)], clock.now())
+    found, recovered = rs.report(now=clock.now(), deadline=5 * MIN, since=clock.now() - timedelta(hours=1), sinks=[])
+    assert ([lo.order_id for lo in found], recovered) == (["A"], [])

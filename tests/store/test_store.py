@@ -11,7 +11,7 @@ from monitor.clock import FixedClock
 from monitor.errors import StorageError
 from monitor.models import AlertEvent, AlertState, OrderEvent, ProbeResult, WeightChange
 from monitor.store import Checkpoint, RoutingRow, Store
-from monitor.store.store import merge_event
+from monitor.store.orders import merge_event
 
 
 def ev(clock: FixedClock, event: str, order: str, minutes: float = 0, **kw: object) -> OrderEvent:

@@ -1,0 +1,44 @@
+"""One lost-order report: read the orders to judge, decide (:mod:`monitor.reconcile.lost`), record and announce.
+
+The store makes no decision and the rule does no I/O; this is the one place they meet. Each order is reported
+lost once, and recovered once: the store skips an order already recorded (or already recovered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from monitor.models import LostOrder, PaidOrder
+from monitor.reconcile.lost import newly_lost, recovered
+
+__all__ = ["LostOrderBook", "report_lost"]
+
+
+class LostOrderBook(Protocol):
+    """The reads and writes a lost-order report needs (``monitor.store.reconcile.ReconcileStore`` has them)."""
+
+    def unreported_paid(self, since: datetime) -> list[PaidOrder]: ...
+
+    def open_lost(self) -> list[tuple[LostOrder, PaidOrder]]: ...
+
+    def record_lost(self, found: Sequence[LostOrder], *, deadline: timedelta, sinks: Sequence[str],
+                    now: datetime) -> list[LostOrder]: ...
+
+    def mark_recovered(self, recovered: Sequence[LostOrder], *, deadline: timedelta, sinks: Sequence[str],
+                       now: datetime) -> list[LostOrder]: ...
+
+
+def report_lost(book: LostOrderBook, *, now: datetime, deadline: timedelta, since: datetime,
+                sinks: Sequence[str]) -> tuple[list[LostOrder], list[LostOrder]]:
+    """Record and enqueue every newly lost order, and every recorded one the shop has since completed.
+
+    Lost: paid at the channel (its pay time, or an unverified callback) at or after ``since``, the deadline
+    passed, and still neither a verified callback nor paid in the shop. Returns (found, recovered), as recorded.
+    """
+    found = newly_lost(book.unreported_paid(since), now=now, deadline=deadline)
+    found = book.record_lost(found, deadline=deadline, sinks=sinks, now=now)
+    back = recovered(book.open_lost(), now=now)
+    back = book.mark_recovered(back, deadline=deadline, sinks=sinks, now=now)
+    return found, back
