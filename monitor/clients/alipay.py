@@ -86,17 +86,12 @@ class AlipayClient(GatewayClient):
 
     def __init__(self, channel: ChannelConfig) -> None:
         super().__init__(channel)
-        creds = self.credentials
         self.url = self.base + "gateway.do"
-        self.app_id = creds["app_id"]
-        try:
-            self._private_key: rsa.RSAPrivateKey = load_private_key(creds["private_key"].reveal())
-        except ValueError:
-            raise ValueError(f"channel {channel.id}: private_key is not an RSA private key (PEM or base64)") from None
-        try:
-            self._public_key: rsa.RSAPublicKey = load_public_key(creds["alipay_public_key"].reveal())
-        except ValueError:
-            raise ValueError(f"channel {channel.id}: alipay_public_key is not an RSA public key") from None
+        self.app_id = self.credentials["app_id"]
+        self._private_key: rsa.RSAPrivateKey = self.load_credential(
+            "private_key", load_private_key, "private_key is not an RSA private key (PEM or base64)")
+        self._public_key: rsa.RSAPublicKey = self.load_credential(
+            "alipay_public_key", load_public_key, "alipay_public_key is not an RSA public key")
 
     async def call(self, ctx: ProbeContext, method: str, biz: dict[str, str], timeout: float) -> AlipayAnswer:
         """One signed gateway call; returns its response node once the signature checks out (§4)."""

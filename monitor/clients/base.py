@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 
@@ -171,6 +171,9 @@ def require_credentials(channel: ChannelConfig, kind: str, *names: str,
     return {name: creds[name] for name in names}
 
 
+_Key = TypeVar("_Key")
+
+
 class GatewayClient:
     """Base of the gateway clients: a kind declares the credentials it ``needs`` (and how a missing one is named,
     ``say``, see :func:`require_credentials`); building the client for a channel checks them and the endpoint,
@@ -181,10 +184,19 @@ class GatewayClient:
     say: Literal["needed", "missing", "both"] = "needed"
 
     def __init__(self, channel: ChannelConfig) -> None:
+        self.channel_id = channel.id
         #: The channel's credentials, by name (each a :class:`~monitor.secret.Secret`).
         self.credentials = require_credentials(channel, self.kind, *self.needs, say=self.say)
         #: The channel's endpoint, ending in ``/``.
         self.base = endpoint_base(channel, self.kind)
+
+    def load_credential(self, name: str, load: Callable[[str], _Key], unreadable: str) -> _Key:
+        """Credential ``name`` read by ``load`` (a PEM key, say); ValueError ``channel <id>: <unreadable>`` when
+        it cannot be read (the value is never shown)."""
+        try:
+            return load(self.credentials[name].reveal())
+        except (ValueError, TypeError):
+            raise ValueError(f"channel {self.channel_id}: {unreadable}") from None
 
 
 class _TimedProbe(Protocol):

@@ -36,18 +36,13 @@ class EpayV2Client(GatewayClient):
 
     def __init__(self, channel: ChannelConfig) -> None:
         super().__init__(channel)
-        creds = self.credentials
-        self.pid = creds["pid"]
-        try:
-            self._private: rsa.RSAPrivateKey = v2.load_private_key(creds["private_key"].reveal())
-        except (ValueError, TypeError):
-            raise ValueError(f"channel {channel.id}: credential private_key is not an RSA private key "
-                             "(PEM or bare base64 PKCS#8)") from None
-        try:
-            self._platform: rsa.RSAPublicKey = v2.load_public_key(creds["platform_public_key"].reveal())
-        except (ValueError, TypeError):
-            raise ValueError(f"channel {channel.id}: credential platform_public_key is not an RSA public key "
-                             "(PEM or bare base64)") from None
+        self.pid = self.credentials["pid"]
+        self._private: rsa.RSAPrivateKey = self.load_credential(
+            "private_key", v2.load_private_key,
+            "credential private_key is not an RSA private key (PEM or bare base64 PKCS#8)")
+        self._platform: rsa.RSAPublicKey = self.load_credential(
+            "platform_public_key", v2.load_public_key,
+            "credential platform_public_key is not an RSA public key (PEM or bare base64)")
 
     async def call(self, ctx: ProbeContext, method: str, timeout: float,
                    params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:

@@ -60,6 +60,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What a successful probe saw: the gateway's own code, a short detail, and a measured value if any."""
