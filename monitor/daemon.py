@@ -24,6 +24,7 @@ from monitor.config import ChannelConfig, LoadedConfig
 from monitor.metrics.prom import Metrics
 from monitor.models import PROBE_TYPES, ProbeResult
 from monitor.pipeline import CycleReport, Pipeline
+from monitor.plugins import build_plugins
 from monitor.probes import ADAPTERS, Adapter, ProbeContext, run_probe
 from monitor.reconcile.reconciler import Reconciler, ReconcileReport
 from monitor.store import Store
@@ -51,32 +52,22 @@ class ProbeJob:
 
 def adapter_problems(channels: tuple[ChannelConfig, ...]) -> dict[str, str]:
     """Channels whose probe adapter cannot be built (missing or unreadable credentials), with the reason."""
-    problems: dict[str, str] = {}
-    for ch in channels:
-        cls = ADAPTERS.get(ch.kind)
-        if cls is None:
-            problems[ch.id] = f"no probe adapter for kind {ch.kind}"
-            continue
-        try:
-            cls(ch)
-        except ValueError as exc:
-            problems[ch.id] = str(exc)
-    return problems
+    return build_plugins(channels, ADAPTERS, "no probe adapter for kind {kind}")[1]
 
 
 def build_probe_jobs(channels: tuple[ChannelConfig, ...]) -> list[ProbeJob]:
     """A job for every configured probe whose channel has a working adapter supporting it; a channel whose
     adapter cannot be built (bad credentials) is logged and skipped, never a crash."""
+    adapters, problems = build_plugins(channels, ADAPTERS, "no probe adapter for kind {kind}")
     jobs: list[ProbeJob] = []
     for ch in channels:
-        cls = ADAPTERS.get(ch.kind)
-        if cls is None:
-            log.warning("channel %s: no probe adapter for kind %s yet; its probes are not scheduled", ch.id, ch.kind)
-            continue
-        try:
-            adapter: Adapter = cls(ch)
-        except ValueError as exc:
-            log.error("%s; its probes are not scheduled", exc)
+        adapter = adapters.get(ch.id)
+        if adapter is None:
+            if ch.kind not in ADAPTERS:
+                log.warning("channel %s: no probe adapter for kind %s yet; its probes are not scheduled", ch.id,
+                            ch.kind)
+            else:
+                log.error("%s; its probes are not scheduled", problems[ch.id])
             continue
         for probe in PROBE_TYPES:
             spec = getattr(ch.probes, probe)

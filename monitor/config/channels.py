@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, model_validator
 
@@ -36,16 +36,8 @@ __all__ = [
 
 ChannelKind = Literal["epay", "epay_v2", "alipay_f2f", "wxpay_v2", "epusdt", "stripe", "paypal", "http"]
 Tier = Literal["primary", "backup", "special"]
-CHANNEL_KINDS: tuple[str, ...] = (
-    "epay",
-    "epay_v2",
-    "alipay_f2f",
-    "wxpay_v2",
-    "epusdt",
-    "stripe",
-    "paypal",
-    "http",
-)
+#: Every channel ``kind`` paymon knows, derived from :data:`ChannelKind`, the one place config names a kind.
+CHANNEL_KINDS: tuple[str, ...] = get_args(ChannelKind)
 TIERS: tuple[str, ...] = ("primary", "backup", "special")
 
 

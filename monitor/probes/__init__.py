@@ -1,7 +1,15 @@
 """Probes: one adapter file per channel ``kind``, registered here with one line each."""
 
 from monitor.probes.alipay import AlipayAdapter
-from monitor.probes.base import Adapter, Observation, ProbeContext, ProbeFailure, run_probe
+from monitor.probes.base import (
+    Adapter,
+    AdapterFactory,
+    Observation,
+    ProbeAdapter,
+    ProbeContext,
+    ProbeFailure,
+    run_probe,
+)
 from monitor.probes.epay import EpayAdapter
 from monitor.probes.epay_v2 import EpayV2Adapter
 from monitor.probes.epusdt import EpusdtAdapter
@@ -10,8 +18,8 @@ from monitor.probes.paypal import PayPalAdapter
 from monitor.probes.stripe import StripeAdapter
 from monitor.probes.wxpay import WxpayAdapter
 
-#: Adapter classes by channel ``kind``.
-ADAPTERS: dict[str, type] = {
+#: Builds a channel's probe adapter, by channel ``kind``.
+ADAPTERS: dict[str, AdapterFactory] = {
     "epay": EpayAdapter,
     "epusdt": EpusdtAdapter,
     "stripe": StripeAdapter,
@@ -22,4 +30,5 @@ ADAPTERS: dict[str, type] = {
     "wxpay_v2": WxpayAdapter,
 }
 
-__all__ = ["ADAPTERS", "Adapter", "Observation", "ProbeContext", "ProbeFailure", "run_probe"]
+__all__ = ["ADAPTERS", "Adapter", "AdapterFactory", "Observation", "ProbeAdapter", "ProbeContext", "ProbeFailure",
+           "run_probe"]

@@ -1,71 +1,64 @@
-"""The probe contract and the shared HTTP plumbing that turns every gateway fault into a bounded outcome.
+"""The probe contract: what an adapter is, how it declares its probes, and how a probe run becomes a result.
 
-An adapter (one file per channel ``kind``) implements :class:`Adapter`: for each probe type it supports it makes
-its protocol's call through :func:`fetch` and judges the answer. Anything that goes wrong on the wire becomes a
-:class:`ProbeFailure` with one of the SPEC §2.6 outcomes; :func:`run_probe` turns that (and any bug in an
-adapter) into a :class:`~monitor.models.ProbeResult`, so a broken or hostile gateway costs one result and never
-an exception in the scheduler. Every detail is redacted before it leaves.
+An adapter (one file per channel ``kind``) subclasses :class:`ProbeAdapter` and marks one method per probe type
+with :func:`handles`; ``supports`` and the dispatch of :meth:`ProbeAdapter.probe` follow from those marks. A
+handler makes its gateway's calls through the kind's client (:mod:`monitor.clients`) and judges the answer.
+Anything that goes wrong on the wire becomes a :class:`ProbeFailure` with one of the SPEC §2.6 outcomes;
+:func:`run_probe` turns that (and any bug in an adapter) into a :class:`~monitor.models.ProbeResult`, so a broken
+or hostile gateway costs one result and never an exception in the scheduler. Every detail is redacted before it
+leaves.
+
+The HTTP plumbing (:func:`fetch`, :class:`Reply`, :func:`parse_json`, :class:`ProbeContext`, ...) lives in
+:mod:`monitor.clients.base` and is re-exported here for the adapters' callers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-import httpx
-
-from monitor.clock import Clock
-from monitor.models import OUTCOMES, ProbeResult
-from monitor.secret import Redactor
+from monitor.clients.base import (
+    MAX_BODY,
+    USER_AGENT,
+    ProbeContext,
+    ProbeFailure,
+    Reply,
+    base_url,
+    decimal_field,
+    fetch,
+    parse_json,
+    probe_timeout,
+)
+from monitor.config.channels import ChannelConfig
+from monitor.models import ProbeResult
 
 __all__ = [
     "MAX_BODY",
     "USER_AGENT",
     "Adapter",
-    "base_url",
+    "AdapterFactory",
     "Observation",
+    "ProbeAdapter",
     "ProbeContext",
     "ProbeFailure",
     "Reply",
+    "base_url",
+    "create_and_close",
+    "decimal_field",
     "fetch",
     "finish_test_order",
+    "handles",
     "new_out_trade_no",
     "parse_json",
+    "probe_timeout",
     "run_probe",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Response bodies are read up to this many bytes; more is a ``bad_response`` (an endless body costs nothing).
-MAX_BODY = 1 << 20
-USER_AGENT = "paymon-probe/0.1"
-
-
-class ProbeFailure(Exception):
-    """A probe ended with a non-``ok`` outcome; ``detail`` says what happened (redacted later)."""
-
-    def __init__(self, outcome: str, detail: str, code: str | None = None) -> None:
-        if outcome not in OUTCOMES or outcome == "ok":
-            raise ValueError(f"not a failure outcome: {outcome!r}")
-        super().__init__(detail)
-        self.outcome = outcome
-        self.detail = detail
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What came back: status, headers, and the body (at most ``MAX_BODY`` bytes)."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +68,6 @@ class Observation:
     code: str | None
     detail: str
     value: float | None = None
-
-
-@dataclass(frozen=True)
-class ProbeContext:
-    """What a probe run needs from outside: the shared HTTP client, the clock and the redactor."""
-
-    client: httpx.AsyncClient
-    clock: Clock
-    redactor: Redactor
 
 
 class Adapter(Protocol):
@@ -97,71 +81,55 @@ class Adapter(Protocol):
         ...
 
 
-async def fetch(
-    client: httpx.AsyncClient,
-    method: str,
-    url: str,
-    *,
-    timeout: float,
-    params: Mapping[str, str] | None = None,
-    data: Mapping[str, str] | None = None,
-    content: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Reply:
-    """One HTTP exchange under a hard deadline for the *whole* exchange (slow-loris bodies included)."""
-    hdrs = {"User-Agent": USER_AGENT, "Accept": "*/*", **(headers or {})}
+#: What a registry holds per kind: builds the adapter of a channel (ValueError for unusable credentials).
+AdapterFactory = Callable[[ChannelConfig], Adapter]
 
-    async def exchange() -> Reply:
-        async with client.stream(method, url, params=params, data=data, content=content, headers=hdrs,
-                                 timeout=timeout) as resp:
-            body = bytearray()
-            async for chunk in resp.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_BODY:
-                    raise ProbeFailure("bad_response", f"response body larger than {MAX_BODY} bytes")
-            return Reply(resp.status_code, dict(resp.headers), bytes(body))
-
-    try:
-        async with asyncio.timeout(timeout):
-            return await exchange()
-    except TimeoutError:
-        raise ProbeFailure("timeout", f"no complete answer within {timeout:g}s") from None
-    except httpx.TimeoutException:
-        raise ProbeFailure("timeout", f"no complete answer within {timeout:g}s") from None
-    except httpx.ConnectError as exc:
-        raise ProbeFailure("connect_error", f"cannot connect: {_reason(exc)}") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        raise ProbeFailure("http_error", f"connection broken: {_reason(exc)}") from None
-    except httpx.HTTPError as exc:
-        raise ProbeFailure("connect_error", f"{type(exc).__name__}: {_reason(exc)}") from None
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Observation]])
+ClientT = TypeVar("ClientT")
+_PROBE_MARK = "__paymon_probe__"
 
 
-def _reason(exc: BaseException) -> str:
-    # httpx messages rarely carry URLs, but the redactor runs over the detail anyway.
-    return str(exc) or type(exc).__name__
+def handles(probe: str) -> Callable[[_Handler], _Handler]:
+    """Mark a :class:`ProbeAdapter` method ``async def m(self, ctx) -> Observation`` as the handler of ``probe``."""
+
+    def mark(handler: _Handler) -> _Handler:
+        setattr(handler, _PROBE_MARK, probe)
+        return handler
+
+    return mark
 
 
-def parse_json(reply: Reply) -> dict[str, Any]:
-    """Decode a JSON object whatever the Content-Type says (real gateways send text/html); else bad_response."""
-    if reply.status >= 500:
-        raise ProbeFailure("http_error", f"HTTP {reply.status}", code=str(reply.status))
-    if reply.status >= 400:
-        raise ProbeFailure("http_error", f"HTTP {reply.status}", code=str(reply.status))
-    text = reply.body.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        snippet = " ".join(text[:80].split())
-        raise ProbeFailure("bad_response", f"not JSON (HTTP {reply.status}): {snippet!r}") from None
-    if not isinstance(doc, dict):
-        raise ProbeFailure("bad_response", f"JSON is a {type(doc).__name__}, not an object")
-    return doc
+class ProbeAdapter(Generic[ClientT]):
+    """Base of the gateway adapters: each probe type is declared once, by marking its handler with
+    :func:`handles`; ``supports`` lists the marked probes in the order they are defined, and :meth:`probe`
+    dispatches to them (an unsupported probe is ``bad_response``). Building an adapter builds its kind's
+    gateway client (``client_class``) for the channel, which raises ``ValueError`` for unusable credentials."""
 
+    kind: str = ""
+    supports: tuple[str, ...] = ()
+    client_class: Callable[[ChannelConfig], ClientT]
+    #: The id of the last order ``test_order`` created on this adapter, which ``query`` then asks for (instead
+    #: of a sentinel id no shop uses).
+    last_order: str | None = None
+    _handlers: ClassVar[dict[str, str]] = {}  # probe type -> method name
 
-def base_url(endpoint: object) -> str:
-    """A channel's endpoint as a base URL ending in ``/``, so adapters can append the gateway's paths."""
-    text = str(endpoint)
-    return text if text.endswith("/") else text + "/"
+    def __init__(self, channel: ChannelConfig) -> None:
+        self.channel = channel
+        self.client = self.client_class(channel)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        marked = {getattr(fn, _PROBE_MARK): name for name, fn in vars(cls).items() if hasattr(fn, _PROBE_MARK)}
+        cls._handlers = {**cls._handlers, **marked}
+        cls.supports = tuple(cls._handlers)
+
+    async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
+        """Run ``probe`` through its handler; return what it saw on success, raise ProbeFailure otherwise."""
+        name = self._handlers.get(probe)
+        if name is None:
+            raise ProbeFailure("bad_response", f"probe {probe} is not supported for {self.kind}")
+        handler: Callable[[ProbeContext], Awaitable[Observation]] = getattr(self, name)
+        return await handler(ctx)
 
 
 def new_out_trade_no(ctx: ProbeContext) -> str:
@@ -180,6 +148,31 @@ def finish_test_order(result: Observation | ProbeFailure, close: ProbeFailure | 
     if close is not None:
         raise ProbeFailure(result.outcome, f"{result.detail}; close failed: {close.detail}", code=result.code)
     raise ProbeFailure(result.outcome, result.detail + ("; order closed" if closed else ""), code=result.code)
+
+
+async def create_and_close(create: Callable[[], Awaitable[Observation]], close: Callable[[], Awaitable[bool]], *,
+                           close_after: bool) -> Observation:
+    """A test order: ``create`` it, then (``close_after``) ``close`` it in a ``finally``, so an order is not left
+    open when the check failed midway — unless the create never reached the gateway (``connect_error``) or the
+    gateway refused the order (``maintenance`` / ``business_error``, which a create raises for a refusal only):
+    then no order exists. ``close`` returns whether it closed one (False: the gateway never created it). The
+    outcome is :func:`finish_test_order`'s."""
+    result: Observation | ProbeFailure
+    close_failure: ProbeFailure | None = None
+    closed = False
+    may_exist = True
+    try:
+        result = await create()
+    except ProbeFailure as failure:
+        result = failure
+        may_exist = failure.outcome not in ("connect_error", "maintenance", "business_error")
+    finally:
+        if may_exist and close_after:
+            try:
+                closed = await close()
+            except ProbeFailure as failure:
+                close_failure = failure
+    return finish_test_order(result, close_failure, closed)
 
 
 async def run_probe(adapter: Adapter, channel: str, probe: str, ctx: ProbeContext) -> ProbeResult:

@@ -14,28 +14,33 @@
   :data:`STUCK_AFTER`, or money waiting with no completed settlement (none at all, or none for
   :data:`STALE_AFTER`). A stall is reported in the detail; the outcome stays ``ok``.
 
-Outcomes: V1 replies are not signed, so there is no ``bad_signature``. A -1 whose message says 维护/繁忙 (the
-simulator's ``{"code":-1,"msg":"系统维护中，请稍后再试"}``) is ``maintenance``; other codes are ``business_error``
-with the gateway's code and message (auth: EP-old -2 KEY校验失败 / -3 PID不存在, EP-new -3; bad mapi sign: EP-old
--1, EP-new -3, §9 Q10); a banned merchant (``active`` 0) is ``business_error`` too. Real servers answer with
-``text/html`` (§9 Q2) and may send numbers as strings (§9 Q3): JSON is parsed whatever the header, codes compared
-as text. The key travels in the ``api.php`` URL and is echoed in ``act=query``/``act=settle`` (§9 Q7): details
-are built from chosen fields only, never from the body, and the redactor runs over them anyway.
+Outcomes: the client's (:mod:`monitor.clients.epay`: unsigned replies, so no ``bad_signature``; 维护/繁忙 is
+``maintenance``, other codes ``business_error`` with the gateway's code and message); a banned merchant
+(``active`` 0) is ``business_error`` too. The key travels in the ``api.php`` URL and is echoed in
+``act=query``/``act=settle`` (§9 Q7): details are built from chosen fields only, never from the body.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from monitor.config.channels import BalanceProbe, ChannelConfig, QueryProbe, TestOrderProbe
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, base_url, fetch, new_out_trade_no, parse_json
+from monitor.clients.epay import EpayClient, fail_on_code, is_maintenance, reply_code, reply_msg
+from monitor.config.channels import TestOrderProbe
+from monitor.probes.base import (
+    Observation,
+    ProbeAdapter,
+    ProbeContext,
+    ProbeFailure,
+    decimal_field,
+    handles,
+    new_out_trade_no,
+    probe_timeout,
+)
 from monitor.protocols import epay as v1
 
-__all__ = ["PLACEHOLDER_URL", "SENTINEL", "STALE_AFTER", "STUCK_AFTER", "EpayAdapter", "decimal_field",
-           "fail_on_code", "is_maintenance", "probe_timeout"]
+__all__ = ["PLACEHOLDER_URL", "SENTINEL", "STALE_AFTER", "STUCK_AFTER", "EpayAdapter"]
 
 #: An out_trade_no no shop ever uses; the gateway must say it does not exist.
 SENTINEL = "paymon-probe-sentinel"
@@ -45,90 +50,22 @@ PLACEHOLDER_URL = "http://127.0.0.1/paymon-probe"
 STUCK_AFTER = timedelta(days=1)
 #: Money waiting and no settlement completed for this long (T+1 settles daily) is a stall.
 STALE_AFTER = timedelta(days=2)
-_MAINTENANCE_WORDS = ("维护", "繁忙", "maintenance")
 _PAY_FIELDS = ("payurl", "qrcode", "urlscheme", "html")
 _SETTLE_NAMES = {0: "待结算", 1: "已完成", 2: "正在结算", 3: "结算失败"}
 
 
-def is_maintenance(msg: str) -> bool:
-    """Whether an error message is the gateway's "under maintenance / busy" answer."""
-    return any(word in msg.lower() for word in _MAINTENANCE_WORDS)
-
-
-def probe_timeout(spec: QueryProbe | TestOrderProbe | BalanceProbe | None, default: float) -> float:
-    """The probe's configured timeout in seconds (the model's default when the probe is not configured)."""
-    return spec.timeout.total_seconds() if spec is not None else default
-
-
-def _code(doc: dict[str, Any]) -> str:
-    return str(doc.get("code", "")).strip()
-
-
-def _msg(doc: dict[str, Any]) -> str:
-    return " ".join(str(doc.get("msg") or "").split())[:120]
-
-
-def fail_on_code(doc: dict[str, Any], what: str) -> ProbeFailure:
-    """The failure for an unexpected reply code: bad_response (no code), maintenance, or business_error."""
-    code, msg = _code(doc), _msg(doc)
-    if code == "":
-        return ProbeFailure("bad_response", f"{what}: answer has no 'code' field")
-    if is_maintenance(msg):
-        return ProbeFailure("maintenance", f"{what}: gateway under maintenance: code {code} {msg}".strip(), code=code)
-    return ProbeFailure("business_error", f"{what}: code {code}: {msg}", code=code)
-
-
-def decimal_field(value: Any, what: str) -> Decimal:
-    """A money field (a decimal string, or a number, §9 Q3) as Decimal; bad_response if it is not one."""
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise ProbeFailure("bad_response", f"{what} is not a number: {str(value)[:20]!r}") from None
-    if not number.is_finite():
-        raise ProbeFailure("bad_response", f"{what} is not a finite number")
-    return number
-
-
-class EpayAdapter:
+class EpayAdapter(ProbeAdapter[EpayClient]):
     """Probes for a channel of ``kind: epay``."""
 
-    kind: str = "epay"
-    supports: tuple[str, ...] = ("query", "test_order", "balance")
+    kind = "epay"
+    client_class = EpayClient
 
-    def __init__(self, channel: ChannelConfig) -> None:
-        self.channel = channel
-        creds = channel.credentials
-        if "pid" not in creds or "key" not in creds:
-            raise ValueError(f"channel {channel.id}: epay needs credentials pid and key")
-        if not channel.endpoint:
-            raise ValueError(f"channel {channel.id}: epay needs an endpoint")
-        self.base = base_url(channel.endpoint)
-        self.pid = creds["pid"]
-        self.key = creds["key"]
-        self.tz = ZoneInfo(channel.timezone)
-        #: The out_trade_no of the last order test_order created, which query then asks for.
-        self.last_order: str | None = None
-
-    async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
-        if probe == "query":
-            return await self._query(ctx)
-        if probe == "test_order":
-            return await self._test_order(ctx)
-        if probe == "balance":
-            return await self._balance(ctx)
-        raise ProbeFailure("bad_response", f"probe {probe} is not supported for epay")
-
-    async def _api(self, ctx: ProbeContext, timeout: float, act: str, **extra: str) -> tuple[int, dict[str, Any]]:
-        """One ``api.php`` GET (the key in the query, §2.5); the HTTP status and the decoded object."""
-        params = {"act": act, "pid": self.pid.reveal(), "key": self.key.reveal(), **extra}
-        reply = await fetch(ctx.client, "GET", self.base + "api.php", params=params, timeout=timeout)
-        return reply.status, parse_json(reply)
-
+    @handles("query")
     async def _query(self, ctx: ProbeContext) -> Observation:
         timeout = probe_timeout(self.channel.probes.query, 5.0)
         wanted = self.last_order or SENTINEL
-        status, doc = await self._api(ctx, timeout, "order", out_trade_no=wanted)
-        code, msg = _code(doc), _msg(doc)
+        status, doc = await self.client.api(ctx, timeout, "order", out_trade_no=wanted)
+        code, msg = reply_code(doc), reply_msg(doc)
         if code == "1":
             got = str(doc.get("out_trade_no", ""))
             if got != wanted:
@@ -141,20 +78,17 @@ class EpayAdapter:
             return Observation(code, f"HTTP {status}, code -1 {msg}{note}".strip())
         raise fail_on_code(doc, "act=order")
 
+    @handles("test_order")
     async def _test_order(self, ctx: ProbeContext) -> Observation:
         spec = self.channel.probes.test_order or TestOrderProbe()
         out_trade_no = new_out_trade_no(ctx)
-        params = {
-            "pid": self.pid.reveal(), "type": "alipay", "out_trade_no": out_trade_no,
+        order = {
+            "type": "alipay", "out_trade_no": out_trade_no,
             "notify_url": PLACEHOLDER_URL, "return_url": PLACEHOLDER_URL, "name": "paymon probe",
             "money": v1.format_money(spec.amount), "clientip": "127.0.0.1", "device": "pc",
         }
-        params["sign"] = v1.sign_md5(params, self.key.reveal())
-        params["sign_type"] = v1.SIGN_TYPE_MD5
-        reply = await fetch(ctx.client, "POST", self.base + "mapi.php", data=params,
-                            timeout=spec.timeout.total_seconds())
-        doc = parse_json(reply)
-        code = _code(doc)
+        status, doc = await self.client.mapi(ctx, spec.timeout.total_seconds(), order)
+        code = reply_code(doc)
         if code != "1":
             raise fail_on_code(doc, "mapi.php")
         trade_no = str(doc.get("trade_no") or "").strip()
@@ -168,13 +102,14 @@ class EpayAdapter:
             raise ProbeFailure("bad_response", f"mapi.php: order {trade_no} has no payurl/qrcode/urlscheme")
         self.last_order = out_trade_no
         note = "; epay cannot close orders, it stays unpaid until the site purges it" if spec.close else ""
-        return Observation(code, f"HTTP {reply.status}, code 1: order {out_trade_no} (trade_no {trade_no}, "
+        return Observation(code, f"HTTP {status}, code 1: order {out_trade_no} (trade_no {trade_no}, "
                                  f"{v1.format_money(spec.amount)}) created with a {where}{note}")
 
+    @handles("balance")
     async def _balance(self, ctx: ProbeContext) -> Observation:
         timeout = probe_timeout(self.channel.probes.balance, 5.0)
-        _, info = await self._api(ctx, timeout, "query")
-        if _code(info) != "1":
+        _, info = await self.client.api(ctx, timeout, "query")
+        if reply_code(info) != "1":
             raise fail_on_code(info, "act=query")
         if "money" not in info:
             raise ProbeFailure("bad_response", "act=query: answer has no 'money' field")
@@ -182,8 +117,8 @@ class EpayAdapter:
         if v1.coerce_int(info.get("active")) == 0:
             raise ProbeFailure("business_error", f"act=query: merchant is banned (active 0), balance {money}",
                                code="active=0")
-        status, settle = await self._api(ctx, timeout, "settle")
-        if _code(settle) != "1":
+        status, settle = await self.client.api(ctx, timeout, "settle")
+        if reply_code(settle) != "1":
             raise fail_on_code(settle, "act=settle")
         rows = _settle_rows(settle.get("data"))
         detail = f"HTTP {status}, unsettled balance {money}; " + self._settlement_report(rows, money, ctx.clock.now())
@@ -224,7 +159,7 @@ class EpayAdapter:
 
     def _age(self, text: str, now: datetime) -> timedelta | None:
         try:
-            return now - v1.parse_epay_time(text, self.tz)
+            return now - v1.parse_epay_time(text, self.client.tz)
         except ValueError:
             return None
 

@@ -10,10 +10,10 @@ slower than ``expect.max_latency`` is a ``timeout`` even though it arrived.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from monitor.probes.base import Observation, ProbeContext, ProbeFailure, fetch
+from monitor.clients.http import HttpClient
+from monitor.probes.base import Observation, ProbeAdapter, ProbeContext, ProbeFailure, handles, probe_timeout
 
 __all__ = ["HttpAdapter", "lookup"]
 
@@ -42,29 +42,18 @@ def _same(actual: Any, wanted: Any) -> bool:
     return type(actual) is type(wanted) and actual == wanted
 
 
-class HttpAdapter:
+class HttpAdapter(ProbeAdapter[HttpClient]):
     """Probes for a channel of ``kind: http``."""
 
     kind = "http"
-    supports = ("query",)
+    client_class = HttpClient
 
-    def __init__(self, channel: Any) -> None:
-        spec = channel.probes.query
-        url = (spec.url if spec is not None else None) or channel.endpoint
-        if not url:
-            raise ValueError(f"channel {channel.id}: kind http needs probes.query.url or endpoint")
-        self.url = str(url)
-        self.channel = channel
-
-    async def probe(self, probe: str, ctx: ProbeContext) -> Observation:
-        if probe != "query":
-            raise ProbeFailure("bad_response", f"probe {probe} is not supported for kind http")
+    @handles("query")
+    async def _query(self, ctx: ProbeContext) -> Observation:
         spec = self.channel.probes.query
-        timeout = spec.timeout.total_seconds() if spec is not None else 5.0
+        timeout = probe_timeout(spec, 5.0)
         expect = spec.expect if spec is not None else None
-        t0 = time.perf_counter()
-        reply = await fetch(ctx.client, "GET", self.url, timeout=timeout)
-        took = time.perf_counter() - t0
+        reply, took = await self.client.get(ctx, timeout)
         wanted_status = expect.status if expect is not None and expect.status else None
         if (wanted_status is not None and reply.status not in wanted_status) or (
             wanted_status is None and not 200 <= reply.status < 300

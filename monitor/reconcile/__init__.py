@@ -7,17 +7,17 @@ credentials or endpoint.
 """
 
 from monitor.reconcile.alipay import AlipayQuerier
-from monitor.reconcile.base import ChannelOrder, Querier, Replayer, ReplayResult
+from monitor.reconcile.base import ChannelOrder, Querier, QuerierFactory, Replayer, ReplayResult
 from monitor.reconcile.epay import EpayQuerier
 from monitor.reconcile.epay_v2 import EpayV2Querier
 from monitor.reconcile.wxpay import WxpayQuerier
 
-#: Querier classes by channel ``kind``.
-QUERIERS: dict[str, type] = {
+#: Builds a channel's querier, by channel ``kind``.
+QUERIERS: dict[str, QuerierFactory] = {
     "epay": EpayQuerier,
     "epay_v2": EpayV2Querier,
     "alipay_f2f": AlipayQuerier,
     "wxpay_v2": WxpayQuerier,
 }
 
-__all__ = ["QUERIERS", "ChannelOrder", "Querier", "ReplayResult", "Replayer"]
+__all__ = ["QUERIERS", "ChannelOrder", "Querier", "QuerierFactory", "ReplayResult", "Replayer"]

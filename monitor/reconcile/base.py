@@ -2,7 +2,7 @@
 
 A querier (one file per channel ``kind``) answers :meth:`Querier.lookup` for a handful of the shop's order ids
 (the ``out_trade_no`` the shop sent the gateway) with what the channel says about each: unknown, unpaid, or paid
-(with its pay time, trade number and amount). Wire faults raise :class:`~monitor.probes.base.ProbeFailure`, exactly
+(with its pay time, trade number and amount). Wire faults raise :class:`~monitor.clients.base.ProbeFailure`, exactly
 as probes do, and cost the whole call: the reconciler asks again on its next round, it never guesses.
 
 A querier whose protocol lets the merchant key sign notifies (epay V1, WeChat Pay v2) may also implement
@@ -12,15 +12,16 @@ gateway would have (protocols.md §7), so the shop completes the order itself. T
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from monitor.probes.base import ProbeContext
+from monitor.clients.base import ProbeContext, probe_timeout
+from monitor.config.channels import ChannelConfig
 
-__all__ = ["ChannelOrder", "Querier", "ReplayResult", "Replayer"]
+__all__ = ["ChannelOrder", "GatewayQuerier", "Querier", "QuerierFactory", "ReplayResult", "Replayer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +74,34 @@ class Replayer(Protocol):
         """Send the notify for ``order`` (which ``lookup`` found paid) to ``notify_url``; never raises for wire
         faults (they are a ReplayResult with ``status_code`` None)."""
         ...
+
+
+#: What a registry holds per kind: builds the querier of a channel (ValueError for unusable credentials).
+QuerierFactory = Callable[[ChannelConfig], Querier]
+
+
+ClientT = TypeVar("ClientT")
+
+
+class GatewayQuerier(Generic[ClientT]):
+    """Base of the queriers: building one builds its kind's gateway client (``client_class``) for the channel,
+    which raises ``ValueError`` for unusable credentials; every question has the channel's query probe timeout
+    (5 s by default). :meth:`lookup` asks :meth:`lookup_one` for each id in turn, for a gateway with no batch
+    query (one id per request, ``batch`` ids per call)."""
+
+    kind: str = ""
+    batch: int = 10
+    client_class: Callable[[ChannelConfig], ClientT]
+
+    def __init__(self, channel: ChannelConfig) -> None:
+        self.channel = channel
+        self.client = self.client_class(channel)
+        self.timeout = probe_timeout(channel.probes.query, 5.0)
+
+    async def lookup(self, order_ids: Sequence[str], ctx: ProbeContext) -> dict[str, ChannelOrder]:
+        """What the channel says about each id, asked one by one."""
+        return {order_id: await self.lookup_one(order_id, ctx) for order_id in dict.fromkeys(order_ids)}
+
+    async def lookup_one(self, order_id: str, ctx: ProbeContext) -> ChannelOrder:
+        """What the channel says about ``order_id``, or ProbeFailure."""
+        raise NotImplementedError

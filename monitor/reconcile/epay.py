@@ -6,7 +6,7 @@ writes MySQL ``NOW()`` wall-clock time, Asia/Shanghai by default, §9 Q16) and t
 ``money`` (a decimal string, or a number on some hosts, §9 Q3); ``trade_no`` is epay's own number. ``code -1
 订单号不存在`` is ``found`` False (an order never opened, or unpaid and purged after 24 h). A -1 saying 维护/繁忙,
 an auth error (EP-old -2/-3, EP-new -3), HTTP errors, bodies that are not JSON and timeouts are
-:class:`~monitor.probes.base.ProbeFailure`, judged by the probe's own rules (:func:`~monitor.probes.epay.fail_on_code`).
+:class:`~monitor.clients.base.ProbeFailure`, judged by the client's rules (:func:`~monitor.clients.epay.fail_on_code`).
 
 **Batching.** protocols.md §7 suggests ``act=orders&limit=50&status=1`` joined on ``out_trade_no``. That cannot
 tell an *unpaid* or *unknown* order on its own, and it is not the same call on both servers: EP-old ignores
@@ -48,14 +48,12 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import httpx
 
-from monitor.config.channels import ChannelConfig
-from monitor.probes.base import MAX_BODY, ProbeContext, ProbeFailure
-from monitor.probes.epay import EpayAdapter, decimal_field, fail_on_code, is_maintenance, probe_timeout
+from monitor.clients.base import MAX_BODY, ProbeContext, ProbeFailure, decimal_field
+from monitor.clients.epay import EpayClient, fail_on_code, is_not_found, reply_code
 from monitor.protocols import epay as v1
-from monitor.reconcile.base import ChannelOrder, ReplayResult
+from monitor.reconcile.base import ChannelOrder, GatewayQuerier, ReplayResult
 
-__all__ = ["NOT_FOUND", "PAGE", "PAID_STATUSES", "ROW_FIELDS", "EpayQuerier", "deliver_notify", "is_not_found",
-           "order_from_row"]
+__all__ = ["PAGE", "PAID_STATUSES", "ROW_FIELDS", "EpayQuerier", "deliver_notify", "order_from_row"]
 
 #: Rows ``act=orders`` returns at most (both servers cap ``limit`` at 50): also the ids one lookup is given.
 PAGE = 50
@@ -63,16 +61,8 @@ PAGE = 50
 PAID_STATUSES: frozenset[int] = v1.PAID_STATUSES | {v1.STATUS_PREAUTH}
 #: Fields of an order row kept in :attr:`ChannelOrder.fields` (what a V1 notify replay needs, plus details).
 ROW_FIELDS = ("type", "name", "money", "trade_no", "param", "api_trade_no")
-#: Messages of the -1 that means "no such order" (EP-old and EP-new; the V2 API words it 订单不存在 too).
-NOT_FOUND = ("订单号不存在", "订单不存在")
 #: Soft failures of the ``act=orders`` page: the per-id queries then give the answer or the real fault.
 _PAGE_FALLBACK = frozenset({"http_error", "bad_response"})
-
-
-def is_not_found(doc: Mapping[str, Any]) -> bool:
-    """Whether an error answer is epay's "no such order" (code -1, 订单号不存在), not maintenance or anything else."""
-    msg = str(doc.get("msg") or "")
-    return str(doc.get("code", "")).strip() == "-1" and any(m in msg for m in NOT_FOUND) and not is_maintenance(msg)
 
 
 def order_from_row(order_id: str, row: Mapping[str, Any], tz: tzinfo) -> ChannelOrder:
@@ -108,16 +98,12 @@ def _epay_time(value: object, tz: tzinfo) -> datetime | None:
         return None
 
 
-class EpayQuerier:
+class EpayQuerier(GatewayQuerier[EpayClient]):
     """Order lookups and notify replay for a channel of ``kind: epay`` (credentials ``pid``, ``key``)."""
 
-    kind: str = "epay"
-    batch: int = PAGE
-
-    def __init__(self, channel: ChannelConfig) -> None:
-        self.channel = channel
-        self._wire = EpayAdapter(channel)  # validates credentials and endpoint; speaks api.php
-        self.timeout = probe_timeout(channel.probes.query, 5.0)
+    kind = "epay"
+    batch = PAGE
+    client_class = EpayClient
 
     async def lookup(self, order_ids: Sequence[str], ctx: ProbeContext) -> dict[str, ChannelOrder]:
         """What epay says about each id: answered from the newest page when listed there, else one by one."""
@@ -126,19 +112,19 @@ class EpayQuerier:
         answers: dict[str, ChannelOrder] = {}
         for order_id in wanted:
             row = listed.get(order_id)
-            answers[order_id] = (order_from_row(order_id, row, self._wire.tz) if row is not None
-                                 else await self._one(ctx, order_id))
+            answers[order_id] = (order_from_row(order_id, row, self.client.tz) if row is not None
+                                 else await self.lookup_one(order_id, ctx))
         return answers
 
     async def _page(self, ctx: ProbeContext) -> dict[str, dict[str, Any]]:
         """The newest ``PAGE`` orders by ``out_trade_no`` (a paid row wins); {} when the page failed softly."""
         try:
-            _, doc = await self._wire._api(ctx, self.timeout, "orders", limit=str(PAGE))
+            _, doc = await self.client.api(ctx, self.timeout, "orders", limit=str(PAGE))
         except ProbeFailure as failure:
             if failure.outcome in _PAGE_FALLBACK:
                 return {}
-            raise ProbeFailure(failure.outcome, f"act=orders: {failure.detail}", code=failure.code) from None
-        if str(doc.get("code", "")).strip() != str(v1.CODE_OK):
+            raise failure.prefixed("act=orders") from None
+        if reply_code(doc) != str(v1.CODE_OK):
             raise fail_on_code(doc, "act=orders")
         data = doc.get("data")
         rows = list(data.values()) if isinstance(data, dict) else data if isinstance(data, list) else []
@@ -153,17 +139,17 @@ class EpayQuerier:
                 listed[out_trade_no] = row
         return listed
 
-    async def _one(self, ctx: ProbeContext, order_id: str) -> ChannelOrder:
+    async def lookup_one(self, order_id: str, ctx: ProbeContext) -> ChannelOrder:
         """``act=order&out_trade_no=…``: the order, or ``found`` False for 订单号不存在."""
         try:
-            _, doc = await self._wire._api(ctx, self.timeout, "order", out_trade_no=order_id)
+            _, doc = await self.client.api(ctx, self.timeout, "order", out_trade_no=order_id)
         except ProbeFailure as failure:
-            raise ProbeFailure(failure.outcome, f"act=order: {failure.detail}", code=failure.code) from None
-        if str(doc.get("code", "")).strip() == str(v1.CODE_OK):
+            raise failure.prefixed("act=order") from None
+        if reply_code(doc) == str(v1.CODE_OK):
             got = str(doc.get("out_trade_no", ""))
             if got != order_id:
                 raise ProbeFailure("bad_response", f"act=order: asked for {order_id}, the answer is about {got[:40]!r}")
-            return order_from_row(order_id, doc, self._wire.tz)
+            return order_from_row(order_id, doc, self.client.tz)
         if is_not_found(doc):
             return ChannelOrder(order_id, found=False)
         raise fail_on_code(doc, "act=order")
@@ -177,9 +163,9 @@ class EpayQuerier:
         missing = [name for name in ("trade_no", "type", "money") if not fields.get(name)]
         if missing:
             return ReplayResult(None, False, f"not sent: the lookup gave no {', '.join(missing)}")
-        key = self._wire.key.reveal()
+        key = self.client.key.reveal()
         try:
-            params = v1.notify_params(pid=self._wire.pid.reveal(), trade_no=fields["trade_no"],
+            params = v1.notify_params(pid=self.client.pid.reveal(), trade_no=fields["trade_no"],
                                       out_trade_no=order.order_id, type=fields["type"], name=fields.get("name", ""),
                                       money=fields["money"], key=key, param=fields.get("param"))
         except ValueError:

@@ -23,11 +23,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from monitor.clients.base import ProbeContext, ProbeFailure
 from monitor.clock import Clock
 from monitor.config import ChannelConfig, LoadedConfig
 from monitor.metrics.prom import Metrics
-from monitor.probes.base import ProbeContext, ProbeFailure
-from monitor.reconcile.base import ChannelOrder, Querier, Replayer
+from monitor.plugins import build_plugins
+from monitor.reconcile.base import ChannelOrder, Querier, QuerierFactory, Replayer
 from monitor.store import Store
 from monitor.store.reconcile import CheckAnswer, ReconcileStore
 
@@ -52,22 +53,11 @@ class ReconcileReport:
     replayed: dict[str, bool] = field(default_factory=dict)
 
 
-def build_queriers(channels: Sequence[ChannelConfig], registry: Mapping[str, type]) -> tuple[
+def build_queriers(channels: Sequence[ChannelConfig], registry: Mapping[str, QuerierFactory]) -> tuple[
     dict[str, Querier], dict[str, str]
 ]:
     """A querier per channel whose kind has one; and, per channel that cannot be reconciled, why."""
-    queriers: dict[str, Querier] = {}
-    skipped: dict[str, str] = {}
-    for ch in channels:
-        cls = registry.get(ch.kind)
-        if cls is None:
-            skipped[ch.id] = f"{ch.kind} has no order query paymon can use"
-            continue
-        try:
-            queriers[ch.id] = cls(ch)
-        except ValueError as exc:
-            skipped[ch.id] = str(exc)
-    return queriers, skipped
+    return build_plugins(channels, registry, "{kind} has no order query paymon can use")
 
 
 class Reconciler:

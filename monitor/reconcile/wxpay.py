@@ -1,9 +1,10 @@
 """WeChat Pay API v2 (``kind: wxpay_v2``) order lookups through ``pay/orderquery``, and notify replay
 (protocols.md §5, §7).
 
-**Lookup**, one id per request (WeChat has no batch order query), ``batch`` ids per lookup. Each call is the
-probe's MD5-signed XML POST, judged in WeChat's order (§5): ``return_code`` FAIL is ``business_error``; then the
-answer's signature must verify (else ``bad_signature``) and name our appid / mch_id; then ``result_code``.
+**Lookup**, one id per request (WeChat has no batch order query), ``batch`` ids per lookup. Each call is
+:class:`~monitor.clients.wxpay.WxpayClient`'s MD5-signed XML POST, judged in WeChat's order (§5): ``return_code``
+FAIL is ``business_error``; then the answer's signature must verify (else ``bad_signature``) and name our appid /
+mch_id; then ``result_code``.
 
 - ``trade_state`` ``SUCCESS``, or ``REFUND`` (the money arrived and was refunded later): paid. ``paid_at`` is
   ``time_end`` (Beijing ``yyyyMMddHHmmss``) as UTC, ``amount`` is ``total_fee`` fen as yuan, ``trade_no`` the
@@ -24,16 +25,13 @@ None; details never carry the key or the signature.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from datetime import datetime
 from decimal import InvalidOperation
 
-from monitor.config.channels import ChannelConfig
-from monitor.probes.base import USER_AGENT, ProbeContext, ProbeFailure
-from monitor.probes.epay import probe_timeout
-from monitor.probes.wxpay import NOT_EXIST, WxpayAdapter, _business_failure
+from monitor.clients.base import USER_AGENT, ProbeContext, ProbeFailure
+from monitor.clients.wxpay import WxpayClient
 from monitor.protocols.wxpay import SUCCESS, from_fen, is_notify_ack, parse_time_end, sign_md5, to_xml
-from monitor.reconcile.base import ChannelOrder, ReplayResult
+from monitor.reconcile.base import ChannelOrder, GatewayQuerier, ReplayResult
 from monitor.reconcile.epay import deliver_notify
 
 __all__ = ["NOTIFY_TIMEOUT_S", "PAID_STATES", "WxpayQuerier"]
@@ -48,31 +46,19 @@ NOTIFY_FIELDS = ("openid", "trade_type", "bank_type", "total_fee", "cash_fee", "
 NOTIFY_TIMEOUT_S = 5.0
 
 
-class WxpayQuerier:
+class WxpayQuerier(GatewayQuerier[WxpayClient]):
     """Order lookups and notify replay for a channel of ``kind: wxpay_v2`` (credentials ``appid``, ``mch_id``,
-    ``key``)."""
+    ``key``); lookups are asked one by one."""
 
-    kind: str = "wxpay_v2"
-    batch: int = 10
+    kind = "wxpay_v2"
+    client_class = WxpayClient
 
-    def __init__(self, channel: ChannelConfig) -> None:
-        self.channel = channel
-        self._wire = WxpayAdapter(channel)  # validates credentials; signs requests, verifies answers
-        self.timeout = probe_timeout(channel.probes.query, 5.0)
-
-    async def lookup(self, order_ids: Sequence[str], ctx: ProbeContext) -> dict[str, ChannelOrder]:
-        """What WeChat says about each id, asked one by one."""
-        return {order_id: await self._one(ctx, order_id) for order_id in dict.fromkeys(order_ids)}
-
-    async def _one(self, ctx: ProbeContext, order_id: str) -> ChannelOrder:
-        fields = await self._wire._call(ctx, "pay/orderquery", {"out_trade_no": order_id}, self.timeout)
-        if fields["result_code"] != SUCCESS:
-            if fields.get("err_code") == NOT_EXIST:
-                return ChannelOrder(order_id, found=False)
-            raise _business_failure("pay/orderquery", fields)
-        state = fields.get("trade_state", "")
-        if not state:
-            raise ProbeFailure("bad_response", "pay/orderquery: result_code SUCCESS without a trade_state")
+    async def lookup_one(self, order_id: str, ctx: ProbeContext) -> ChannelOrder:
+        """``pay/orderquery`` for one id: paid, unpaid, or not found (ORDERNOTEXIST)."""
+        fields = await self.client.order_query(ctx, order_id, self.timeout)
+        if fields is None:
+            return ChannelOrder(order_id, found=False)
+        state = fields["trade_state"]
         got = fields.get("out_trade_no")
         if got is not None and got != order_id:
             raise ProbeFailure("bad_response",
@@ -104,12 +90,12 @@ class WxpayQuerier:
         missing = [name for name in ("transaction_id", "total_fee", "time_end") if not fields.get(name)]
         if missing:
             return ReplayResult(None, False, f"not sent: the lookup gave no {', '.join(missing)}")
-        key = self._wire.key.reveal()
+        key = self.client.key.reveal()
         notify: dict[str, object] = {
             "return_code": SUCCESS,
             "result_code": SUCCESS,
-            "appid": self._wire.appid.reveal(),
-            "mch_id": self._wire.mch_id.reveal(),
+            "appid": self.client.appid.reveal(),
+            "mch_id": self.client.mch_id.reveal(),
             "nonce_str": secrets.token_hex(16),
             "trade_type": "NATIVE",  # what dujiaoka opens; the query's own value wins below
             **{k: fields[k] for k in NOTIFY_FIELDS if fields.get(k)},

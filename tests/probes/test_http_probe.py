@@ -157,7 +157,7 @@ async def test_endless_body_is_cut_at_the_cap(ctx: ProbeContext) -> None:
 
 async def test_html_instead_of_json(site: str, ctx: ProbeContext) -> None:
     adapter = epay_at(site)
-    adapter.base = site + "/html?"  # the adapter appends api.php; any path answering HTML will do
+    adapter.client.base = site + "/html?"  # the client appends api.php; any path answering HTML will do
     result = await run_probe(adapter, "ep", "query", ctx)
     assert result.outcome == "bad_response" and "not JSON" in result.detail
 
