@@ -16,6 +16,7 @@ from starlette.routing import Route
 from monitor.protocols.epay import sign_md5
 from monitor.sim.faults import KNOBS, Faults
 from monitor.sim.server import AppServer, SimServer
+from tests.conftest import PATIENCE_S
 
 KEY = "faults-test-key-123456"
 
@@ -73,7 +74,7 @@ async def test_callback_jitter_spreads_the_notifies() -> None:
             trade_no = (await client.post(sim.endpoint("main") + "mapi.php", data=params)).json()["trade_no"]
             started.append(time.perf_counter())
             assert sim.gateway.buyer_visits("main", trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
         await asyncio.sleep(0)
     delays = sorted(a - started[0] for a in arrivals)
     assert len(delays) == 8 and delays[-1] < 1.2
