@@ -23,7 +23,7 @@ from starlette.routing import Route
 from monitor.clock import FixedClock
 from monitor.protocols.epay import sign_md5, verify_md5
 from monitor.sim import AppServer, EpayGateway, Faults, SimServer
-from tests.conftest import PATIENCE_S
+from tests.conftest import PATIENCE_S, wait_until
 
 KEY = "89unJUB8HZ54Hj7x4nUj56HN4nUzUJ8i"
 OTHER_KEY = "Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx"
@@ -316,22 +316,22 @@ async def test_partial_error_rate_is_random_but_seeded(sim: SimServer, client: h
 async def test_hang_rate_makes_the_client_time_out(sim: SimServer, client: httpx.AsyncClient) -> None:
     sim.faults("main").update(hang_rate=1.0)
     started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # the gateway hangs (for an hour): only the client's timeout ends it
         await client.get(sim.endpoint("main") + "api.php", params={"act": "query"}, timeout=0.3)
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert time.monotonic() - started >= 0.3
 
 
 async def test_stop_releases_hung_requests(client: httpx.AsyncClient) -> None:
     server = SimServer()
     await server.start()
     server.add_channel("main", 1001, KEY, Faults(hang_rate=1.0))
-    pending = asyncio.ensure_future(client.get(server.endpoint("main") + "api.php", timeout=30.0))
-    await asyncio.sleep(0.2)
+    pending = asyncio.ensure_future(client.get(server.endpoint("main") + "api.php", timeout=PATIENCE_S))
+    assert await wait_until(lambda: server.gateway.hanging > 0)
     assert not pending.done()
-    started = time.monotonic()
     await server.stop()
-    assert time.monotonic() - started < 1.5
-    reply = await asyncio.wait_for(pending, 2.0)
+    # Released, not cut off: a request still running when the graceful shutdown timed out would have been
+    # cancelled, and its client would see the connection drop instead of this answer.
+    reply = await asyncio.wait_for(pending, PATIENCE_S)
     assert reply.status_code == 504
 
 

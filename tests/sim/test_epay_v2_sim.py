@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import functools
 import random
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -250,10 +249,8 @@ async def test_request_faults(env: Env) -> None:
     info = (await env.call("api/merchant/info", query())).json()
     assert info["code"] == 0 and not platform_verifies(info)
     faults.update(bad_signature_rate=0.0, hang_rate=1.0)
-    started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # the gateway hangs (for an hour): only the client's timeout ends it
         await env.client.post(env.sim.endpoint("v2") + "api/merchant/info", data=query(), timeout=0.3)
-    assert time.monotonic() - started < 2.0
 
 
 async def test_buyer_and_callback_faults(env: Env) -> None:
