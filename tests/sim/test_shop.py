@@ -272,5 +272,7 @@ async def test_traffic_follows_weights_and_survives_hangs(sim: SimServer, shop: 
     await traffic.stop()  # idempotent
     stuck = [o for o in shop.orders.values() if o.channel == "stuck"]
     assert stuck and all(o.trade_no is None for o in stuck)
-    assert {o.error for o in stuck if o.error is not None} == {"ReadTimeout"}
+    # the hung gateway costs the request timeout (on a busy machine, even connecting can take longer than 0.3 s)
+    errors = {o.error for o in stuck if o.error is not None}
+    assert "ReadTimeout" in errors and errors <= {"ReadTimeout", "ConnectTimeout"}
     assert any(o.channel == "main" and o.trade_no for o in shop.orders.values())

@@ -342,7 +342,10 @@ def check_common(run: ShopTraffic, shop: Shop, truth: list[Any], log: Path) -> d
             assert len(paid) == 1 and (paid[0]["trade_no"], Decimal(paid[0]["amount"])) == (t.trade_no, t.money), t
         else:
             assert paid == [] and all(not c["verified"] for c in callbacks), t
-            assert evs[-1]["event"] == "order_expired", t
+            # expired: last, or (a gateway slower than expire_after, as on a busy machine) before its redirect
+            assert [e["event"] for e in evs][-2:] in (["pay_redirect", "order_expired"],
+                                                      ["order_expired", "pay_redirect"], ["order_created",
+                                                                                          "order_expired"]), t
         if not t.paid:
             assert callbacks == [], t
     assert sum(t.paid for t in truth) == run.paid
