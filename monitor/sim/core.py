@@ -277,10 +277,11 @@ class GatewayBase(Generic[C]):
         # Waiters hold the old event; a fresh one lets the gateway be served again after a restart.
         closing, self._closing = self._closing, asyncio.Event()
         closing.set()
-        tasks = list(self._notify_tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while self._notify_tasks:  # a notify scheduled meanwhile (by a request finishing) is cancelled too
+            tasks = list(self._notify_tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
