@@ -7,10 +7,11 @@ database test as passed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("PAYMON_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MARIADB_URL = os.environ.get("PAYMON_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/mysql")
 T0 = datetime(2026, 11, 26, 3, 0, 0, tzinfo=UTC)
+#: How long a test waits for something that must happen (orders created, a notify delivered, a daemon's cycle).
+#: Generous on purpose: CI shares a busy 2-core machine, where everything is late. A test waits for the condition,
+#: never for a fixed time, so this only matters when the test fails anyway (``bench/stress_test.sh`` checks).
+PATIENCE_S = 60.0
+
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = PATIENCE_S) -> bool:
+    """``assert await wait_until(lambda: cond)``: poll ``cond`` on the running loop until it holds (True) or
+    ``timeout`` passes (False). For what must happen "soon", instead of sleeping and hoping it did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 def _unavailable(what: str, exc: Exception) -> None:

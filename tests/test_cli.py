@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
+from tests.conftest import PATIENCE_S
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "zz-known-secret-value-4711"
@@ -182,7 +183,7 @@ def test_once_refuses_to_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def fetch(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=3) as r:
+        with urllib.request.urlopen(url, timeout=PATIENCE_S) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -198,7 +199,7 @@ def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path,
     proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "-v", "-c", str(cfg)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + PATIENCE_S  # a busy machine starts a Python process with pandas slowly
         metrics = ""
         while time.monotonic() < deadline:
             time.sleep(0.3)
@@ -214,7 +215,7 @@ def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path,
         status, body = fetch(f"http://127.0.0.1:{port}/api/status")
         assert status == 200 and [c["id"] for c in json.loads(body)["channels"]] == ["epay-main", "epay-backup"]
         sim_thread.call(sim.faults("epay-main").update, error_rate=1.0)  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + PATIENCE_S
         while time.monotonic() < deadline:
             time.sleep(0.3)
             if "    weight: 0\n" in (tmp_path / "cfg" / "channels.yaml").read_text(encoding="utf-8"):
@@ -222,7 +223,7 @@ def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path,
         else:
             pytest.fail("epay-main was not drained")
         # The file is written mid-cycle; the gauges are published at the cycle's end.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + PATIENCE_S
         while time.monotonic() < deadline:
             _, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
             if 'paymon_routing_weight{channel="epay-main"} 0.0' in metrics:
@@ -231,7 +232,7 @@ def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path,
         _, status_body = fetch(f"http://127.0.0.1:{port}/api/status")
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 0, err
     assert "FIRING [critical]" in out and "60 → 0" in out
     assert 'paymon_routing_weight{channel="epay-main"} 0.0' in metrics

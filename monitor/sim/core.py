@@ -153,6 +153,8 @@ class GatewayBase(Generic[C]):
         self._closing = asyncio.Event()
         self._notify_tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        #: Requests being hung right now (``hang_rate``): lets a test wait until one is, instead of guessing.
+        self.hanging = 0
 
     # ---- channels ----------------------------------------------------------------------------------
 
@@ -218,9 +220,11 @@ class GatewayBase(Generic[C]):
                 pass
 
         waiters = {asyncio.ensure_future(disconnected()), asyncio.ensure_future(self._closing.wait())}
+        self.hanging += 1
         try:
             await asyncio.wait(waiters, timeout=self._hang_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.hanging -= 1
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
@@ -273,10 +277,11 @@ class GatewayBase(Generic[C]):
         # Waiters hold the old event; a fresh one lets the gateway be served again after a restart.
         closing, self._closing = self._closing, asyncio.Event()
         closing.set()
-        tasks = list(self._notify_tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while self._notify_tasks:  # a notify scheduled meanwhile (by a request finishing) is cancelled too
+            tasks = list(self._notify_tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -100,10 +100,12 @@ async def _serve(cfg: LoadedConfig, scenario: Scenario | None, port: int, rate: 
             if played is not None:
                 played.cancel()
                 await asyncio.gather(played, return_exceptions=True)
-            if traffic is not None:
-                await traffic.stop()
-            if shop is not None:
-                await shop.stop()
+            try:
+                if traffic is not None:
+                    await traffic.stop()
+            finally:  # the shop's server and client are closed whatever happened to the traffic
+                if shop is not None:
+                    await shop.stop()
         rows = [t.as_dict() for t in sim.ground_truth()]
     if truth is not None:
         truth.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -282,10 +282,17 @@ class SimServer:
         await self._server.start()
 
     async def stop(self) -> None:
-        """Release hung requests and pending notifies first, so shutdown never waits on them."""
+        """Release hung requests and pending notifies first, so shutdown never waits on them; then once more
+        after the server stopped: a request still running during the graceful shutdown (a slow one, on a busy
+        machine) can schedule a notify, whose task and fresh notify client would otherwise outlive the
+        simulator (a transport left open, never closed)."""
         for gw in self.gateways.values():
             await gw.aclose()
-        await self._server.stop()
+        try:
+            await self._server.stop()
+        finally:
+            for gw in self.gateways.values():
+                await gw.aclose()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -233,11 +233,13 @@ class Shop:
         self._client = httpx.AsyncClient(timeout=self._request_timeout, trust_env=False)
 
     async def stop(self) -> None:
-        await self._server.stop()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-        self.log.close()
+        try:
+            await self._server.stop()
+        finally:  # the client's connections are closed even when a request cut off at shutdown made stop fail
+            if self._client is not None:
+                await self._client.aclose()
+                self._client = None
+            self.log.close()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -39,6 +39,7 @@ from monitor.protocols.alipay import (
 )
 from monitor.sim import AppServer, Faults, SimServer
 from monitor.sim.alipay import DEFAULT_NOTIFY_RETRY_DELAYS, AlipayGateway
+from tests.conftest import PATIENCE_S
 
 APP_ID = "2021000000000001"
 APP_KEY = generate_private_key_pem()
@@ -146,7 +147,7 @@ async def test_sdk_precreate_query_pay_notify_ack(env: Env) -> None:
 
     assert env.gw.buyer_visits("ali", "ORDER1") is True
     assert env.gw.buyer_visits("ali", "ORDER1") is False  # already paid
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
 
     (notify,) = env.receiver.hits
     assert set(notify) == {
@@ -284,9 +285,9 @@ async def test_error_hang_bad_json(env: Env) -> None:
     assert reply.status_code == 200 and reply.text.startswith("<!DOCTYPE html>")
     faults.update(bad_json_rate=0.0, hang_rate=1.0)
     started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # the gateway hangs (for an hour): only the client's timeout ends it
         await env.client.post(env.url, data={"method": PRECREATE}, timeout=0.3)
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert time.monotonic() - started >= 0.3
 
 
 async def test_maintenance_reply_is_signed_under_the_method_node(env: Env) -> None:
@@ -307,7 +308,7 @@ async def test_bad_signature_rate_breaks_replies_and_notifies(env: Env) -> None:
     assert node(reply, "alipay.trade.query")["trade_status"] == "WAIT_BUYER_PAY"
     assert not verify_response(reply.text, "alipay.trade.query", PLATFORM_PUB)
     assert env.gw.buyer_visits("ali", "B1")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     notify = dict(env.receiver.hits[0])
     assert not verify_rsa2(notify, notify["sign"], PLATFORM_PUB, notify=True)
     assert env.sdk().verify(notify, notify.pop("sign")) is False
@@ -334,7 +335,7 @@ async def test_callback_drop_and_duplicate(env: Env) -> None:
     faults.update(callback_drop_rate=0.0, duplicate_callback_rate=1.0)
     await env.post(PRECREATE, {"out_trade_no": "L2", "total_amount": "1.00", "subject": "L2"})
     assert env.gw.buyer_visits("ali", "L2")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     lost, twice = env.gw.ground_truth()
     assert (lost.paid, lost.callback_dropped, lost.callback_sent, lost.attempts) == (True, True, False, ())
     assert [h["out_trade_no"] for h in env.receiver.hits] == ["L2", "L2"]
@@ -348,7 +349,7 @@ async def test_unacked_notify_is_retried_on_schedule_then_given_up(env: Env, bod
     env.receiver.body = body
     await env.post(PRECREATE, {"out_trade_no": "N1", "total_amount": "1.00", "subject": "N1"})
     env.gw.buyer_visits("ali", "N1")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     assert len(env.receiver.hits) == 3  # first try + the two retries of notify_retry_delays
     gaps = [b - a for a, b in zip(env.receiver.times, env.receiver.times[1:], strict=False)]
     assert all(gap >= 0.045 for gap in gaps)

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from monitor.clock import FixedClock
 from monitor.protocols.epay import sign_md5, verify_md5
 from monitor.sim import AppServer, EpayGateway, Faults, SimServer
+from tests.conftest import PATIENCE_S, wait_until
 
 KEY = "89unJUB8HZ54Hj7x4nUj56HN4nUzUJ8i"
 OTHER_KEY = "Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx9Zx"
@@ -315,22 +316,22 @@ async def test_partial_error_rate_is_random_but_seeded(sim: SimServer, client: h
 async def test_hang_rate_makes_the_client_time_out(sim: SimServer, client: httpx.AsyncClient) -> None:
     sim.faults("main").update(hang_rate=1.0)
     started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # the gateway hangs (for an hour): only the client's timeout ends it
         await client.get(sim.endpoint("main") + "api.php", params={"act": "query"}, timeout=0.3)
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert time.monotonic() - started >= 0.3
 
 
 async def test_stop_releases_hung_requests(client: httpx.AsyncClient) -> None:
     server = SimServer()
     await server.start()
     server.add_channel("main", 1001, KEY, Faults(hang_rate=1.0))
-    pending = asyncio.ensure_future(client.get(server.endpoint("main") + "api.php", timeout=30.0))
-    await asyncio.sleep(0.2)
+    pending = asyncio.ensure_future(client.get(server.endpoint("main") + "api.php", timeout=PATIENCE_S))
+    assert await wait_until(lambda: server.gateway.hanging > 0)
     assert not pending.done()
-    started = time.monotonic()
     await server.stop()
-    assert time.monotonic() - started < 1.5
-    reply = await asyncio.wait_for(pending, 2.0)
+    # Released, not cut off: a request still running when the graceful shutdown timed out would have been
+    # cancelled, and its client would see the connection drop instead of this answer.
+    reply = await asyncio.wait_for(pending, PATIENCE_S)
     assert reply.status_code == 504
 
 
@@ -385,7 +386,7 @@ async def test_notify_is_a_signed_get_like_epay(
     rec, url = receiver
     trade_no = await create(client, sim, "NOTIFY1", notify_url=url, money="10.00", param="p=1")
     assert sim.gateway.buyer_visits("main", trade_no)
-    assert await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(PATIENCE_S)
 
     assert len(rec.hits) == 1
     items, headers = rec.hits[0]
@@ -443,7 +444,7 @@ async def test_notify_ack_rule(
     rec, url = receiver
     rec.body, rec.status, rec.redirect = body, status, redirect
     sim.gateway.buyer_visits("main", await create(client, sim, "ACK01", notify_url=url))
-    assert await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(PATIENCE_S)
     (truth,) = sim.gateway.ground_truth()
     assert truth.callback_sent is True
     assert truth.callback_acknowledged is acked
@@ -455,7 +456,7 @@ async def test_unreachable_notify_url_is_recorded(sim: SimServer, client: httpx.
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/notify"
     sim.gateway.buyer_visits("main", await create(client, sim, "DEAD01", notify_url=dead))
-    assert await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(PATIENCE_S)
     (truth,) = sim.gateway.ground_truth()
     assert truth.callback_sent and not truth.callback_acknowledged
     assert len(truth.attempts) == 5
@@ -472,7 +473,7 @@ async def test_callback_delay_and_drop(client: httpx.AsyncClient, receiver: tupl
             reply = await mapi(client, sim, signed(order_params(f"CB{channel}", notify_url=url)), channel)
             assert sim.gateway.buyer_visits(channel, reply.json()["trade_no"])
         assert sim.gateway.pending_notifies == 1
-        assert await sim.gateway.wait_notifies(3.0)
+        assert await sim.gateway.wait_notifies(PATIENCE_S)
         slow, lossy = sim.gateway.ground_truth()
     assert slow.paid_at is not None and slow.callback_sent_at is not None
     assert (slow.callback_sent_at - slow.paid_at).total_seconds() >= 0.3
@@ -519,7 +520,7 @@ async def test_unacknowledged_notify_is_retried_on_the_schedule_then_given_up(
     async with SimServer(EpayGateway(rng=random.Random(5), notify_retry_delays=delays)) as sim:
         sim.add_channel("main", 1001, KEY, Faults(pay_probability=1.0, callback_delay_s=0.0))
         assert sim.gateway.buyer_visits("main", await create(client, sim, "RETRY01", notify_url=url))
-        assert await sim.gateway.wait_notifies(3.0)
+        assert await sim.gateway.wait_notifies(PATIENCE_S)
         (truth,) = sim.gateway.ground_truth()
     assert len(rec.hits) == 5
     assert (truth.callback_sent, truth.callback_acknowledged) == (True, False)
@@ -533,7 +534,7 @@ async def test_retries_stop_at_the_first_acknowledgement(
     rec, url = receiver
     rec.fail_first = 2
     sim.gateway.buyer_visits("main", await create(client, sim, "RETRY02", notify_url=url))
-    assert await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(PATIENCE_S)
     (truth,) = sim.gateway.ground_truth()
     assert [a.acknowledged for a in truth.attempts] == [False, False, True]
     assert truth.callback_acknowledged and len(rec.hits) == 3
@@ -547,7 +548,7 @@ async def test_without_cron_a_failed_notify_is_never_retried(
     async with SimServer(EpayGateway(rng=random.Random(5), cron_notify=False)) as sim:
         sim.add_channel("main", 1001, KEY, Faults(pay_probability=1.0, callback_delay_s=0.0))
         sim.gateway.buyer_visits("main", await create(client, sim, "NOCRON", notify_url=url))
-        assert await sim.gateway.wait_notifies(3.0)
+        assert await sim.gateway.wait_notifies(PATIENCE_S)
         (truth,) = sim.gateway.ground_truth()
     assert len(rec.hits) == 1 and len(truth.attempts) == 1 and not truth.callback_acknowledged
 
@@ -559,7 +560,7 @@ async def test_duplicate_callback_sends_the_notify_twice(
     sim.faults("main").update(duplicate_callback_rate=1.0)
     trade_no = await create(client, sim, "DUP01", notify_url=url)
     sim.gateway.buyer_visits("main", trade_no)
-    assert await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(PATIENCE_S)
     assert [dict(items)["trade_no"] for items, _ in rec.hits] == [trade_no, trade_no]
     assert all(verify_md5(dict(items), KEY) for items, _ in rec.hits)
     (truth,) = sim.gateway.ground_truth()
@@ -573,7 +574,7 @@ async def test_bad_signature_corrupts_every_attempt_of_the_notify(
     rec.check_key = KEY  # the shop rejects a notify whose signature does not verify
     sim.faults("main").update(bad_signature_rate=1.0)
     sim.gateway.buyer_visits("main", await create(client, sim, "BADSIG", notify_url=url))
-    assert await sim.gateway.wait_notifies(3.0)
+    assert await sim.gateway.wait_notifies(PATIENCE_S)
     assert len(rec.hits) == 5
     for items, _ in rec.hits:
         params = dict(items)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import functools
 import random
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from monitor.protocols.epay import sign_md5
 from monitor.protocols.epay_v2 import base64_from_pem, private_key_pem, public_key_pem, verify_rsa
 from monitor.sim import AppServer, Faults, SimServer
 from monitor.sim.epay_v2 import EpayV2Gateway
+from tests.conftest import PATIENCE_S
 
 START = datetime(2026, 11, 26, 3, 12, 0, tzinfo=UTC)  # 11:12:00 in Beijing
 NOW = int(START.timestamp())
@@ -136,7 +136,7 @@ async def test_create_query_pay_notify(env: Env) -> None:
     assert "VIP会员" in unpaid.text  # JSON_UNESCAPED_UNICODE
 
     assert env.gw.buyer_visits("v2", trade_no)
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     (notify,) = env.receiver.hits
     assert (notify["trade_no"], notify["money"], notify["trade_status"], notify["sign_type"]) == (
         trade_no, "10", "TRADE_SUCCESS", "RSA")
@@ -156,7 +156,7 @@ async def test_merchant_info_and_orders(env: Env) -> None:
                  for i, money in enumerate(("10.00", "15.50", "3"))]
     for trade_no in trade_nos[:2]:
         env.gw.buyer_visits("v2", trade_no)
-    await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     info = (await env.call("api/merchant/info", query())).json()
     assert platform_verifies(info)
     assert {k: v for k, v in info.items() if k not in ("sign", "timestamp", "sign_type")} == {
@@ -249,10 +249,8 @@ async def test_request_faults(env: Env) -> None:
     info = (await env.call("api/merchant/info", query())).json()
     assert info["code"] == 0 and not platform_verifies(info)
     faults.update(bad_signature_rate=0.0, hang_rate=1.0)
-    started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # the gateway hangs (for an hour): only the client's timeout ends it
         await env.client.post(env.sim.endpoint("v2") + "api/merchant/info", data=query(), timeout=0.3)
-    assert time.monotonic() - started < 2.0
 
 
 async def test_buyer_and_callback_faults(env: Env) -> None:
@@ -264,10 +262,10 @@ async def test_buyer_and_callback_faults(env: Env) -> None:
     assert env.gw.buyer_visits("v2", orders[1])
     faults.update(callback_drop_rate=0.0, duplicate_callback_rate=1.0)
     env.gw.buyer_visits("v2", orders[2])
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     faults.update(duplicate_callback_rate=0.0, bad_signature_rate=1.0)
     env.gw.buyer_visits("v2", orders[3])
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
 
     unpaid, dropped, duplicated, badly_signed = env.gw.ground_truth()
     assert (unpaid.paid, unpaid.callback_sent) == (False, False)
@@ -281,7 +279,7 @@ async def test_buyer_and_callback_faults(env: Env) -> None:
 async def test_unacknowledged_notify_is_retried_then_given_up(env: Env) -> None:
     env.receiver.body = "fail"
     env.gw.buyer_visits("v2", (await env.create("RETRY")).json()["trade_no"])
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     (truth,) = env.gw.ground_truth()
     assert len(env.receiver.hits) == len(truth.attempts) == 5
     assert not truth.callback_acknowledged

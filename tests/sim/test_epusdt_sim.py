@@ -23,6 +23,7 @@ from monitor.clock import FixedClock
 from monitor.protocols.epusdt import POWERED_BY, sign, verify
 from monitor.sim import AppServer, Faults, SimServer
 from monitor.sim.epusdt import EpusdtGateway
+from tests.conftest import PATIENCE_S
 
 TOKEN = "epusdt_password_xasddawqe"
 START = datetime(2026, 11, 26, 3, 12, 0, tzinfo=UTC)  # 11:12:00 in Beijing
@@ -120,7 +121,7 @@ async def test_create_check_pay_callback_ack(env: Env) -> None:
 
     assert (await env.status(trade_id))["data"] == {"trade_id": trade_id, "status": 1}
     assert env.gw.buyer_visits("usdt", trade_id) is True
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     ((raw, headers, _),) = env.receiver.hits
     assert headers["powered-by"] == POWERED_BY
     assert headers["content-type"] == "application/json"
@@ -212,7 +213,7 @@ async def test_bad_signature_on_callbacks(env: Env) -> None:
     env.faults().update(bad_signature_rate=1.0)
     trade_id = (await env.create("BADSIG1"))["data"]["trade_id"]
     env.gw.buyer_visits("usdt", trade_id)
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     ((raw, _, _),) = env.receiver.hits
     callback = json.loads(raw)
     assert callback["order_id"] == "BADSIG1" and len(callback["signature"]) == 32
@@ -232,7 +233,7 @@ async def test_dropped_callback_is_paid_without_callback(env: Env) -> None:
     env.faults().update(callback_drop_rate=1.0)
     trade_id = (await env.create("DROP1"))["data"]["trade_id"]
     assert env.gw.buyer_visits("usdt", trade_id)
-    assert await env.gw.wait_notifies(1.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     assert env.receiver.hits == []
     assert (await env.status(trade_id))["data"]["status"] == 2
     (truth,) = env.gw.ground_truth()
@@ -243,7 +244,7 @@ async def test_duplicate_callback_sends_two(env: Env) -> None:
     env.faults().update(duplicate_callback_rate=1.0)
     trade_id = (await env.create("DUP1"))["data"]["trade_id"]
     env.gw.buyer_visits("usdt", trade_id)
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     assert [json.loads(raw)["trade_id"] for raw, _, _ in env.receiver.hits] == [trade_id, trade_id]
 
 
@@ -251,7 +252,7 @@ async def test_default_is_a_single_attempt_and_only_exact_ok_acks(env: Env) -> N
     env.receiver.body = "ok\n"
     trade_id = (await env.create("ONCE1"))["data"]["trade_id"]
     env.gw.buyer_visits("usdt", trade_id)
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     assert len(env.receiver.hits) == 1
     (truth,) = env.gw.ground_truth()
     assert [(a.status_code, a.acknowledged) for a in truth.attempts] == [(200, False)]
@@ -261,7 +262,7 @@ async def test_ok_acks_whatever_the_http_status(env: Env) -> None:
     env.receiver.status = 500  # epusdt reads only the body
     trade_id = (await env.create("OK500"))["data"]["trade_id"]
     env.gw.buyer_visits("usdt", trade_id)
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     (truth,) = env.gw.ground_truth()
     assert [(a.status_code, a.acknowledged) for a in truth.attempts] == [(500, True)]
 
@@ -271,7 +272,7 @@ async def test_retries_follow_the_schedule_then_give_up() -> None:
         env.receiver.body = "fail"
         trade_id = (await env.create("RETRY1"))["data"]["trade_id"]
         env.gw.buyer_visits("usdt", trade_id)
-        assert await env.gw.wait_notifies(3.0)
+        assert await env.gw.wait_notifies(PATIENCE_S)
         times = [at for _, _, at in env.receiver.hits]
         assert len(times) == 3
         assert times[1] - times[0] >= DELAYS[0] - 0.01

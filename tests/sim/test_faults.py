@@ -16,6 +16,7 @@ from starlette.routing import Route
 from monitor.protocols.epay import sign_md5
 from monitor.sim.faults import KNOBS, Faults
 from monitor.sim.server import AppServer, SimServer
+from tests.conftest import PATIENCE_S
 
 KEY = "faults-test-key-123456"
 
@@ -50,7 +51,10 @@ async def test_latency_jitter_over_the_wire() -> None:
             r = await client.get(sim.endpoint("main") + "api.php", params={"act": "no"})
             took.append(time.perf_counter() - t0)
             assert r.status_code == 200
-    assert min(took) >= 0.05 and max(took) < 0.5
+    # Over the wire only what a busy machine cannot fake: never faster than the base latency, and spread out.
+    # The upper end of the distribution is test_distributions_stay_in_their_bounds' (wall-clock upper bounds
+    # measure the machine).
+    assert min(took) >= 0.05
     assert max(took) - min(took) > 0.05  # it is a distribution, not a constant
 
 
@@ -73,8 +77,8 @@ async def test_callback_jitter_spreads_the_notifies() -> None:
             trade_no = (await client.post(sim.endpoint("main") + "mapi.php", data=params)).json()["trade_no"]
             started.append(time.perf_counter())
             assert sim.gateway.buyer_visits("main", trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
         await asyncio.sleep(0)
     delays = sorted(a - started[0] for a in arrivals)
-    assert len(delays) == 8 and delays[-1] < 1.2
+    assert len(delays) == 8  # (their upper bound: test_distributions_stay_in_their_bounds, not the wall clock)
     assert delays[-1] - delays[0] > 0.15

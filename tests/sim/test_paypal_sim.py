@@ -24,6 +24,7 @@ from monitor.clock import FixedClock
 from monitor.protocols.paypal import transmission_message, verify_transmission
 from monitor.sim import AppServer, Faults, SimServer
 from monitor.sim.paypal import PayPalGateway
+from tests.conftest import PATIENCE_S
 
 CLIENT_ID = "AeSimClientId0123456789"
 SECRET = "ESimClientSecret9876543210"
@@ -166,7 +167,7 @@ async def test_order_is_created_approved_returned_to_and_captured_by_the_shop(
                                                                           "ORDER_NOT_APPROVED")
 
     assert gw.buyer_visits("pp", order_id) is True
-    assert await gw.wait_notifies(3.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     assert [r["token"] for r in shop.returns] == [order_id] and re.fullmatch(r"[A-Z0-9]{13}",
                                                                              shop.returns[0]["PayerID"])
     assert shop.captures == [201]
@@ -192,7 +193,7 @@ async def test_buyer_who_never_returns_leaves_the_order_approved(env: tuple[SimS
     gw.channel("pp").webhook_url = None
     order_id = await create(client, env)
     assert gw.buyer_visits("pp", order_id) is True
-    assert await gw.wait_notifies(2.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     assert shop.returns == [] and shop.hooks == []
     assert (await call(client, env, "GET", f"v2/checkout/orders/{order_id}")).json()["status"] == "APPROVED"
     [truth] = gw.ground_truth()
@@ -297,7 +298,7 @@ async def test_approved_webhook_is_signed(env: tuple[SimServer, PayPalGateway, S
     _, gw, shop, _ = env
     order_id = await create(client, env)
     gw.buyer_visits("pp", order_id)
-    assert await gw.wait_notifies(3.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     [(_, body, headers)] = shop.hooks
     event = json.loads(body)
     assert (event["event_type"], event["resource_type"], event["resource"]["id"], event["resource"]["status"]) == (
@@ -316,7 +317,7 @@ async def test_bad_signature_fails_verification(env: tuple[SimServer, PayPalGate
     gw.faults("pp").update(bad_signature_rate=1.0)
     order_id = await create(client, env)
     gw.buyer_visits("pp", order_id)
-    assert await gw.wait_notifies(3.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     [(_, body, headers)] = shop.hooks
     assert not await verifies_locally(client, body, headers)
     assert await verify_remotely(client, env, body, headers) == "FAILURE"
@@ -335,7 +336,7 @@ async def test_buyer_knobs_pay_drop_duplicate(env: tuple[SimServer, PayPalGatewa
     faults.update(callback_drop_rate=0.0, duplicate_callback_rate=1.0)
     twice = await create(client, env)
     assert gw.buyer_visits("pp", twice) is True
-    assert await gw.wait_notifies(3.0)
+    assert await gw.wait_notifies(PATIENCE_S)
 
     by_id = {t.trade_no: t for t in gw.ground_truth()}
     assert (by_id[unpaid].paid, by_id[unpaid].callback_sent) == (False, False)
@@ -354,7 +355,7 @@ async def test_unacknowledged_webhook_is_retried_on_schedule_then_abandoned(
     shop.hook_status = 503
     order_id = await create(client, env)
     gw.buyer_visits("pp", order_id)
-    assert await gw.wait_notifies(3.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     times = [t for t, _, _ in shop.hooks]
     assert len(times) == 1 + len(DELAYS)
     for gap, delay in zip([b - a for a, b in zip(times, times[1:], strict=False)], DELAYS, strict=True):

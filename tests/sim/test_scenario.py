@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from monitor.config import load_config
 from monitor.errors import ConfigError
 from monitor.sim.faults import Faults
 from monitor.sim.runner import listen_port, run_sim
-from monitor.sim.scenario import Scenario, load_scenario, play, total
+from monitor.sim.scenario import Scenario, Step, load_scenario, play, total
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,16 +54,22 @@ async def test_play_applies_steps_on_time_and_resets() -> None:
         {"at": "0.3s", "channel": "a", "reset": True},
         {"at": "0.2s", "channel": "missing", "set": {"error_rate": 1.0}},
     ]})
-    seen: list[tuple[float, float]] = []
-    task = asyncio.create_task(play(scenario, knobs.__getitem__, lambda s: seen.append(
-        (round(s.at.total_seconds(), 1), knobs["a"].error_rate))))
-    t0 = time.monotonic()
-    await asyncio.sleep(0.2)
-    assert (knobs["a"].error_rate, knobs["a"].pay_probability) == (1.0, 0.2)
-    await task
-    assert time.monotonic() - t0 >= 0.5
+    # What each step left behind, seen the moment it is applied (not after a sleep that a busy machine stretches
+    # past the next step), and when, on the loop's clock: never early.
+    seen: list[tuple[float, float, float]] = []
+    applied_after: list[float] = []
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+
+    def on_step(s: Step) -> None:
+        seen.append((round(s.at.total_seconds(), 1), knobs["a"].error_rate, knobs["a"].pay_probability))
+        applied_after.append(loop.time() - t0)
+
+    await play(scenario, knobs.__getitem__, on_step)
+    assert loop.time() - t0 >= 0.5  # the duration is waited out
     assert (knobs["a"].error_rate, knobs["a"].pay_probability) == (0.0, 0.9)
-    assert seen == [(0.1, 1.0), (0.3, 0.0)]
+    assert seen == [(0.1, 1.0, 0.2), (0.3, 0.0, 0.9)]
+    assert applied_after[0] >= 0.1 and applied_after[1] >= 0.3
 
 
 def test_paymon_sim_runs_a_scenario_and_writes_ground_truth(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from monitor.sim import Faults, Shop, ShopTraffic, SimServer
 from monitor.sim.core import GatewayBase
 from monitor.sim.paypal import PayPalGateway
 from monitor.sim.stripe import StripeGateway
+from tests.conftest import PATIENCE_S, wait_until
 
 KEY = "sk_test_51ShopKeyAbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 WHSEC = "whsec_shoptestsecret0123456789abcdef"
@@ -85,7 +86,7 @@ async def test_stripe_order_is_completed_by_its_webhook(tmp_path: Path) -> None:
         order = await shop.place_order("st", "alipay", "9.90")
         assert order.trade_no is not None and order.trade_no.startswith("pi_"), order.error
         assert gw.buyer_visits("st", order.trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
     (truth,) = gw.ground_truth()
     assert (truth.trade_no, truth.out_trade_no, truth.money) == (order.trade_no, order.order_id, Decimal("9.90"))
     assert truth.callback_acknowledged and [a.status_code for a in truth.attempts] == [200]
@@ -106,7 +107,7 @@ async def test_stripe_without_webhook_never_learns_of_payment(tmp_path: Path) ->
         assert shop.adapters["stripe"].credentials_of(gw, "st") == {"api_key": KEY}
         order = await shop.place_order("st", "wxpay", "10.00")
         assert order.trade_no is not None and gw.buyer_visits("st", order.trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
     assert gw.channel("st").webhook_url is None
     (truth,) = gw.ground_truth()
     assert (truth.paid, truth.callback_sent, truth.callback_dropped) == (True, False, False)
@@ -119,7 +120,7 @@ async def test_stripe_bad_webhook_signature_is_logged_unverified(tmp_path: Path)
     async with running(gw, log) as (sim, shop):
         order = await shop.place_order("st", "alipay", "10.00")  # Stripe's replies are unsigned: it opens
         assert order.trade_no is not None and gw.buyer_visits("st", order.trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
     (truth,) = gw.ground_truth()
     assert truth.paid and not truth.callback_acknowledged
     assert [a.status_code for a in truth.attempts] == [400] * (1 + len(RETRIES))
@@ -198,7 +199,7 @@ async def test_paypal_order_is_captured_when_the_buyer_returns(tmp_path: Path) -
         assert order.trade_no is not None, order.error
         assert order.payurl == f"{sim.endpoint('pp')}checkoutnow?token={order.trade_no}"
         assert gw.buyer_visits("pp", order.trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
         shown = gw.channel("pp").orders[order.trade_no].as_json()
     (truth,) = gw.ground_truth()
     assert (truth.trade_no, truth.out_trade_no, truth.money, truth.paid) == (
@@ -221,7 +222,7 @@ async def test_paypal_buyer_who_never_returns_is_a_lost_order(tmp_path: Path) ->
     async with running(gw, log) as (sim, shop):
         order = await shop.place_order("pp", "alipay", "10.00")
         assert order.trade_no is not None and gw.buyer_visits("pp", order.trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
     (truth,) = gw.ground_truth()
     assert (truth.paid, truth.callback_sent, truth.callback_dropped) == (True, False, False)
     assert gw.channel("pp").orders[order.trade_no].status == "APPROVED"  # authorized, never captured
@@ -261,7 +262,7 @@ async def test_paypal_capture_failures_complete_nothing(tmp_path: Path) -> None:
         assert failing.trade_no is not None
         gw.faults("pp").update(error_rate=1.0)  # the capture gets HTTP 500
         assert gw.buyer_visits("pp", failing.trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
     assert [(c["order_id"], c["verified"]) for c in events(log) if c["event"] == "callback_received"] == [
         (early.order_id, False), (failing.order_id, False)]
     assert not any(e["event"] == "order_paid" for e in events(log))
@@ -274,7 +275,7 @@ async def test_paypal_repeated_return_completes_once(tmp_path: Path) -> None:
     async with running(gw, log) as (sim, shop):
         order = await shop.place_order("pp", "alipay", "99.00")
         assert order.trade_no is not None and gw.buyer_visits("pp", order.trade_no)
-        assert await sim.wait_notifies(3.0)
+        assert await sim.wait_notifies(PATIENCE_S)
     (truth,) = gw.ground_truth()
     assert [a.status_code for a in truth.attempts] == [302, 302]
     callbacks = of(log, order.order_id, "callback_received")
@@ -309,9 +310,9 @@ async def traffic(gw: GatewayBase[Any], log: Path, channels: list[str]) -> tuple
     async with running(gw, log, register=False, expire_after=0.3) as (sim, shop):
         run = ShopTraffic(shop, sim, channels, rate_per_s=40.0, rng=random.Random(33), amounts=AMOUNTS,
                           expire_check_s=0.05)
-        async with run:
-            await asyncio.sleep(1.0)
-        assert await sim.wait_notifies(3.0)
+        async with run:  # ~1 s of orders when the machine is idle; counted in orders when it is busy
+            assert await wait_until(lambda: run.created >= 40)
+        assert await sim.wait_notifies(PATIENCE_S)
         await asyncio.sleep(0.35)
         shop.expire_due()
     return run, shop, sim.ground_truth()
@@ -341,7 +342,9 @@ def check_common(run: ShopTraffic, shop: Shop, truth: list[Any], log: Path) -> d
             assert len(paid) == 1 and (paid[0]["trade_no"], Decimal(paid[0]["amount"])) == (t.trade_no, t.money), t
         else:
             assert paid == [] and all(not c["verified"] for c in callbacks), t
-            assert evs[-1]["event"] == "order_expired", t
+            # expired: last, or (a gateway slower than expire_after, as on a busy machine) before its redirect
+            names = [e["event"] for e in evs]
+            assert names[-1] == "order_expired" or names[-2:] == ["order_expired", "pay_redirect"], t
         if not t.paid:
             assert callbacks == [], t
     assert sum(t.paid for t in truth) == run.paid

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from monitor.protocols.stripe import decode_form, mask_api_key, verify_webhook
 from monitor.sim import AppServer, Faults, SimServer
 from monitor.sim.stripe import StripeGateway
+from tests.conftest import PATIENCE_S
 
 KEY = "sk_test_51SimKeyAbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 WRONG = "sk_test_51WrongKeyZyXwVuTsRqPoNmLkJiHgFeDcBa9876543210"
@@ -292,7 +293,7 @@ async def test_paid_intent_webhook_is_signed_and_acknowledged(
     server, gw = sim
     pi = await create(client, server, "stripe-hook")
     assert gw.buyer_visits("stripe-hook", pi["id"]) is True
-    assert await gw.wait_notifies(2.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     [(_, body, headers)] = hooked.hits
     assert headers["content-type"].startswith("application/json")
     assert verify_webhook(body, headers["stripe-signature"], SECRET, now=int(time.time()))
@@ -322,7 +323,7 @@ async def test_bad_signature_fails_verification(sim: tuple[SimServer, StripeGate
     gw.faults("stripe-hook").update(bad_signature_rate=1.0)
     pi = await create(client, server, "stripe-hook")
     gw.buyer_visits("stripe-hook", pi["id"])
-    assert await gw.wait_notifies(2.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     [(_, body, headers)] = hooked.hits
     assert not verify_webhook(body, headers["stripe-signature"], SECRET, now=int(time.time()))
     with pytest.raises(stripe.SignatureVerificationError):
@@ -342,7 +343,7 @@ async def test_buyer_knobs_pay_drop_duplicate(sim: tuple[SimServer, StripeGatewa
     faults.update(callback_drop_rate=0.0, duplicate_callback_rate=1.0)
     twice = await create(client, server, "stripe-hook")
     assert gw.buyer_visits("stripe-hook", twice["id"]) is True
-    assert await gw.wait_notifies(2.0)
+    assert await gw.wait_notifies(PATIENCE_S)
 
     by_id = {t.trade_no: t for t in gw.ground_truth()}
     assert (by_id[unpaid["id"]].paid, by_id[unpaid["id"]].callback_sent) == (False, False)
@@ -361,7 +362,7 @@ async def test_unacknowledged_webhook_is_retried_on_schedule_then_abandoned(
     hooked.status = 500
     pi = await create(client, server, "stripe-hook")
     gw.buyer_visits("stripe-hook", pi["id"])
-    assert await gw.wait_notifies(3.0)
+    assert await gw.wait_notifies(PATIENCE_S)
     times = [t for t, _, _ in hooked.hits]
     assert len(times) == 1 + len(DELAYS)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]

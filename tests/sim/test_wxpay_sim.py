@@ -22,6 +22,7 @@ from monitor.clock import FixedClock
 from monitor.protocols.wxpay import ACK_XML, WxpayXmlError, parse_xml, sign_md5, to_xml, verify
 from monitor.sim import AppServer, Faults, SimServer
 from monitor.sim.wxpay import WxpayGateway
+from tests.conftest import PATIENCE_S
 
 APPID = "wx2421b1c4370ec43b"
 MCH_ID = "10000100"
@@ -121,7 +122,7 @@ async def test_native_order_query_pay_notify_ack(env: Env) -> None:
     assert "transaction_id" not in unpaid and "time_end" not in unpaid
 
     assert env.gw.buyer_visits("wx", "ABCD1234EFGH5678") is True
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     ((body, headers, _),) = env.receiver.hits
     assert headers["content-type"] == "text/xml"
     notify = parse_xml(body)
@@ -244,7 +245,7 @@ async def test_bad_signature_on_replies_and_notifies(env: Env) -> None:
     created = await env.order("BADSIG1")
     assert created["result_code"] == "SUCCESS" and created["sign"] and not verify(created, KEY)
     assert env.gw.buyer_visits("wx", "BADSIG1")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     ((body, _, _),) = env.receiver.hits
     notify = parse_xml(body)
     assert notify["out_trade_no"] == "BADSIG1" and not verify(notify, KEY)
@@ -264,7 +265,7 @@ async def test_dropped_callback_is_paid_without_notify(env: Env) -> None:
     env.faults().update(callback_drop_rate=1.0)
     await env.order("DROP1")
     assert env.gw.buyer_visits("wx", "DROP1")
-    assert await env.gw.wait_notifies(1.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     assert env.receiver.hits == []
     assert (await env.query(out_trade_no="DROP1"))["trade_state"] == "SUCCESS"  # 掉单: paid, shop never told
     (truth,) = env.gw.ground_truth()
@@ -275,7 +276,7 @@ async def test_duplicate_callback_sends_two_notifies(env: Env) -> None:
     env.faults().update(duplicate_callback_rate=1.0)
     await env.order("DUP1")
     env.gw.buyer_visits("wx", "DUP1")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     assert len(env.receiver.hits) == 2
     assert all(parse_xml(body)["out_trade_no"] == "DUP1" for body, _, _ in env.receiver.hits)
     (truth,) = env.gw.ground_truth()
@@ -287,7 +288,7 @@ async def test_callback_delay(env: Env) -> None:
     await env.order("LATE1")
     began = time.monotonic()
     env.gw.buyer_visits("wx", "LATE1")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     ((_, _, at),) = env.receiver.hits
     assert at - began >= 0.19
 
@@ -296,7 +297,7 @@ async def test_unacknowledged_notify_is_retried_on_the_schedule_then_given_up(en
     env.receiver.body, env.receiver.status = "fail", 200
     await env.order("RETRY1")
     env.gw.buyer_visits("wx", "RETRY1")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     times = [at for _, _, at in env.receiver.hits]
     assert len(times) == 1 + len(DELAYS)
     assert times[1] - times[0] >= DELAYS[0] - 0.01
@@ -310,7 +311,7 @@ async def test_unreachable_notify_url_is_recorded(env: Env) -> None:
     env.notify_url = "http://127.0.0.1:9/notify"
     await env.order("DOWN1")
     env.gw.buyer_visits("wx", "DOWN1")
-    assert await env.gw.wait_notifies(3.0)
+    assert await env.gw.wait_notifies(PATIENCE_S)
     (truth,) = env.gw.ground_truth()
     assert len(truth.attempts) == 3
     assert all(a.status_code is None and a.error and not a.acknowledged for a in truth.attempts)
@@ -320,13 +321,13 @@ async def test_plain_success_can_be_refused_while_xml_ack_counts() -> None:
     async for env in _env(accept_plain_success=False):
         await env.order("PLAIN1")
         env.gw.buyer_visits("wx", "PLAIN1")
-        assert await env.gw.wait_notifies(3.0)
+        assert await env.gw.wait_notifies(PATIENCE_S)
         assert len(env.receiver.hits) == 3  # "success" is not an ack here: every retry was used
 
         env.receiver.body = ACK_XML
         await env.order("XMLACK1")
         env.gw.buyer_visits("wx", "XMLACK1")
-        assert await env.gw.wait_notifies(3.0)
+        assert await env.gw.wait_notifies(PATIENCE_S)
         assert len(env.receiver.hits) == 4
         acked = {t.out_trade_no: t.callback_acknowledged for t in env.gw.ground_truth()}
         assert acked == {"PLAIN1": False, "XMLACK1": True}
