@@ -19,11 +19,10 @@ import pandas as pd
 from monitor.alerts.evaluate import Snapshot, evaluate
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
-from monitor.models import AlertEvent, AlertState, ProbeResult
+from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow
 from monitor.routing.plan import plan
 from monitor.snapshot import PROBE_WINDOW_SIGNALS, in_maintenance, order_view, orders_since, unsettled, windows
 from monitor.store import Store
-from monitor.store.store import RoutingRow  # MERGE: models
 
 __all__ = ["Moment", "backtest"]
 

@@ -22,14 +22,15 @@ from monitor.config.maintenance import MaintenanceWindow
 from monitor.ingest import Source
 from monitor.metrics.counting import OnceCounter
 from monitor.metrics.prom import CycleView, Metrics
-from monitor.metrics.stats import ChannelStats, order_facts
-from monitor.models import AlertEvent, AlertState, IngestResult, WeightChange
+from monitor.metrics.stats import order_facts
+from monitor.models import AlertEvent, AlertState, ChannelStats, IngestResult, LostOrder, WeightChange
+from monitor.reconcile.reporting import report_lost
 from monitor.routing.stage import RoutingOutcome, RoutingStage
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.snapshot import in_maintenance, read_snapshot
 from monitor.status import channel_states
 from monitor.store import Store
-from monitor.store.reconcile import LostOrder, ReconcileStore
+from monitor.store.reconcile import ReconcileStore
 
 __all__ = ["CycleReport", "Pipeline"]
 
@@ -128,7 +129,7 @@ class Pipeline:
     def report_lost(self, now: datetime) -> tuple[list[LostOrder], list[LostOrder]]:
         """Record and announce, once each, the orders that just became lost and those the shop since completed."""
         d, rc = self.cfg.monitor.defaults, self.cfg.monitor.reconcile
-        found, recovered = self.lost.report(now=now, deadline=d.callback_deadline, since=now - rc.horizon,
+        found, recovered = report_lost(self.lost, now=now, deadline=d.callback_deadline, since=now - rc.horizon,
                                             sinks=list(self.sinks))
         for lo in found:
             log.warning("lost order %s on %s: paid at the channel %s (%s), no verified callback within %s",

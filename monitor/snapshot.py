@@ -19,8 +19,8 @@ from monitor.alerts.evaluate import DETECTOR_HISTORY, PROBE_DETECTOR_SIGNALS, Sn
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
-from monitor.metrics.stats import ChannelStats, compute_stats, decided_outcomes, judge_orders
-from monitor.models import ProbeResult
+from monitor.metrics.stats import compute_stats, decided_outcomes, judge_orders
+from monitor.models import ChannelStats, ProbeResult
 from monitor.store import Store
 
 __all__ = ["PROBE_WINDOW_SIGNALS", "OrderView", "in_maintenance", "order_view", "orders_since", "read_snapshot",

@@ -14,8 +14,7 @@ from typing import Any
 from monitor.alerts.evaluate import Snapshot
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
-from monitor.metrics.stats import ChannelStats
-from monitor.models import AlertState, ProbeResult
+from monitor.models import AlertState, ChannelStats, ProbeResult
 from monitor.snapshot import in_maintenance, read_snapshot
 from monitor.store import Store
 from monitor.store.reconcile import ReconcileStore

@@ -23,8 +23,7 @@ from monitor.alerts.lifecycle import RuleSpec, step
 from monitor.alerts.muting import Routed, inhibited_by, route
 from monitor.alerts.signals import Query, Signals, signal_value
 from monitor.config import LoadedConfig, Rule, parse_duration
-from monitor.metrics.stats import ChannelStats
-from monitor.models import AlertEvent, AlertState, ProbeResult
+from monitor.models import AlertEvent, AlertState, ChannelStats, ProbeResult
 
 __all__ = [
     "DETECTOR_HISTORY",

@@ -29,8 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from monitor.clock import Clock
-from monitor.metrics.stats import ChannelStats
-from monitor.models import CHANNEL_STATES, ProbeResult
+from monitor.models import CHANNEL_STATES, ChannelStats, ProbeResult
 
 __all__ = ["CALLBACK_BUCKETS", "PROBE_BUCKETS", "CycleView", "Metrics"]
 

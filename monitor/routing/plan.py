@@ -10,9 +10,8 @@ from datetime import datetime
 
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
-from monitor.models import AlertState
+from monitor.models import AlertState, RoutingRow
 from monitor.routing.policy import ChannelRouting, Decision, RestorePolicy, Wish, decide
-from monitor.store.store import RoutingRow  # MERGE: models
 
 __all__ = ["plan", "weight_wishes"]
 

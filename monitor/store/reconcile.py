@@ -172,18 +172,6 @@ class ReconcileStore:
                 marked.append(lost)
         return marked
 
-    def report(self, *, now: datetime, deadline: timedelta, since: datetime, sinks: Sequence[str]) -> tuple[
-        list[LostOrder], list[LostOrder]
-    ]:
-        """Deprecated, transitional: ``monitor.reconcile.reporting.report_lost(self, ...)`` with the same arguments.
-
-        Kept only so ``monitor/pipeline.py`` keeps working until it calls ``report_lost`` itself; delete it then.
-        The import below is the store's only reference to :mod:`monitor.reconcile`, and goes with it.
-        """
-        from monitor.reconcile.reporting import report_lost
-
-        return report_lost(self, now=now, deadline=deadline, since=since, sinks=sinks)
-
     def lost_orders(self, *, since: datetime | None = None, open_only: bool = False, unreplayed: bool = False,
                     limit: int = 100) -> list[LostOrder]:
         """Recorded lost orders, newest first; ``unreplayed``: only those with no notify replay (attempted) yet."""
