@@ -192,11 +192,3 @@ def test_lost_order_reads_and_writes_record_and_announce_each_order_once(store: 
     assert rs.open_lost() == []
     assert [lo.recovered_at for lo in rs.lost_orders()] == [clock.now()]
     assert sorted(i.payload["kind"] for i in store.due_outbox("console")) == ["found", "recovered"]
-
-
-def test_the_deprecated_report_gives_what_report_lost_gives(store: Store, clock: FixedClock) -> None:
-    rs = ReconcileStore(store)
-    created(store, clock, "A", 20)
-    rs.record("c1", [CheckAnswer("A", "1", True, clock.now() - 19 * MIN)], clock.now())
-    found, recovered = rs.report(now=clock.now(), deadline=5 * MIN, since=clock.now() - timedelta(hours=1), sinks=[])
-    assert ([lo.order_id for lo in found], recovered) == (["A"], [])
