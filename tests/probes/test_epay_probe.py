@@ -73,8 +73,8 @@ async def test_slow_gateway_is_a_timeout_within_the_deadline(sim: SimServer, ctx
     sim.faults("epay-main").update(latency_s=2.0)
     result = await run_probe(EpayAdapter(channel(sim.endpoint("epay-main"), timeout="0.3s")), "epay-main", "query",
                              ctx)
-    assert result.outcome == "timeout"
-    assert result.latency_s < 1.0
+    # timeout, not ok: the 0.3 s deadline cut the exchange instead of waiting 2 s for the answer
+    assert result.outcome == "timeout" and "no complete answer within 0." in result.detail, result.detail
 
 
 async def test_connection_refused(ctx: ProbeContext) -> None:
@@ -233,8 +233,8 @@ async def test_probe_outcomes(both: SimServer, ctx: ProbeContext, flavour: str, 
     assert result.code == expected_code, result.detail
     if case == "maintenance":
         assert "维护" in result.detail
-    if case == "hang":
-        assert result.latency_s < 1.5
+    if case == "hang":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
+        assert "no complete answer within 0." in result.detail, result.detail
     assert KEY not in result.detail and KEY not in (result.code or "")
     truth = both.ground_truth()
     assert len(truth) == (1 if probe == "test_order" and outcome == "ok" else 0)

@@ -130,8 +130,8 @@ async def test_outcomes(sim: SimServer, ctx: ProbeContext, probe: str, case: str
     assert result.outcome == outcome, result.detail
     expected = CODES.get(outcome, {"ok": "0", "business_error": "-1" if case == "unknown_pid" else "-3"}.get(outcome))
     assert result.code == expected, result.detail
-    if case == "hang":
-        assert result.latency_s < 1.5
+    if case == "hang":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
+        assert "no complete answer within 0." in result.detail, result.detail
     if case == "maintenance":
         assert "维护" in result.detail
     if outcome == "ok" and probe != "balance":

@@ -87,8 +87,8 @@ async def test_outcomes(sim: tuple[SimServer, EpusdtGateway], ctx: ProbeContext,
     result = await run_probe(EpusdtAdapter(channel(server.endpoint("usdt"), token, timeout)), "usdt", probe, ctx)
     assert (result.outcome, result.code) == (outcome, code), result.detail
     assert TOKEN not in result.detail and TOKEN not in (result.code or "")
-    if outcome == "timeout":
-        assert result.latency_s < 1.0
+    if outcome == "timeout":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
+        assert "no complete answer within 0." in result.detail, result.detail
     created = gw.ground_truth()
     assert len(created) == (1 if outcome == "ok" else 0)
     if outcome == "ok":

@@ -161,8 +161,8 @@ async def test_endless_body_is_cut_at_the_cap(ctx: ProbeContext) -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         result = await run_probe(epay_at(f"http://127.0.0.1:{port}", timeout="5s"), "ep", "query", ctx)
+        # bad_response, not timeout: the cap ended the read long before the 5 s deadline would have
         assert result.outcome == "bad_response" and f"larger than {MAX_BODY} bytes" in result.detail
-        assert result.latency_s < 4
     finally:
         server.close()
         await server.wait_closed()

@@ -99,8 +99,8 @@ async def test_outcomes(sim: tuple[SimServer, PayPalGateway], ctx: ProbeContext,
     expected = code if outcome != "ok" else {"query": "RESOURCE_NOT_FOUND", "test_order": "CREATED"}[probe]
     assert (result.outcome, result.code) == (outcome, expected), result.detail
     assert clean(result.detail) and clean(result.code)
-    if outcome == "timeout":
-        assert result.latency_s < 1.0
+    if outcome == "timeout":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
+        assert "no complete answer within 0." in result.detail, result.detail
     orders = gw.channel("paypal").orders
     assert len(orders) == (1 if (outcome, probe) == ("ok", "test_order") else 0)
 

@@ -106,8 +106,8 @@ async def test_outcomes(sim: tuple[SimServer, TamperingGateway], ctx: ProbeConte
     expected = code if outcome != "ok" else ok_code
     assert (result.outcome, result.code) == (outcome, expected), result.detail
     assert KEY not in result.detail and KEY[-4:] not in result.detail and key[-4:] not in result.detail
-    if outcome == "timeout":
-        assert result.latency_s < 1.0
+    if outcome == "timeout":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
+        assert "no complete answer within 0." in result.detail, result.detail
     # Nothing is left open: a healthy test_order cancels its intent, a failed create made none.
     assert statuses(gw) == (["canceled"] if (outcome, probe) == ("ok", "test_order") else [])
 

@@ -87,7 +87,8 @@ async def test_query_outcomes(env: Env, faults: dict[str, Any], creds: dict[str,
     assert result.code == expected_code, result.detail
     if outcome == "business_error":
         assert "签名错误" in result.detail
-    assert result.latency_s < 1.5
+    if outcome == "timeout":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
+        assert "no complete answer within 0." in result.detail, result.detail
     assert all(v not in result.detail for v in (KEY, WRONG_KEY, APPID, MCH_ID))
 
 
