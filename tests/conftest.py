@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,6 +22,9 @@ from sqlalchemy.engine import make_url
 
 from monitor.clock import FixedClock
 from monitor.store import Store
+
+if TYPE_CHECKING:
+    from tests.test_pipeline import Rig
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("PAYMON_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -175,3 +179,15 @@ def sim_thread() -> Iterator[SimThread]:
     sim = SimThread()
     yield sim
     sim.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, clock: FixedClock) -> Iterator[Rig]:
+    """The pipeline's test rig (``tests.test_pipeline.Rig``): both config files, the real app on a fixed clock."""
+    from tests.test_pipeline import Rig
+
+    (tmp_path / "cfg" / "var").mkdir(parents=True)
+    r = Rig(tmp_path / "cfg", clock)
+    yield r
+    r.app.pipeline.close()
+    r.app.store.close()

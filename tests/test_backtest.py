@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,14 +24,6 @@ def history(rig: Rig) -> None:
     rig.app.store.add_probe_results(rows)
     rig.clock.advance(timedelta(minutes=60))
 
-
-@pytest.fixture
-def rig(tmp_path: Path, clock: Any) -> Any:
-    (tmp_path / "cfg" / "var").mkdir(parents=True)
-    r = Rig(tmp_path / "cfg", clock)
-    yield r
-    r.app.pipeline.close()
-    r.app.store.close()
 
 
 def test_the_timeline_matches_what_the_daemon_would_have_done(rig: Rig) -> None:

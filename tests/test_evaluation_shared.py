@@ -3,30 +3,17 @@ same story: the same alerts at the same moments, the same weight changes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 import monitor.alerts.evaluate
 import monitor.backtest
 import monitor.pipeline
 from monitor.backtest import backtest
-from monitor.clock import FixedClock
 from monitor.models import ProbeResult
 from tests.test_pipeline import Rig
 
 MINUTES = 70
 
-
-@pytest.fixture
-def rig(tmp_path: Path, clock: FixedClock) -> Iterator[Rig]:
-    (tmp_path / "cfg" / "var").mkdir(parents=True)
-    r = Rig(tmp_path / "cfg", clock)
-    yield r
-    r.app.pipeline.close()
-    r.app.store.close()
 
 
 def test_both_call_the_one_evaluation_function() -> None:

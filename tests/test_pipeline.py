@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -94,14 +93,6 @@ class Rig:
     def weight(self, channel: str) -> int:
         return YamlWeightSink(self.folder / "channels.yaml").read()[channel]
 
-
-@pytest.fixture
-def rig(tmp_path: Path, clock: FixedClock) -> Iterator[Rig]:
-    (tmp_path / "cfg" / "var").mkdir(parents=True)
-    r = Rig(tmp_path / "cfg", clock)
-    yield r
-    r.app.pipeline.close()
-    r.app.store.close()
 
 
 def test_down_drain_restart_resolve_restore(rig: Rig) -> None:

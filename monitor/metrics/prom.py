@@ -154,10 +154,6 @@ class Metrics(Collector):
                 self._histograms[name] = {k: v for k, v in self._histograms[name].items() if _kept(labels, k, keep)}
             self._last_probe = {k: v for k, v in self._last_probe.items() if k[0] in view.channels}
 
-    @property
-    def view(self) -> CycleView | None:
-        return self._view
-
     # -- scrape ----------------------------------------------------------------------------------------------
 
     def describe(self) -> list[Metric]:

@@ -4,11 +4,8 @@ touches the database, and unknown values have no series rather than a 0."""
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
@@ -17,15 +14,6 @@ from monitor.http import HttpServer
 from monitor.metrics.prom import CycleView, Metrics
 from monitor.models import ProbeResult
 from tests.test_pipeline import CHANNELS, Rig
-
-
-@pytest.fixture
-def rig(tmp_path: Path, clock: FixedClock) -> Iterator[Rig]:
-    (tmp_path / "cfg" / "var").mkdir(parents=True)
-    r = Rig(tmp_path / "cfg", clock)
-    yield r
-    r.app.pipeline.close()
-    r.app.store.close()
 
 
 def scrape(metrics: Metrics) -> dict[str, list[dict[str, str]]]:
