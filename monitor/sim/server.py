@@ -54,7 +54,8 @@ class _InProcessServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's shutdown with its fixed 0.1 s pauses replaced by a short poll: stopping an idle server
-        takes milliseconds (the suite starts and stops hundreds), a busy one still gets the graceful timeout."""
+        takes milliseconds (the suite starts and stops hundreds), a busy one still gets the graceful timeout;
+        after it, nothing is left open: requests are cancelled and their connections closed."""
         for server in self.servers:
             server.close()
         for sock in sockets or []:
@@ -68,8 +69,14 @@ class _InProcessServer(uvicorn.Server):
             deadline is None or loop.time() < deadline
         ):
             await asyncio.sleep(0.005)
-        for task in list(self.server_state.tasks):
+        tasks = list(self.server_state.tasks)
+        for task in tasks:
             task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # uvicorn leaves the connection of a request cancelled here open, and its socket would then be closed by the
+        # garbage collector (a ResourceWarning) in whatever runs later. Close every connection still open.
+        for connection in list(self.server_state.connections):
+            connection.transport.close()
         for server in self.servers:
             await server.wait_closed()
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 
-from monitor.sim.server import SimServer
+from monitor.sim.server import AppServer, SimServer
+from tests.conftest import PATIENCE_S, wait_until
 
 KEY = "server-test-key-123456"
 
@@ -45,3 +49,33 @@ async def test_truth_export_and_reserved_ids() -> None:
             (created["trade_no"], "T1", "1.00", False)]
         assert (await client.get("/_sim/truth", params={"channel": "other"})).json() == []
         assert [t.out_trade_no for t in sim.ground_truth()] == ["T1"]
+
+
+@pytest.mark.parametrize("answer", ["never", "too_late"])
+async def test_stop_closes_every_connection_even_past_the_grace(answer: str) -> None:
+    """A request still running when the graceful timeout ends is cancelled, and its connection is closed with it:
+    no socket is left for the garbage collector (a ResourceWarning in whatever test runs then)."""
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if answer == "never":
+            await asyncio.Event().wait()
+        await release.wait()  # "too_late": answers only after the grace has passed
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late"})
+
+    srv = AppServer(app, graceful_timeout_s=0)
+    await srv.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    server = srv._server
+    assert server is not None
+    assert await wait_until(lambda: bool(server.server_state.tasks))
+    await srv.stop()
+    release.set()
+    assert server.server_state.connections == set()
+    rest = await asyncio.wait_for(reader.read(), PATIENCE_S)  # the server closed its side: EOF, not a hang
+    assert b"late" not in rest
+    writer.close()
+    await writer.wait_closed()
