@@ -9,12 +9,20 @@ For an order created at ``c`` on a channel with pay timeout ``T``:
 ``success_ratio(W)`` counts orders whose outcome became known in ``(now - W, now]``; with fewer than
 ``min_orders`` decided orders there is no value (``None``): too little data is not a verdict.
 
+An order is **paid at the channel** when the channel or the shop says so: a pay time from the channel (its
+order query, or a callback that carries one), a callback (verified or not), or the shop's paid mark. Its **paid
+time** places it in a window: the channel's pay time when known, else the earliest callback or shop-paid time
+(:data:`PAID_TIME_CHAIN`, one tier per fallback). Every such order counts in the lost-order ratio's denominator,
+not only those whose pay time came from reconciliation: a V1 epay notify carries no pay time, and on a channel
+whose notifies all arrive, reconciliation never asks about its orders.
+
 A **lost order** is one the channel reports paid (its pay time, or an unverified callback, as evidence) that has
 no verified callback by ``pay time + callback_deadline``. Channels give pay times in whole seconds (epay
 ``endtime``, WeChat ``time_end``, Alipay ``send_pay_date``): a pay time with no fraction of a second stands for
 that whole second, so the deadline runs from its end (:func:`paid_by`); without that, a callback right on time
-could be judged late by up to a second. ``lost_order_ratio(W)`` = lost / orders whose channel
-pay time lies in W (only orders whose deadline has passed are judged).
+could be judged late by up to a second. ``lost_order_ratio(W)`` = lost / orders paid at the channel whose paid
+time lies in W; an order is counted (in both) only once the callback deadline from its paid time (or, for a lost
+order, from its evidence) has passed, so the newest orders, whose callbacks may still come, do not bias it.
 
 The **funnel** follows the orders created in W: created → redirected (``pay_redirect``) → paid (verified
 callback or ``order_paid``) → callback (verified) → delivered.
@@ -34,14 +42,33 @@ import pandas as pd
 # ``ChannelStats`` is a shared record (``monitor.models``); its name stays importable from here.
 from monitor.models import ChannelStats
 
-__all__ = ["ChannelStats", "compute_stats", "decided_outcomes", "judge_orders", "lost_deadline", "order_facts",
-           "paid_by"]
+__all__ = ["PAID_TIME_CHAIN", "ChannelStats", "compute_stats", "decided_outcomes", "judge_orders", "lost_deadline",
+           "order_facts", "paid_by", "paid_time"]
+
+#: Where an order's paid time comes from, best first: each tier is a group of order columns whose earliest value
+#: is used when no earlier tier has one. The channel's own pay time; else the first callback (verified or not) or
+#: the shop's paid mark. A further fallback (e.g. when paymon learned the channel said paid) is one more tier.
+PAID_TIME_CHAIN: tuple[tuple[str, ...], ...] = (
+    ("channel_paid_at",),
+    ("callback_at", "unverified_callback_at", "shop_paid_at"),
+)
 
 
 def paid_by(evidence: pd.Series) -> pd.Series:
     """The latest moment each evidence time can stand for: a whole-second time is the end of that second."""
     whole = evidence.notna() & (evidence.dt.microsecond == 0) & (evidence.dt.nanosecond == 0)
     return evidence + pd.to_timedelta(whole.astype("int64"), unit="s")
+
+
+def paid_time(df: pd.DataFrame) -> pd.Series:
+    """Each order's paid time by :data:`PAID_TIME_CHAIN` (NaT: not paid at the channel as far as paymon knows).
+    A column missing from ``df`` is skipped, so a frame from before a column was added still works."""
+    out = pd.Series(pd.NaT, index=df.index, dtype="datetime64[us, UTC]")
+    for tier in PAID_TIME_CHAIN:
+        columns = [c for c in tier if c in df.columns]
+        if columns:
+            out = out.fillna(df[columns].min(axis=1))
+    return out
 
 
 def lost_deadline(evidence: datetime, deadline: timedelta) -> datetime:
@@ -76,8 +103,10 @@ def judge_orders(
 ) -> pd.DataFrame:
     """The channels' orders with their outcomes (``success_time``, ``fail_time``, ``pending``) and the lost-order
     columns: ``evidence`` (channel pay time, else an unverified callback), ``judged`` (its deadline has passed),
-    ``lost``, and the callback ``latency`` in seconds. :func:`compute_stats` and :func:`order_facts` both read
-    this; a caller needing both judges once and passes the result to each."""
+    ``lost``, ``paid_time`` (:func:`paid_time`), ``counted`` (paid at the channel and judged: the callback deadline
+    from its paid time has passed, or it is judged on its evidence), and the callback ``latency`` in seconds.
+    :func:`compute_stats` and :func:`order_facts` both read this; a caller needing both judges once and passes the
+    result to each."""
     now = pd.Timestamp(now)
     df = orders[orders["channel"].isin(list(channels))]
     timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
@@ -85,11 +114,15 @@ def judge_orders(
     evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
     due = paid_by(evidence) + callback_deadline
     judged = evidence.notna() & (due <= now)
+    paid = paid_time(df)
+    counted = judged | (paid.notna() & (paid_by(paid) + callback_deadline <= now))
     base = df["channel_paid_at"].fillna(df["redirected_at"])
     return df.assign(
         evidence=evidence,
         judged=judged,
         lost=judged & (df["callback_at"].isna() | (df["callback_at"] > due)),
+        paid_time=paid,
+        counted=counted,
         latency=(df["callback_at"] - base).dt.total_seconds(),
     )
 
@@ -113,7 +146,7 @@ def compute_stats(
     df = judged if judged is not None else judge_orders(
         orders, now=now, channels=channels, pay_timeout=pay_timeout, default_pay_timeout=default_pay_timeout,
         callback_deadline=callback_deadline)
-    evidence, judged, lost, latency = df["evidence"], df["judged"], df["lost"], df["latency"]
+    paid, counted, lost, latency = df["paid_time"], df["counted"], df["lost"], df["latency"]
 
     result: dict[tuple[str, str], ChannelStats] = {}
     for label, width in windows.items():
@@ -121,7 +154,7 @@ def compute_stats(
         created_in = df["created_at"].between(start, ts_now, inclusive="right")
         succ_in = df["success_time"].between(start, ts_now, inclusive="right")
         fail_in = df["fail_time"].between(start, ts_now, inclusive="right")
-        paid_in = judged & evidence.between(start, ts_now, inclusive="right")
+        paid_in = counted & paid.between(start, ts_now, inclusive="right")
         cb_in = df["callback_at"].between(start, ts_now, inclusive="right") & latency.notna()
         frame = pd.DataFrame(
             {

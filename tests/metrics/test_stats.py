@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 
-from monitor.metrics.stats import compute_stats
+from monitor.metrics.stats import compute_stats, paid_time
 from monitor.store.store import orders_to_frame
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -107,3 +108,67 @@ def test_a_whole_second_pay_time_stands_for_the_whole_second() -> None:
     precise = whole + timedelta(seconds=0.25)
     rows[0].update(channel_paid_at=precise, callback_at=precise + timedelta(minutes=5, seconds=0.5))
     assert stats(rows)[("c1", "15m")].lost == 1
+
+
+# ---- the lost-order ratio's denominator: every order paid at the channel (SPEC §2.8) ----------------------------
+
+
+def test_every_paid_order_counts_in_the_denominator_whatever_says_it_was_paid() -> None:
+    rows = [
+        order("verified", 30, callback_at=29),                        # a verified callback, no pay time (epay V1)
+        order("shop_paid", 30, shop_paid_at=29),                      # only the shop's paid mark (order_paid)
+        order("unverified", 30, unverified_callback_at=29),           # only an unverified callback: lost
+        order("reconciled", 30, channel_paid_at=29),                  # a pay time from reconciliation: lost
+        order("unpaid", 30, expired_at=15),                           # never paid: not in the denominator
+    ]
+    s = stats(rows)[("c1", "1h")]
+    assert (s.paid_at_channel, s.lost) == (4, 2)
+    assert s.lost_order_ratio == pytest.approx(0.5)
+
+
+def test_a_few_lost_among_many_called_back_is_a_small_ratio() -> None:
+    # the shipped simulator setup: V1 notifies carry no pay time, reconciliation only finds the lost ones
+    rows = [order(f"ok{i}", 40, callback_at=39) for i in range(98)]
+    rows += [order("lost1", 40, channel_paid_at=39), order("lost2", 40, channel_paid_at=38)]
+    s = stats(rows)[("c1", "1h")]
+    assert (s.paid_at_channel, s.lost) == (100, 2)
+    assert s.lost_order_ratio == pytest.approx(0.02)
+
+
+def test_windows_place_an_order_by_its_pay_time_else_its_callback_or_shop_paid_time() -> None:
+    rows = [
+        # the channel's pay time wins over a later callback: paid 16 min ago, outside the 15m window
+        order("paid_early", 30, channel_paid_at=16, callback_at=14),
+        # no pay time: the callback places it, 14 min ago
+        order("called_back", 30, callback_at=14),
+        # no pay time: the earliest of the callback and the shop's paid mark, 16 min ago
+        order("shop_first", 30, shop_paid_at=16, callback_at=14),
+        # an unverified callback, then a verified one 20 s later: placed at the first, not lost
+        order("retried", 30, unverified_callback_at=14, callback_at=13.7),
+    ]
+    s15, s1h = stats(rows)[("c1", "15m")], stats(rows)[("c1", "1h")]
+    assert (s15.paid_at_channel, s15.lost) == (2, 0)
+    assert (s1h.paid_at_channel, s1h.lost) == (4, 0)
+
+
+def test_a_paid_order_counts_only_once_its_callback_deadline_has_passed() -> None:
+    rows = [
+        order("cb_new", 5, callback_at=3),                 # 3 min ago: deadline 5 min, not counted yet
+        order("shop_new", 5, shop_paid_at=4),
+        order("unverified_new", 5, unverified_callback_at=4),
+        order("cb_old", 10, callback_at=6),                # 6 min ago: counted
+    ]
+    s = stats(rows)[("c1", "15m")]
+    assert (s.paid_at_channel, s.lost) == (1, 0)
+    assert s.lost_order_ratio == 0.0
+
+
+def test_paid_time_follows_the_chain_and_skips_missing_columns() -> None:
+    frame = orders_to_frame([
+        order("a", 30, channel_paid_at=20, callback_at=10),
+        order("b", 30, callback_at=10, unverified_callback_at=12, shop_paid_at=11),
+        order("c", 30),
+    ])
+    got = paid_time(frame)
+    assert got.iloc[0] == pd.Timestamp(m(20)) and got.iloc[1] == pd.Timestamp(m(12)) and pd.isna(got.iloc[2])
+    assert paid_time(frame.drop(columns=["channel_paid_at"])).iloc[0] == pd.Timestamp(m(10))
