@@ -178,11 +178,18 @@ class WeightChange:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Where a source stopped: which file (``file_id``, e.g. ``dev:inode``) and the byte offset or row id in it."""
+    """Where a source stopped: which file (``file_id``, e.g. ``dev:inode``) and the byte offset or row id in it.
+
+    A file source also keeps a ``fingerprint`` of the file's first ``fingerprint_size`` bytes (those already read,
+    at most 1 KiB): a file truncated in place and refilled (copytruncate) keeps its ``file_id``, and may have
+    outgrown the old offset before the next read, so only its first bytes tell it is new. ``None``: not known (a
+    checkpoint saved before fingerprints, or a source that is not a file)."""
 
     source: str
     file_id: str
     position: int
+    fingerprint: str | None = None
+    fingerprint_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)

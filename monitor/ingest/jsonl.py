@@ -4,12 +4,18 @@ Each call to :meth:`JsonlSource.poll` reads the complete lines appended since th
 parsed events *together with* the new checkpoint (file identity + byte offset), so a crash re-reads at most the
 uncommitted lines and the store's per-order merge makes that re-read a no-op. A partial last line waits for its
 newline. Rotation: when the path names a new file (rename rotation), the rest of the old file is read through the
-descriptor still open on it, then reading starts at the new file's beginning; when the file shrank
-(copytruncate), reading restarts at offset 0.
+descriptor still open on it, then reading starts at the new file's beginning. Copytruncate (the file emptied in
+place, same inode) is seen two ways: the file is shorter than the checkpoint's offset, or its first bytes differ
+from the checkpoint's fingerprint (a hash of the first up to :data:`FINGERPRINT_BYTES` bytes already read, saved
+with every checkpoint), which catches a file refilled past the old offset before paymon looked again. Either
+way the file is read again from the start, logged once and counted in :attr:`JsonlSource.replaced`. The
+fingerprint covers only bytes already read, so a file shorter than that which grows is the same file. A
+checkpoint saved before fingerprints existed is trusted by the size rule once, and gets its fingerprint then.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -26,7 +32,7 @@ from monitor.ingest.events import Rejected, parse_event, remap
 from monitor.models import IngestResult, OrderEvent
 from monitor.store import Checkpoint, Store
 
-__all__ = ["MAX_LINE", "JsonlSource"]
+__all__ = ["FINGERPRINT_BYTES", "MAX_LINE", "JsonlSource", "fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,24 @@ MAX_LINE = 1 << 20
 _BLOCK = MAX_LINE + 1
 
 
+#: How many of a file's first bytes its checkpoint fingerprint covers (at most; fewer while the file is shorter).
+FINGERPRINT_BYTES = 1024
+
+
 def _identity(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}"
+
+
+def fingerprint(fh: IO[bytes], size: int) -> str | None:
+    """sha256 (hex) of the first ``size`` bytes of ``fh``, or None when the file now has fewer. Reads with
+    ``pread``, so the handle's position is left alone."""
+    data = b""
+    while len(data) < size:
+        chunk = os.pread(fh.fileno(), size - len(data), len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return hashlib.sha256(data).hexdigest()
 
 
 class JsonlSource:
@@ -60,6 +82,8 @@ class JsonlSource:
         self.on_progress: Callable[[int, int], None] | None = None
         self._fh: IO[bytes] | None = None
         self._fh_id = ""
+        #: How many times the file was found replaced in place (copytruncate) and read again from the start.
+        self.replaced = 0
 
     def __enter__(self) -> JsonlSource:
         return self
@@ -104,13 +128,34 @@ class JsonlSource:
         else:
             fh.close()
         position = cp.position if cp is not None and cp.file_id == file_id else 0
-        if position > os.fstat(self._fh.fileno()).st_size:  # copytruncate
-            log.info("%s was truncated; reading from the start", self.path)
-            position = 0
-            # Saved now, not with the next batch: the file may have grown past the old offset by the next poll.
-            self.store.save_checkpoint(Checkpoint(self.source_id, file_id, 0))
+        if cp is not None and position > 0:
+            position = self._check_same_file(self._fh, cp)
         total += self._drain(self._fh, file_id, position)
         return total
+
+    def _check_same_file(self, fh: IO[bytes], cp: Checkpoint) -> int:
+        """Where to go on reading the checkpoint's file: at its offset, or at 0 when it was replaced in place
+        (shorter than the offset, or first bytes unlike its fingerprint). A checkpoint without a fingerprint
+        (saved before there were any) is trusted by the size rule alone, and gets its fingerprint now."""
+        size = os.fstat(fh.fileno()).st_size
+        if cp.position > size:
+            why = f"it is shorter ({size} bytes) than the offset read up to ({cp.position})"
+        elif cp.fingerprint is not None and fingerprint(fh, cp.fingerprint_size) != cp.fingerprint:
+            why = f"its first {cp.fingerprint_size} bytes differ from those read before"
+        else:
+            if cp.fingerprint is None:
+                self.store.save_checkpoint(self._checkpoint(fh, cp.file_id, cp.position))
+            return cp.position
+        self.replaced += 1
+        log.warning("%s was replaced in place (copytruncate: %s); reading it from the start", self.path, why)
+        # Saved now, not with the next batch: the file may have grown past the old offset by the next poll.
+        self.store.save_checkpoint(self._checkpoint(fh, cp.file_id, 0))
+        return 0
+
+    def _checkpoint(self, fh: IO[bytes], file_id: str, position: int) -> Checkpoint:
+        """The checkpoint at ``position``, fingerprinted over the first bytes read (up to ``position``)."""
+        size = min(position, FINGERPRINT_BYTES)
+        return Checkpoint(self.source_id, file_id, position, fingerprint(fh, size), size)
 
     def _finish_rotated(self, cp: Checkpoint) -> IngestResult:
         """Read the rest of the checkpoint's file, found by its identity among the files beside ``path``."""
@@ -206,7 +251,7 @@ class JsonlSource:
             except Rejected as r:
                 reasons[r.reason] += 1
         result = self.store.apply_events(
-            events, checkpoint=Checkpoint(self.source_id, file_id, position),
+            events, checkpoint=self._checkpoint(fh, file_id, position),
             rejected=sum(reasons.values()), reasons=dict(reasons),
         )
         return result, position, len(lines) + too_long >= self.batch_lines

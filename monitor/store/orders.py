@@ -139,7 +139,8 @@ class OrdersFacet(Facet):
     def checkpoint(self, source: str) -> Checkpoint | None:
         with self.engine.connect() as conn:
             r = conn.execute(select(t.ingest_checkpoints).where(t.ingest_checkpoints.c.source == source)).first()
-        return None if r is None else Checkpoint(r.source, r.file_id, r.position)
+        return None if r is None else Checkpoint(r.source, r.file_id, r.position, r.fingerprint,
+                                                 r.fingerprint_size or 0)
 
     def apply_events(
         self, events: Sequence[OrderEvent], *, checkpoint: Checkpoint | None = None, rejected: int = 0,
@@ -170,7 +171,8 @@ class OrdersFacet(Facet):
             self._save_checkpoint(conn, checkpoint, self.clock.now())
 
     def _save_checkpoint(self, conn: Connection, cp: Checkpoint, now: datetime) -> None:
-        values = {"file_id": cp.file_id, "position": cp.position, "updated_at": now}
+        values = {"file_id": cp.file_id, "position": cp.position, "updated_at": now, "fingerprint": cp.fingerprint,
+                  "fingerprint_size": None if cp.fingerprint is None else cp.fingerprint_size}
         c = t.ingest_checkpoints.c
         if conn.execute(update(t.ingest_checkpoints).where(c.source == cp.source).values(**values)).rowcount == 0:
             conn.execute(insert(t.ingest_checkpoints).values(source=cp.source, **values))

@@ -121,6 +121,9 @@ ingest_checkpoints = Table(
     Column("file_id", String(128), nullable=False, default=""),
     Column("position", Integer, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
+    # sha256 (hex) of the file's first ``fingerprint_size`` bytes: copytruncate detection (``Checkpoint``).
+    Column("fingerprint", String(64)),
+    Column("fingerprint_size", Integer),
 )
 
 alert_states = Table(

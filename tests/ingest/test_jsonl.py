@@ -23,6 +23,7 @@ from sqlalchemy import event, select
 from monitor.clock import FixedClock
 from monitor.ingest import JsonlSource
 from monitor.ingest.events import Rejected, parse_event
+from monitor.ingest.jsonl import FINGERPRINT_BYTES
 from monitor.models import IngestResult, OrderEvent
 from monitor.store import Checkpoint, Store
 from monitor.store import tables as t
@@ -204,6 +205,97 @@ def test_copytruncate_equals_a_clean_pass(tmp_path: Path, store: Store, clock: F
     assert orders_table(store) == table
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["same-process", "after-restart"])
+def test_copytruncate_refilled_past_the_old_offset_is_read_again_from_the_start(
+    tmp_path: Path, store: Store, clock: FixedClock, caplog: pytest.LogCaptureFixture, restart: bool,
+) -> None:
+    lines = order_log(clock)
+    expected, table = clean_pass(tmp_path, clock, lines)
+    before, after = b"".join(lines[:80]), b"".join(lines[80:])
+    assert len(after) > len(before)
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(before)
+    src = source(log, store, clock, batch_lines=7)
+    total = src.poll()
+    inode = log.stat().st_ino
+    log.write_bytes(after)  # truncated and refilled past the old offset before paymon looked again
+    assert log.stat().st_ino == inode and log.stat().st_size > len(before)
+    if restart:
+        src.close()
+        src = source(log, store, clock, batch_lines=7)
+    total += src.poll()
+    total += src.poll()  # nothing new: not taken as replaced a second time
+    src.close()
+    assert total == expected  # nothing lost (the old size rule read from byte len(before)), nothing twice
+    assert orders_table(store) == table
+    assert src.replaced == 1  # the source that read it again (after a restart, the new one)
+    assert caplog.text.count("was replaced in place") == 1
+
+
+def test_same_size_different_content_is_a_new_file(tmp_path: Path, sqlite_store: Store, clock: FixedClock) -> None:
+    log = tmp_path / "orders.jsonl"
+    old, new = line(clock, "order_created", "OLD01"), line(clock, "order_created", "NEW01")
+    assert len(old) == len(new)
+    log.write_text(old, encoding="utf-8")
+    src = source(log, sqlite_store, clock)
+    assert src.poll().accepted == 1
+    log.write_text(new, encoding="utf-8")  # the same length: only its first bytes tell
+    assert src.poll().accepted == 1
+    assert src.poll() == IngestResult()
+    src.close()
+    assert src.replaced == 1
+    assert [r["order_id"] for r in orders_table(sqlite_store)] == ["NEW01", "OLD01"]
+
+
+def test_a_file_shorter_than_the_fingerprint_that_grows_is_the_same_file(
+    tmp_path: Path, sqlite_store: Store, clock: FixedClock,
+) -> None:
+    log = tmp_path / "orders.jsonl"
+    first = line(clock, "order_created", "G0")
+    log.write_text(first + line(clock, "pay_redirect", "G0")[:30], encoding="utf-8")  # and a partial line
+    src = source(log, sqlite_store, clock)
+    assert src.poll().accepted == 1
+    cp = sqlite_store.checkpoint("jsonl:test")
+    assert cp is not None and cp.fingerprint is not None
+    assert cp.fingerprint_size == cp.position == len(first.encode()) < FINGERPRINT_BYTES  # only the bytes read
+    with log.open("a", encoding="utf-8") as f:
+        f.write(line(clock, "pay_redirect", "G0")[30:])
+        for i in range(1, 20):
+            f.write(line(clock, "order_created", f"G{i}"))
+    assert log.stat().st_size > FINGERPRINT_BYTES
+    r = src.poll()
+    src.close()
+    assert (r.accepted, r.duplicate, src.replaced) == (20, 0, 0)
+    cp = sqlite_store.checkpoint("jsonl:test")
+    assert cp is not None and cp.fingerprint_size == FINGERPRINT_BYTES and cp.position == log.stat().st_size
+
+
+def test_a_checkpoint_from_before_fingerprints_is_trusted_once_then_upgraded(tmp_path: Path, clock: FixedClock) -> None:
+    log = tmp_path / "orders.jsonl"
+    old, new = line(clock, "order_created", "OLD01"), line(clock, "order_created", "NEW01")
+    log.write_text(old, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'paymon.db'}"
+    before = Store.open(url, clock=clock, migrate=False)
+    before.migrate("0005")  # the schema before fingerprints, with a checkpoint row at the end of the file
+    with before.engine.begin() as conn:
+        conn.execute(t.ingest_checkpoints.insert().values(
+            source="jsonl:test", file_id=f"{log.stat().st_dev}:{log.stat().st_ino}", position=len(old),
+            updated_at=clock.now()))
+    before.close()
+    store = Store.open(url, clock=clock)  # migrated: the row has no fingerprint
+    cp = store.checkpoint("jsonl:test")
+    assert cp is not None and (cp.position, cp.fingerprint) == (len(old), None)
+    src = source(log, store, clock)
+    assert src.poll() == IngestResult()  # trusted by its size: nothing read again
+    cp = store.checkpoint("jsonl:test")
+    assert cp is not None and cp.fingerprint is not None and cp.fingerprint_size == len(old)
+    log.write_text(new, encoding="utf-8")  # from now on a same-size replacement is seen
+    assert src.poll().accepted == 1
+    src.close()
+    store.close()
+    assert src.replaced == 1
+
+
 def test_restart_mid_file_equals_a_clean_pass(tmp_path: Path, store: Store, clock: FixedClock) -> None:
     lines = order_log(clock)
     expected, table = clean_pass(tmp_path, clock, lines)
@@ -270,6 +362,7 @@ from datetime import datetime
 from sqlalchemy import event
 from monitor.clock import FixedClock
 from monitor.ingest import JsonlSource
+from monitor.ingest.jsonl import FINGERPRINT_BYTES
 from monitor.store import Store
 
 url, log, kill_at, now = sys.argv[1], sys.argv[2], int(sys.argv[3]), datetime.fromisoformat(sys.argv[4])

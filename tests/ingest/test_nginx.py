@@ -74,3 +74,20 @@ def test_built_from_the_config(tmp_path: Path) -> None:
     finally:
         app.pipeline.close()
         app.store.close()
+
+
+def test_copytruncate_refilled_past_the_old_offset_is_read_from_the_start(
+    source: NginxSource, sqlite_store: Store, clock: FixedClock,
+) -> None:
+    hit = "/pay/yipay/notify_url?out_trade_no={}&trade_no=T"
+    source.path.write_text(line(clock, hit.format("N1"), 200) + line(clock, hit.format("N2"), 200), encoding="utf-8")
+    with source:
+        assert source.poll().accepted == 2
+        old_size = source.path.stat().st_size
+        # logrotate's copytruncate, and nginx logged more than before by the next read: same inode, bigger file
+        source.path.write_text("".join(line(clock, hit.format(f"M{i}"), 200) for i in range(4)), encoding="utf-8")
+        assert source.path.stat().st_size > old_size
+        r = source.poll()
+    assert (r.accepted, r.duplicate, source.replaced) == (4, 0, 1)
+    df = sqlite_store.orders_frame(clock.now() - timedelta(hours=1))
+    assert sorted(df["order_id"]) == ["M0", "M1", "M2", "M3", "N1", "N2"]

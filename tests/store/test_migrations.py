@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from monitor.clock import FixedClock
-from monitor.store import Store
+from monitor.store import Checkpoint, Store
 from monitor.store.tables import metadata
 
 
@@ -24,14 +24,18 @@ def _upgrade_keeps_rows(url: str, clock: FixedClock) -> None:
         conn.execute(text(
             "insert into orders (order_id, channel, created_at, updated_at) values ('A1', 'c1', :t, :t)"),
             {"t": datetime(2026, 1, 1, 12, 0)})
+        conn.execute(text(
+            "insert into ingest_checkpoints (source, file_id, position, updated_at) values ('jsonl:x', '1:2', 10, :t)"),
+            {"t": datetime(2026, 1, 1, 12, 0)})
     old.close()
 
     new = Store.open(url, clock=clock)  # opening migrates to head
-    assert new.revision() == "0005"
+    assert new.revision() == "0006"
     [probe] = new.probe_results()
     assert (probe.detail, probe.latency_s, probe.value) == ("kept", 0.25, None)
     assert probe.started_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     assert new.order_count() == 1
+    assert new.checkpoint("jsonl:x") == Checkpoint("jsonl:x", "1:2", 10, None, 0)  # no fingerprint yet (0006)
     assert new.alert_states() == {}  # the tables of 0002 exist and work
     with new.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
@@ -55,7 +59,7 @@ def test_opening_twice_is_a_no_op(tmp_path, clock) -> None:  # type: ignore[no-u
     url = f"sqlite:///{tmp_path / 'p.db'}"
     Store.open(url, clock=clock).close()
     s = Store.open(url, clock=clock)
-    assert s.revision() == "0005"
+    assert s.revision() == "0006"
     s.close()
     engine = create_engine(url)
     with engine.connect() as conn:
