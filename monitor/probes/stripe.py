@@ -19,9 +19,10 @@ No intent is left open (with ``close``). Each create carries a fresh ``Idempoten
 ``paymon_probe`` (that probe's id) and ``paymon_channel`` (the channel id). When the create gets no usable answer
 but may have made an intent (a timeout, a broken connection, a 5xx, a 2xx that is not an intent: not a refused
 connection, a 4xx refusal or Stripe's 503 ``api_error``), the probe sends the same create again with the same key
-on a deadline of its own: Stripe answers with the intent the first one made (or makes it now) and the probe
-cancels it. The outcome stays the create's (a ``timeout`` did time out); the detail says the intent was found and
-cancelled, or that its cleanup is pending. A pending cleanup is retried at the start of the next ``test_order``
+on a deadline of its own: Stripe answers with the intent the first one made (or makes it now; or replays a 5xx,
+and then the intent is searched for by its ``paymon_probe``) and the probe cancels it. The outcome stays the
+create's (a ``timeout`` did time out); the detail says the intent was found and cancelled, or that its cleanup is
+pending. A pending cleanup is retried at the start of the next ``test_order``
 run (on one deadline of the probe's timeout for all of them, before the new create). A restart forgets pending
 cleanups, so the first ``test_order`` run of an adapter also searches Stripe
 (``metadata['paymon_channel']:'<id>' AND status:'requires_payment_method' AND created<…``) for this channel's
@@ -178,12 +179,27 @@ class StripeAdapter(ProbeAdapter[StripeClient]):
         return None
 
     async def _find_and_cancel(self, ctx: ProbeContext, request: _Create, deadline: Deadline) -> str:
-        """Send ``request`` again with its idempotency key (Stripe answers with the intent it made, or makes it
-        now) and cancel that intent; what happened, in words. Still pending unless it is now known cancelled
-        (or known to be past cancelling)."""
+        """Find the intent ``request`` may have made and cancel it; what happened, in words. Still pending unless
+        it is now known cancelled (or known to be past cancelling).
+
+        ``request`` is sent again with its idempotency key: Stripe answers with the intent it made (or makes it
+        now). A 5xx answer may be the first one replayed (Stripe keeps a 500 for its key too): then the intent is
+        searched for by its ``paymon_probe`` metadata (Stripe's search index may lag by a minute: not found is
+        pending, not gone)."""
+        how = "its idempotency key"
         try:
-            doc = await self.client.create(ctx, request.form, request.idempotency_key, deadline.left())
-            pi_id, _ = intent_of(doc, "create again")
+            try:
+                doc = await self.client.create(ctx, request.form, request.idempotency_key, deadline.left())
+                pi_id, _ = intent_of(doc, "create again")
+            except ProbeFailure as exc:
+                if exc.outcome != "http_error":
+                    raise
+                query = f"metadata['paymon_probe']:'{request.probe_id}'"
+                found = await self.client.search(ctx, query, deadline.left())
+                if not found:
+                    raise ProbeFailure("http_error", f"{exc.detail}; no intent found by search yet") from None
+                pi_id, _ = intent_of(found[0], "search")
+                how = "search"
             # The replay is the first answer as it was then; the intent may have moved on since.
             status = await self._cancel_if_open(ctx, pi_id, deadline)
         except ProbeFailure as exc:
@@ -191,8 +207,8 @@ class StripeAdapter(ProbeAdapter[StripeClient]):
                     f"{exc.detail})")
         self.pending.pop(request.probe_id, None)
         if status == "canceled":
-            return f"probe intent {pi_id} found by its idempotency key and cancelled"
-        return f"probe intent {pi_id} found by its idempotency key is {status}, not cancellable"
+            return f"probe intent {pi_id} found by {how} and cancelled"
+        return f"probe intent {pi_id} found by {how} is {status}, not cancellable"
 
     async def _cancel_if_open(self, ctx: ProbeContext, pi_id: str, deadline: Deadline) -> str:
         """Cancel the intent unless it is past cancelling; its status now (``canceled`` once done)."""

@@ -421,7 +421,8 @@ class StripeGateway(GatewayBase[StripeChannel]):
                            "has_more": len(newest) > len(page), "url": "/v1/payment_intents"})
 
     async def _idempotent(self, request: Request, channel: StripeChannel, run: _Operation) -> Response:
-        """Run a POST once per ``Idempotency-Key``: the same key and parameters replay the first 2xx answer."""
+        """Run a POST once per ``Idempotency-Key``: the same key and parameters replay the first 2xx or 5xx
+        answer."""
         body = (await request.body()).decode("utf-8", errors="replace")
         pairs = parse_qsl(body, keep_blank_values=True)
         params = decode_form(pairs)
@@ -440,7 +441,8 @@ class StripeGateway(GatewayBase[StripeChannel]):
                 reply.headers["Idempotency-Key"] = key
                 return reply
         reply = run(request, channel, params)
-        if key is not None and 200 <= reply.status_code < 300:
+        # Stripe keeps the outcome of a request that ran, a 500 included; a refused one (4xx) is not kept.
+        if key is not None and (200 <= reply.status_code < 300 or reply.status_code >= 500):
             channel.idempotent[key] = _Saved(signature, reply.status_code, bytes(reply.body))
         if key is not None:
             reply.headers["Idempotency-Key"] = key

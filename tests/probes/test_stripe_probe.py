@@ -40,9 +40,12 @@ class TamperingGateway(StripeGateway):
 
     drop_secret = False
     break_cancel = False
+    fail_after_create = False  # the intent is made, then the answer is a 500 (which Stripe keeps for the key)
 
     def _create(self, request: Request, channel: StripeChannel, params: dict[str, Any]) -> Response:
         reply = super()._create(request, channel, params)
+        if self.fail_after_create:
+            return Response(status_code=500)
         if not self.drop_secret:
             return reply
         body = json.loads(bytes(reply.body))
@@ -250,6 +253,20 @@ async def test_an_intent_cancelled_meanwhile_is_not_pending_forever(sim: tuple[S
     gw.break_cancel = False
     result = await run_probe(adapter, "stripe", "test_order", ctx)
     assert result.outcome == "ok" and f"probe intent {intent.id} found" in result.detail, result.detail
+    assert adapter.pending == {}
+
+
+async def test_a_create_answered_500_after_it_ran_is_found_by_search(sim: tuple[SimServer, TamperingGateway],
+                                                                     ctx: ProbeContext) -> None:
+    """Stripe replays the 500 for the same key, so the intent is found by its paymon_probe metadata."""
+    server, gw = sim
+    gw.fail_after_create = True
+    adapter = StripeAdapter(channel(server.endpoint("stripe")))
+    result = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert (result.outcome, result.code) == ("http_error", "500"), result.detail
+    (intent,) = gw.channel("stripe").intents.values()
+    assert intent.status == "canceled", result.detail
+    assert f"probe intent {intent.id} found by search and cancelled" in result.detail
     assert adapter.pending == {}
 
 
