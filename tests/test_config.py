@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitor.cli import main
 from monitor.config import (
     Action,
     ChannelConfig,
@@ -347,6 +348,17 @@ BROKEN = [
         "channels.yaml:16 channels[alipay-f2f].timezone", "unknown time zone 'Asia/Peking'",
     ),
     Broken(
+        "bad currency", "channels", "kind: alipay_f2f", "kind: alipay_f2f\n    currency: RMB1",
+        "channels.yaml:16 channels[alipay-f2f].currency",
+        "expected an ISO 4217 currency code of three letters like 'USD' or 'CNY', got 'RMB1'",
+    ),
+    Broken(
+        "currency fixed by the protocol", "channels", "kind: alipay_f2f", "kind: alipay_f2f\n    currency: usd",
+        "channels.yaml:16 channels[alipay-f2f].currency",
+        "a channel of kind 'alipay_f2f' always charges in CNY (its protocol has no currency field): remove "
+        "'currency' or set it to CNY",
+    ),
+    Broken(
         "bad listen", "monitor", "rules:", "http: {listen: 'localhost:70000'}\nrules:",
         "monitor.yaml:2 http.listen", "expected host:port like '127.0.0.1:9108' (port 0-65535)",
     ),
@@ -565,3 +577,41 @@ def test_test_order_amount_is_a_decimal(tmp_path: Path) -> None:
     loaded: LoadedConfig = load_config(write(tmp_path, channels=channels), env={})
     probe = loaded.channel("epay-main").probes.test_order
     assert probe is not None and probe.amount == Decimal("0.01") and probe.close is True
+
+
+def channel_of(kind: str, **extra: object) -> ChannelConfig:
+    return ChannelConfig.model_validate({"id": "c", "kind": kind, "weight": 1, "endpoint": "https://p.example.com/",
+                                         **extra})
+
+
+@pytest.mark.parametrize(("kind", "currency"), [
+    ("epay", "CNY"), ("epay_v2", "CNY"), ("alipay_f2f", "CNY"), ("wxpay_v2", "CNY"), ("epusdt", "CNY"),
+    ("stripe", "CNY"), ("paypal", "USD"), ("http", None),
+])
+def test_currency_defaults_per_kind(kind: str, currency: str | None) -> None:
+    assert channel_of(kind).currency == currency
+
+
+@pytest.mark.parametrize(("kind", "given", "stored"), [
+    ("stripe", "usd", "USD"), ("stripe", "JPY", "JPY"), ("paypal", "Eur", "EUR"), ("epay", "cny", "CNY"),
+    ("http", "usd", "USD"),
+])
+def test_currency_is_stored_uppercase(kind: str, given: str, stored: str) -> None:
+    assert channel_of(kind, currency=given).currency == stored
+
+
+@pytest.mark.parametrize("bad", ["US", "USDT", "U$D", "12", ""])
+def test_currency_must_be_three_letters(tmp_path: Path, bad: str) -> None:
+    channels = CHANNELS.replace("kind: epay\n", f"kind: epay\n    currency: '{bad}'\n")
+    [problem] = problems_of(write(tmp_path, channels=channels))
+    assert problem.startswith(f"{tmp_path}/channels.yaml:5 channels[epay-main].currency: expected an ISO 4217"), \
+        problem
+
+
+def test_a_currency_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    channels = CHANNELS.replace("kind: epay\n", "kind: epay\n    currency: USD\n")
+    path = write(tmp_path, channels=channels)
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/channels.yaml:5 channels[epay-main].currency: a channel of kind 'epay' always" in err
+    assert "Traceback" not in err

@@ -1,8 +1,10 @@
-"""The Stripe client (PaymentIntents API): retrieve, create and cancel an intent (protocols.md §6).
+"""The Stripe client (PaymentIntents API): retrieve, create, search and cancel intents (protocols.md §6).
 
 dujiaoka drives Stripe through the deprecated Sources + Charges API (§6); paymon speaks the modern PaymentIntents
 API, as the simulator (``monitor.sim.stripe``) serves it, with the helpers of ``monitor.protocols.stripe``.
-Requests carry the secret key as a Bearer token and form-encoded parameters.
+Requests carry the secret key as a Bearer token and form-encoded parameters; a create carries an
+``Idempotency-Key``, so sending it again with the same key and parameters answers with the same intent (how a
+create whose answer was lost is found again).
 
 Answers: Stripe does not sign responses (no ``bad_signature``). An error JSON ``{"error": {...}}`` with HTTP 401
 is ``business_error`` ``invalid_api_key`` (the message, which shows part of the key, is not copied); HTTP 503 with
@@ -97,6 +99,20 @@ class StripeClient(GatewayClient):
         reply = await fetch(ctx.client, "POST", self.base + "v1/payment_intents", timeout=timeout, data=form,
                             headers=headers)
         return _object(reply, "create")
+
+    async def search(self, ctx: ProbeContext, query: str, timeout: float) -> list[dict[str, Any]]:
+        """``GET v1/payment_intents/search?query=…`` (Stripe's search language, first page of up to 100): the
+        PaymentIntent objects found (each checked with :func:`intent_of`)."""
+        reply = await fetch(ctx.client, "GET", self.base + "v1/payment_intents/search", timeout=timeout,
+                            params={"query": query, "limit": "100"}, headers=self._headers())
+        doc = _object(reply, "search")
+        data = doc.get("data")
+        if doc.get("object") != "search_result" or not isinstance(data, list):
+            raise ProbeFailure("bad_response", "search: the answer is not a search result")
+        found = [item for item in data if isinstance(item, dict)]
+        for item in found:
+            intent_of(item, "search")
+        return found
 
     async def cancel(self, ctx: ProbeContext, pi_id: str, timeout: float) -> None:
         """``POST v1/payment_intents/{id}/cancel`` (reason ``abandoned``); the failure unless it is ``canceled``."""

@@ -1,10 +1,15 @@
 """``config/channels.yaml``: the payment channels, their credentials, probes and routing weights.
 
 This file is shared with the shop, which reads the ``weight`` values; paymon only ever rewrites those.
+
+``currency`` (an ISO 4217 code, stored uppercase) defaults per kind (:data:`DEFAULT_CURRENCY`). The kinds whose
+protocol has no currency field and always charges CNY (:data:`FIXED_CURRENCY`) refuse any other value at load,
+rather than ignore it: a channel configured in USD whose probes charge CNY would be a lie in the config.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
@@ -24,6 +29,8 @@ from monitor.config.maintenance import MaintenanceWindow
 
 __all__ = [
     "CHANNEL_KINDS",
+    "DEFAULT_CURRENCY",
+    "FIXED_CURRENCY",
     "TIERS",
     "BalanceProbe",
     "ChannelConfig",
@@ -39,6 +46,27 @@ Tier = Literal["primary", "backup", "special"]
 #: Every channel ``kind`` paymon knows, derived from :data:`ChannelKind`, the one place config names a kind.
 CHANNEL_KINDS: tuple[str, ...] = get_args(ChannelKind)
 TIERS: tuple[str, ...] = ("primary", "backup", "special")
+
+
+#: The currency of a channel whose ``currency`` is not given, per kind (an ``http`` channel moves no money and
+#: has none). Stripe's test intents are in CNY, as dujiaoka's Stripe checkout charges; PayPal's in USD, which
+#: every PayPal account accepts.
+DEFAULT_CURRENCY: dict[str, str] = {
+    "epay": "CNY", "epay_v2": "CNY", "alipay_f2f": "CNY", "wxpay_v2": "CNY", "epusdt": "CNY", "stripe": "CNY",
+    "paypal": "USD",
+}
+#: Kinds whose protocol fixes the currency (CNY: epay, Alipay and WeChat Pay amounts; epusdt's CNY ``amount``).
+FIXED_CURRENCY: frozenset[str] = frozenset({"epay", "epay_v2", "alipay_f2f", "wxpay_v2", "epusdt"})
+_ISO_4217 = re.compile(r"^[A-Za-z]{3}$")
+
+
+def _currency(value: str) -> str:
+    if not _ISO_4217.fullmatch(value):
+        raise invalid(f"expected an ISO 4217 currency code of three letters like 'USD' or 'CNY', got {value!r}")
+    return value.upper()
+
+
+Currency = Annotated[str, AfterValidator(_currency)]
 
 
 def _json_scalar(value: Any) -> str | int | float | bool:
@@ -118,6 +146,8 @@ class ChannelConfig(ConfigModel):
     methods: Annotated[tuple[Slug, ...], AfterValidator(_unique)] = ()
     weight: Annotated[int, Field(ge=0)]
     fee_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    #: ISO 4217, uppercase; the kind's default (:data:`DEFAULT_CURRENCY`) when not given.
+    currency: Currency | None = None
     settlement: str | None = None
     endpoint: HttpUrl | None = None
     credentials: dict[str, SecretValue] = Field(default_factory=dict)
@@ -134,6 +164,21 @@ class ChannelConfig(ConfigModel):
         if isinstance(data, dict) and "name" not in data and "id" in data:
             return {**data, "name": data["id"]}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _currency_defaults_to_the_kinds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("currency") is None and data.get("kind") in DEFAULT_CURRENCY:
+            return {**data, "currency": DEFAULT_CURRENCY[data["kind"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _currency_fixed_by_the_protocol(self) -> ChannelConfig:
+        fixed = DEFAULT_CURRENCY.get(self.kind)
+        if self.kind in FIXED_CURRENCY and self.currency != fixed:
+            raise invalid(f"a channel of kind {self.kind!r} always charges in {fixed} (its protocol has no "
+                          f"currency field): remove 'currency' or set it to {fixed}", at="currency")
+        return self
 
     @model_validator(mode="after")
     def _needs_an_endpoint(self) -> ChannelConfig:

@@ -7,10 +7,13 @@ and fetched again once when PayPal answers a call with 401 ``AUTHENTICATION_FAIL
 - ``query``: ``GET v2/checkout/orders/{id}`` for the last order this adapter created, else for the sentinel
   ``PAYMONPROBE000000``. The order with that id, or the 404 ``RESOURCE_NOT_FOUND`` error, is ``ok``.
 - ``test_order``: ``POST v2/checkout/orders`` (intent ``CAPTURE``, ``probes.test_order.amount``, default 0.01,
-  in USD, which every PayPal account accepts; a fresh ``PayPal-Request-Id``), then checks for the order id, status
-  ``CREATED`` (or ``PAYER_ACTION_REQUIRED``) and an ``approve`` (or ``payer-action``) link. It is never approved
-  nor captured. Orders v2 has no cancel for an order the buyer has not approved (it expires by itself), so
-  ``probes.test_order.close`` has nothing to do here.
+  rounded up to the currency's precision, in the channel's ``currency``, uppercase; default USD, which every
+  PayPal account accepts; a fresh ``PayPal-Request-Id``), then checks for the order id, status ``CREATED`` (or
+  ``PAYER_ACTION_REQUIRED``) and an ``approve`` (or ``payer-action``) link. It is never approved nor captured.
+  Orders v2 has no cancel for an order the buyer has not approved (it expires by itself), so
+  ``probes.test_order.close`` has nothing to do here. For the same reason a create that timed out after PayPal
+  made the order leaves nothing to clean up: the order can only be paid through its approve link, which paymon
+  never shows anyone, and it expires unapproved, as every test order here does.
 
 Outcomes: the client's (no ``bad_signature``; ``invalid_client`` is ``business_error``, 503
 ``SERVICE_UNAVAILABLE`` ``maintenance``, other 4xx ``business_error``, other 5xx ``http_error``); a 2xx body
@@ -25,14 +28,12 @@ from decimal import Decimal
 from monitor.clients.base import Deadline
 from monitor.clients.paypal import PayPalClient
 from monitor.probes.base import Observation, ProbeAdapter, ProbeContext, ProbeFailure, handles, probe_timeout
-from monitor.protocols.paypal import format_amount
+from monitor.protocols.paypal import charge_value
 
-__all__ = ["CURRENCY", "SENTINEL", "PayPalAdapter"]
+__all__ = ["SENTINEL", "PayPalAdapter"]
 
 #: An order id no app has: PayPal must answer ``RESOURCE_NOT_FOUND``.
 SENTINEL = "PAYMONPROBE000000"
-#: The currency of test orders.
-CURRENCY = "USD"
 _DEFAULT_TIMEOUT = 10.0
 
 
@@ -55,10 +56,11 @@ class PayPalAdapter(ProbeAdapter[PayPalClient]):
     async def _test_order(self, ctx: ProbeContext) -> Observation:
         spec = self.channel.probes.test_order
         deadline = Deadline(probe_timeout(spec, _DEFAULT_TIMEOUT))
-        value = format_amount(spec.amount if spec is not None else Decimal("0.01"), CURRENCY)
+        currency = (self.channel.currency or "USD").upper()
+        value = charge_value(spec.amount if spec is not None else Decimal("0.01"), currency)
         body = {"intent": "CAPTURE", "purchase_units": [{
             "reference_id": "paymon-probe", "custom_id": "paymon-probe-" + secrets.token_hex(8),
-            "description": "paymon probe (never paid)", "amount": {"currency_code": CURRENCY, "value": value}}]}
+            "description": "paymon probe (never paid)", "amount": {"currency_code": currency, "value": value}}]}
         doc = await self.client.create_order(ctx, body, "paymon-probe-" + secrets.token_hex(16), deadline)
         order_id, status, links = doc.get("id"), doc.get("status"), doc.get("links")
         if not isinstance(order_id, str) or not order_id.isalnum():
@@ -70,5 +72,5 @@ class PayPalAdapter(ProbeAdapter[PayPalClient]):
                    and link.get("rel") in ("approve", "payer-action")] if isinstance(links, list) else []
         if not approve or not isinstance(approve[0], str) or not approve[0].startswith(("http://", "https://")):
             raise ProbeFailure("bad_response", f"create order: {order_id} has no approve link")
-        return Observation(status, f"created order {order_id} for {value} {CURRENCY}, {status}, approve link "
+        return Observation(status, f"created order {order_id} for {value} {currency}, {status}, approve link "
                                    "present; not cancellable (Orders v2), it expires unapproved")

@@ -15,7 +15,7 @@ import binascii
 import re
 import zlib
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from cryptography import x509
@@ -30,6 +30,7 @@ __all__ = [
     "PAID_STATUSES",
     "ZERO_DECIMAL_CURRENCIES",
     "RequestIssue",
+    "charge_value",
     "check_order_request",
     "error_body",
     "format_amount",
@@ -102,6 +103,13 @@ def format_amount(amount: Decimal, currency: str) -> str:
     """An amount as PayPal writes ``value``: ``"10.00"``, or ``"1000"`` in a zero-decimal currency."""
     places = Decimal(1) if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
     return str(amount.quantize(places))
+
+
+def charge_value(amount: Decimal, currency: str) -> str:
+    """``amount`` as a ``value`` PayPal accepts in ``currency``, rounded *up* to the currency's precision (``0.01``
+    JPY is ``"1"``, never ``"0"``)."""
+    places = Decimal(1) if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
+    return str(amount.quantize(places, rounding=ROUND_CEILING))
 
 
 def error_body(name: str, debug_id: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:

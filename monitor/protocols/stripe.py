@@ -16,13 +16,15 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 __all__ = [
     "CANCELABLE_STATUSES",
     "DOC_ERRORS",
+    "THREE_DECIMAL_CURRENCIES",
     "ZERO_DECIMAL_CURRENCIES",
+    "charge_amount",
     "decode_form",
     "error_body",
     "from_minor_units",
@@ -43,6 +45,11 @@ ZERO_DECIMAL_CURRENCIES = frozenset({
     "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
 })
 
+#: Currencies whose amounts Stripe takes in thousandths, the last digit always 0 (a whole hundredth).
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+#: Zero-decimal currencies Stripe still takes as two-decimal values whose decimals are always 00.
+_WHOLE_IN_CENTS = frozenset({"isk"})
+
 #: PaymentIntent statuses from which ``/cancel`` is allowed.
 CANCELABLE_STATUSES = (
     "requires_payment_method", "requires_capture", "requires_confirmation", "requires_action", "processing",
@@ -60,17 +67,41 @@ _KEY_PREFIX = re.compile(r"^(?:sk|rk|pk)_(?:test|live)_")
 _FORM_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 
 
+def _scale(currency: str) -> tuple[int, int]:
+    """(minor units per major unit, the step an ``amount`` must be a multiple of) of a currency in Stripe's API."""
+    cur = currency.lower()
+    if cur in ZERO_DECIMAL_CURRENCIES:
+        return 1, 1
+    if cur in THREE_DECIMAL_CURRENCIES:
+        return 1000, 10
+    if cur in _WHOLE_IN_CENTS:
+        return 100, 100
+    return 100, 1
+
+
 def to_minor_units(amount: Decimal, currency: str) -> int:
-    """A money amount as Stripe's integer ``amount`` (cents, or whole units for zero-decimal currencies)."""
-    scale = 1 if currency.lower() in ZERO_DECIMAL_CURRENCIES else 100
+    """A money amount as Stripe's integer ``amount`` (cents; whole units for zero-decimal currencies; thousandths
+    for three-decimal ones), rounded to the nearest unit."""
+    scale, _ = _scale(currency)
     return int((amount * scale).to_integral_value())
 
 
 def from_minor_units(amount: int, currency: str) -> Decimal:
     """Stripe's integer ``amount`` as a Decimal in major units (``1050, "usd"`` → ``Decimal("10.50")``)."""
-    if currency.lower() in ZERO_DECIMAL_CURRENCIES:
+    scale, _ = _scale(currency)
+    if scale == 1:
         return Decimal(amount)
-    return (Decimal(amount) / 100).quantize(Decimal("0.01"))
+    return (Decimal(amount) / scale).quantize(Decimal(1) / scale)
+
+
+def charge_amount(amount: Decimal, currency: str) -> int:
+    """The smallest ``amount`` (minor units) Stripe accepts in ``currency`` that is not below ``amount``: rounded
+    *up* to what the currency can express (``0.01`` JPY is 1 yen, never 0), to the currency's step (three-decimal
+    amounts end in 0, ISK in 00), and to Stripe's minimum charge."""
+    scale, step = _scale(currency)
+    minor = int((amount * scale).to_integral_value(rounding=ROUND_CEILING))
+    minor = max(minor, minimum_amount(currency)[0])
+    return -(-minor // step) * step
 
 
 def minimum_amount(currency: str) -> tuple[int, str]:

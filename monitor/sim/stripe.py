@@ -1,10 +1,17 @@
 """A simulated Stripe account per channel, speaking the PaymentIntents API on loopback.
 
-Serves ``/{channel}/v1/payment_intents`` (create, list), ``/{channel}/v1/payment_intents/{id}`` (retrieve) and
+Serves ``/{channel}/v1/payment_intents`` (create, list), ``/{channel}/v1/payment_intents/search`` (a subset of
+Stripe's search language: ``AND``-joined clauses ``metadata['k']:'v'``, ``status:'…'``, ``currency:'…'`` and
+``created`` compared with ``<``, ``<=``, ``>``, ``>=``), ``/{channel}/v1/payment_intents/{id}`` (retrieve) and
 ``/{channel}/v1/payment_intents/{id}/cancel`` with Stripe's auth (Bearer secret key, or HTTP Basic with the key as
 user), form decoding, error JSON, ``Idempotency-Key`` replays and ``Request-Id`` headers, so the official
 ``stripe`` library works against it with only its API base changed. dujiaoka uses Sources + Charges without
 webhooks (``reference/protocols.md`` §6); the simulator uses PaymentIntents, as paymon's probes do.
+
+Besides the shared :class:`~monitor.sim.faults.Faults`, a channel has ``create_reply_delay_s``: the answer to a
+create that made an intent is held back that long (the intent exists, its creator never hears of it if it gives
+up first). Only a create that ran is delayed; the replay of a saved answer (same ``Idempotency-Key``) is not, as
+Stripe answers those from its store.
 
 :meth:`StripeGateway.buyer_visits` makes an intent ``succeeded`` with the channel's pay probability. If the
 channel has a ``webhook_url``, a signed ``payment_intent.succeeded`` event is POSTed to it and retried until a 2xx;
@@ -160,6 +167,31 @@ class StripeChannel:
     webhook_secret: str | None = None
     intents: dict[str, _Intent] = field(default_factory=dict)
     idempotent: dict[str, _Saved] = field(default_factory=dict)
+    #: Seconds the answer to a create that made an intent is held back (not a replayed one; see the module doc).
+    create_reply_delay_s: float = 0.0
+
+
+_EQUALS = re.compile(r"^(metadata\['([^'\\]+)'\]|status|currency):'([^'\\]*)'$")
+_CREATED = re.compile(r"^created(<=|>=|<|>)(\d+)$")
+
+
+def _clause(text: str) -> Callable[[_Intent], bool]:
+    """One clause of a search query as a test of an intent; ValueError for what the simulator does not know."""
+    clause = text.strip()
+    if match := _EQUALS.match(clause):
+        field_name, key, value = match.groups()
+        if key is not None:
+            return lambda pi: pi.metadata.get(key) == value
+        if field_name == "status":
+            return lambda pi: pi.status == value
+        return lambda pi: pi.currency == value.lower()
+    if match := _CREATED.match(clause):
+        op, bound = match.group(1), int(match.group(2))
+        compare: dict[str, Callable[[int], bool]] = {
+            "<": lambda t: t < bound, "<=": lambda t: t <= bound, ">": lambda t: t > bound, ">=": lambda t: t >= bound,
+        }
+        return lambda pi: compare[op](int(pi.created_at.timestamp()))
+    raise ValueError(f"Invalid search query: unsupported clause {clause!r}")
 
 
 _Handler = Callable[[Request, StripeChannel], Awaitable[Response]]
@@ -180,6 +212,7 @@ class StripeGateway(GatewayBase[StripeChannel]):
         self._retry_delays = tuple(notify_retry_delays)
         self.app = Starlette(routes=[
             Route("/{channel}/v1/payment_intents", self._endpoint(self._collection), methods=["GET", "POST"]),
+            Route("/{channel}/v1/payment_intents/search", self._endpoint(self._search), methods=["GET"]),
             Route("/{channel}/v1/payment_intents/{id}", self._endpoint(self._retrieve), methods=["GET"]),
             Route("/{channel}/v1/payment_intents/{id}/cancel", self._endpoint(self._cancel), methods=["POST"]),
             Route("/{channel}/{rest:path}", self._endpoint(self._unrecognized),
@@ -266,7 +299,31 @@ class StripeGateway(GatewayBase[StripeChannel]):
             return denied
         if request.method == "GET":
             return self._list(request, channel)
-        return await self._idempotent(request, channel, self._create)
+        reply = await self._idempotent(request, channel, self._create)
+        delay = channel.create_reply_delay_s
+        if delay > 0 and reply.status_code == 200 and "Idempotent-Replayed" not in reply.headers:
+            await self._pause(delay)
+        return reply
+
+    async def _search(self, request: Request, channel: StripeChannel) -> Response:
+        if (denied := self._authenticate(request, channel)) is not None:
+            return denied
+        query = request.query_params.get("query")
+        if not query:
+            return self._invalid("Missing required param: query.", "parameter_missing", "query")
+        raw = request.query_params.get("limit", "10")
+        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+            return self._invalid("This value must be between 1 and 100 (it currently is " + raw + ").", None,
+                                 "limit")
+        try:
+            tests = [_clause(part) for part in query.split(" AND ")]
+        except ValueError as exc:
+            return self._invalid(str(exc), None, "query")
+        found = [pi for pi in reversed(channel.intents.values()) if all(test(pi) for test in tests)]
+        page = found[: int(raw)]
+        return self._json({"object": "search_result", "data": [pi.as_json() for pi in page],
+                           "has_more": len(found) > len(page), "next_page": None,
+                           "url": "/v1/payment_intents/search"})
 
     async def _retrieve(self, request: Request, channel: StripeChannel) -> Response:
         if (denied := self._authenticate(request, channel)) is not None:
@@ -364,7 +421,8 @@ class StripeGateway(GatewayBase[StripeChannel]):
                            "has_more": len(newest) > len(page), "url": "/v1/payment_intents"})
 
     async def _idempotent(self, request: Request, channel: StripeChannel, run: _Operation) -> Response:
-        """Run a POST once per ``Idempotency-Key``: the same key and parameters replay the first 2xx answer."""
+        """Run a POST once per ``Idempotency-Key``: the same key and parameters replay the first 2xx or 5xx
+        answer."""
         body = (await request.body()).decode("utf-8", errors="replace")
         pairs = parse_qsl(body, keep_blank_values=True)
         params = decode_form(pairs)
@@ -383,7 +441,8 @@ class StripeGateway(GatewayBase[StripeChannel]):
                 reply.headers["Idempotency-Key"] = key
                 return reply
         reply = run(request, channel, params)
-        if key is not None and 200 <= reply.status_code < 300:
+        # Stripe keeps the outcome of a request that ran, a 500 included; a refused one (4xx) is not kept.
+        if key is not None and (200 <= reply.status_code < 300 or reply.status_code >= 500):
             channel.idempotent[key] = _Saved(signature, reply.status_code, bytes(reply.body))
         if key is not None:
             reply.headers["Idempotency-Key"] = key

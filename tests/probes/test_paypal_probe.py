@@ -143,6 +143,24 @@ async def test_amount_is_the_configured_one(sim: tuple[SimServer, PayPalGateway]
     assert gw.ground_truth()[0].money == Decimal("1.50")
 
 
+@pytest.mark.parametrize(
+    ("currency", "amount", "value"),
+    [("EUR", "1.5", "1.50"), ("jpy", "0.01", "1"), ("JPY", "120.4", "121"), ("usd", "0.001", "0.01")],
+)
+async def test_the_configured_currency_is_sent(sim: tuple[SimServer, PayPalGateway], ctx: ProbeContext,
+                                               currency: str, amount: str, value: str) -> None:
+    """Uppercase, the amount rounded up to what the currency can express (never a zero-yen order)."""
+    server, gw = sim
+    cfg = channel(server.endpoint("paypal"), amount=amount)
+    cfg = ChannelConfig.model_validate({**cfg.model_dump(), "credentials": {"client_id": CLIENT_ID,
+                                                                            "client_secret": SECRET},
+                                        "currency": currency})
+    result = await run_probe(PayPalAdapter(cfg), "paypal", "test_order", ctx)
+    assert result.outcome == "ok" and f"for {value} {currency.upper()}," in result.detail, result.detail
+    (order,) = gw.channel("paypal").orders.values()
+    assert order.units[0]["amount"] == {"currency_code": currency.upper(), "value": value}
+
+
 _AUTH_FAILURE = (401, {"name": "AUTHENTICATION_FAILURE", "message": "Authentication failed"})
 
 

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from monitor.clock import FixedClock
 from monitor.config import ChannelConfig
 from monitor.probes import ADAPTERS, ProbeContext, run_probe
-from monitor.probes.stripe import SENTINEL, StripeAdapter
+from monitor.probes.stripe import MAX_PENDING, SENTINEL, SWEEP_AGE, StripeAdapter
 from monitor.secret import Redactor
 from monitor.sim.server import AppServer, SimServer
 from monitor.sim.stripe import StripeChannel, StripeGateway
@@ -40,9 +40,12 @@ class TamperingGateway(StripeGateway):
 
     drop_secret = False
     break_cancel = False
+    fail_after_create = False  # the intent is made, then the answer is a 500 (which Stripe keeps for the key)
 
     def _create(self, request: Request, channel: StripeChannel, params: dict[str, Any]) -> Response:
         reply = super()._create(request, channel, params)
+        if self.fail_after_create:
+            return Response(status_code=500)
         if not self.drop_secret:
             return reply
         body = json.loads(bytes(reply.body))
@@ -192,3 +195,162 @@ async def test_answers_the_simulator_does_not_give(ctx: ProbeContext, status: in
 async def test_unsupported_probe_type(ctx: ProbeContext) -> None:
     result = await run_probe(StripeAdapter(channel("http://127.0.0.1:1/")), "stripe", "balance", ctx)
     assert result.outcome == "bad_response" and "not supported" in result.detail
+
+
+# --- no intent is left open, even when the create's answer is lost ----------------------------------------
+
+
+def by_status(gw: StripeGateway) -> dict[str, str]:
+    return {pi.id: pi.status for pi in gw.channel("stripe").intents.values()}
+
+
+async def test_a_create_whose_answer_is_lost_is_found_and_cancelled(sim: tuple[SimServer, TamperingGateway],
+                                                                   ctx: ProbeContext) -> None:
+    server, gw = sim
+    gw.channel("stripe").create_reply_delay_s = 30.0  # the intent exists; its answer comes after the deadline
+    adapter = StripeAdapter(channel(server.endpoint("stripe"), timeout="0.3s"))
+    result = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert result.outcome == "timeout", result.detail  # honest: the create did time out
+    (intent,) = gw.channel("stripe").intents.values()
+    assert intent.status == "canceled" and intent.cancellation_reason == "abandoned"
+    assert f"probe intent {intent.id} found by its idempotency key and cancelled" in result.detail
+    assert intent.metadata["paymon_channel"] == "stripe" and len(intent.metadata["paymon_probe"]) == 24
+    assert adapter.pending == {}
+
+
+async def test_a_cleanup_the_probe_could_not_finish_is_done_by_the_next_run(
+        sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext) -> None:
+    server, gw = sim
+    gw.channel("stripe").create_reply_delay_s = 30.0
+    gw.break_cancel = True  # found again, but Stripe fails the cancel: the cleanup waits for the next run
+    adapter = StripeAdapter(channel(server.endpoint("stripe"), timeout="0.3s"))
+    first = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert first.outcome == "timeout" and "cleanup pending" in first.detail, first.detail
+    [left] = by_status(gw)
+    assert by_status(gw) == {left: "requires_payment_method"} and len(adapter.pending) == 1
+
+    gw.channel("stripe").create_reply_delay_s = 0.0
+    gw.break_cancel = False
+    second = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert second.outcome == "ok", second.detail
+    assert f"probe intent {left} found by its idempotency key and cancelled" in second.detail
+    assert set(by_status(gw).values()) == {"canceled"} and len(by_status(gw)) == 2
+    assert adapter.pending == {}
+
+
+async def test_an_intent_cancelled_meanwhile_is_not_pending_forever(sim: tuple[SimServer, TamperingGateway],
+                                                                   ctx: ProbeContext) -> None:
+    """The replayed create is the first answer as it was (requires_payment_method): the intent's state now
+    decides."""
+    server, gw = sim
+    gw.channel("stripe").create_reply_delay_s = 30.0
+    gw.break_cancel = True
+    adapter = StripeAdapter(channel(server.endpoint("stripe"), timeout="0.3s"))
+    await run_probe(adapter, "stripe", "test_order", ctx)
+    (intent,) = gw.channel("stripe").intents.values()
+    intent.status = "canceled"  # say the dashboard user cancelled it
+    gw.channel("stripe").create_reply_delay_s = 0.0
+    gw.break_cancel = False
+    result = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert result.outcome == "ok" and f"probe intent {intent.id} found" in result.detail, result.detail
+    assert adapter.pending == {}
+
+
+async def test_a_create_answered_500_after_it_ran_is_found_by_search(sim: tuple[SimServer, TamperingGateway],
+                                                                     ctx: ProbeContext) -> None:
+    """Stripe replays the 500 for the same key, so the intent is found by its paymon_probe metadata."""
+    server, gw = sim
+    gw.fail_after_create = True
+    adapter = StripeAdapter(channel(server.endpoint("stripe")))
+    result = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert (result.outcome, result.code) == ("http_error", "500"), result.detail
+    (intent,) = gw.channel("stripe").intents.values()
+    assert intent.status == "canceled", result.detail
+    assert f"probe intent {intent.id} found by search and cancelled" in result.detail
+    assert adapter.pending == {}
+
+
+async def test_close_false_never_cleans_up(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext) -> None:
+    server, gw = sim
+    gw.channel("stripe").create_reply_delay_s = 30.0
+    adapter = StripeAdapter(channel(server.endpoint("stripe"), timeout="0.3s", close=False))
+    result = await run_probe(adapter, "stripe", "test_order", ctx)
+    assert result.outcome == "timeout" and "found" not in result.detail
+    assert list(by_status(gw).values()) == ["requires_payment_method"] and adapter.pending == {}
+
+
+async def test_a_restart_sweeps_probe_intents_left_open(ctx: ProbeContext, clock: FixedClock) -> None:
+    """A new adapter (a restarted daemon, a ``paymon once`` under cron) has no memory of pending cleanups: its
+    first test_order searches Stripe for this channel's open probe intents old enough not to be another probe's
+    that is still running, and cancels them; the shop's own intents and other channels' are left alone."""
+    async with SimServer() as server:
+        gw = TamperingGateway(clock=clock)
+        gw.add_channel("stripe", api_key=KEY)
+        server.add_gateway(gw)
+        shop = await shop_intent(server, gw)
+        gw.channel("stripe").create_reply_delay_s = 30.0
+        gw.break_cancel = True
+        before = StripeAdapter(channel(server.endpoint("stripe"), timeout="0.3s"))
+        await run_probe(before, "stripe", "test_order", ctx)  # leaves one open, pending in `before` only
+        [_, leaked] = by_status(gw)
+        clock.advance(SWEEP_AGE)
+        young = StripeAdapter(channel(server.endpoint("stripe"), timeout="0.3s"))
+        await run_probe(young, "stripe", "test_order", ctx)  # its own create leaves a second one open
+        [_, _, fresh] = by_status(gw)
+        gw.channel("stripe").create_reply_delay_s = 0.0
+        gw.break_cancel = False
+        clock.advance(1)
+        after = StripeAdapter(channel(server.endpoint("stripe"), timeout="2s"))
+        result = await run_probe(after, "stripe", "test_order", ctx)
+        assert result.outcome == "ok", result.detail
+        assert f"probe intent {leaked} left open before a restart: now canceled" in result.detail
+        states = by_status(gw)
+        assert states[leaked] == "canceled" and states[shop] == "requires_payment_method"
+        assert states[fresh] == "requires_payment_method"  # younger than SWEEP_AGE: maybe another's probe
+        again = await run_probe(after, "stripe", "test_order", ctx)  # one sweep per adapter life
+        assert "before a restart" not in again.detail
+
+
+async def shop_intent(server: SimServer, gw: StripeGateway) -> str:
+    """An intent the shop made (no paymon metadata), through the API."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        reply = await client.post(server.endpoint("stripe") + "v1/payment_intents",
+                                  data={"amount": "1000", "currency": "cny", "metadata[order_id]": "A1"},
+                                  headers={"Authorization": f"Bearer {KEY}"})
+    assert reply.status_code == 200
+    return str(reply.json()["id"])
+
+
+async def test_pending_cleanups_are_bounded(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext) -> None:
+    server, gw = sim
+    gw.faults("stripe").update(hang_rate=1.0)
+    adapter = StripeAdapter(channel(server.endpoint("stripe"), timeout="0.05s"))
+    for _ in range(MAX_PENDING + 2):
+        result = await run_probe(adapter, "stripe", "test_order", ctx)
+        assert result.outcome == "timeout"
+    assert len(adapter.pending) == MAX_PENDING
+
+
+# --- currency ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "minor", "shown"),
+    [
+        pytest.param(None, "0.01", 50, "0.50 cny", id="default-cny-at-minimum"),
+        pytest.param("USD", "1.234", 124, "1.24 usd", id="usd-rounded-up"),
+        pytest.param("jpy", "0.01", 50, "50 jpy", id="jpy-zero-decimal-minimum"),
+        pytest.param("JPY", "120.4", 121, "121 jpy", id="jpy-whole-yen-up"),
+    ],
+)
+async def test_the_configured_currency_is_sent(sim: tuple[SimServer, TamperingGateway], ctx: ProbeContext,
+                                               currency: str | None, amount: str, minor: int, shown: str) -> None:
+    server, gw = sim
+    cfg = channel(server.endpoint("stripe"), amount=amount)
+    if currency is not None:
+        cfg = ChannelConfig.model_validate({**cfg.model_dump(), "credentials": {"secret_key": KEY},
+                                            "currency": currency})
+    result = await run_probe(StripeAdapter(cfg), "stripe", "test_order", ctx)
+    assert result.outcome == "ok" and f"for {shown}," in result.detail, result.detail
+    (intent,) = gw.channel("stripe").intents.values()
+    assert (intent.amount, intent.currency) == (minor, shown.split()[1])

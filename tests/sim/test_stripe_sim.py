@@ -220,6 +220,48 @@ async def test_idempotency_key_replays_and_rejects_changed_params(sim: tuple[Sim
     assert [t.money for t in gw.ground_truth()] == [Decimal("7.00")]
 
 
+async def test_a_delayed_create_answer_exists_before_it_arrives(sim: tuple[SimServer, StripeGateway],
+                                                                 client: httpx.AsyncClient) -> None:
+    """``create_reply_delay_s``: the intent is made at once, its answer held back; the replay of the same
+    ``Idempotency-Key`` is answered at once with that intent."""
+    server, gw = sim
+    gw.channel("stripe-main").create_reply_delay_s = 30.0
+    endpoint = url(server, "stripe-main", "v1/payment_intents")
+    form = {"amount": "700", "currency": "eur"}
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(endpoint, data=form, headers={"Idempotency-Key": "k1"}, timeout=0.3)
+    (intent,) = gw.channel("stripe-main").intents.values()
+    replay = await client.post(endpoint, data=form, headers={"Idempotency-Key": "k1"}, timeout=PATIENCE_S)
+    assert replay.status_code == 200 and replay.json()["id"] == intent.id
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_search_by_metadata_status_and_created(sim: tuple[SimServer, StripeGateway],
+                                                     client: httpx.AsyncClient) -> None:
+    server, gw = sim
+    first = await create(client, server, **{"metadata[tag]": "x"})
+    second = await create(client, server, **{"metadata[tag]": "x"})
+    await create(client, server, **{"metadata[tag]": "y"})
+    await client.post(url(server, "stripe-main", f"v1/payment_intents/{second['id']}/cancel"))
+    search = url(server, "stripe-main", "v1/payment_intents/search")
+
+    async def ids(query: str) -> list[str]:
+        reply = await client.get(search, params={"query": query})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["object"] == "search_result" and body["has_more"] is False
+        return [pi["id"] for pi in body["data"]]
+
+    assert await ids("metadata['tag']:'x'") == [second["id"], first["id"]]  # newest first
+    assert await ids("metadata['tag']:'x' AND status:'requires_payment_method'") == [first["id"]]
+    later = first["created"] + 1
+    assert await ids(f"metadata['tag']:'x' AND created<{later}") == [second["id"], first["id"]]
+    assert await ids(f"metadata['tag']:'x' AND created>{later}") == []
+    bad = await client.get(search, params={"query": "amount>5"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "query"
+    assert (await client.get(search)).status_code == 400
+
+
 # ---- the official library -------------------------------------------------------------------------------------
 
 
@@ -243,6 +285,8 @@ async def test_official_stripe_library_creates_retrieves_and_cancels(
             "pi_", "requires_payment_method", 2000, "LIB-1")
         fetched = await lib.v1.payment_intents.retrieve_async(created.id)
         assert (fetched.id, fetched.client_secret) == (created.id, created.client_secret)
+        found = await lib.v1.payment_intents.search_async(params={"query": "metadata['order_id']:'LIB-1'"})
+        assert [pi.id for pi in found.data] == [created.id]
         canceled = await lib.v1.payment_intents.cancel_async(created.id)
         assert canceled.status == "canceled"
 
