@@ -186,6 +186,7 @@ def cmd_once(args: argparse.Namespace) -> int:
             report = await asyncio.to_thread(app.pipeline.cycle)
             await asyncio.to_thread(app.pipeline.prune)
             held = await asyncio.to_thread(ReconcileStore(app.store).held_funds, open_only=True)
+            lost = len(report.lost) + (0 if rec is None else len(rec.reported.found))
             counts = ", ".join(f"{k} {v}" for k, v in sorted(probe_summary(results).items())) or "none"
             print(f"probes: {counts}; ingested: {report.ingested.accepted} accepted, "
                   f"{report.ingested.duplicate} duplicate, {report.ingested.rejected} rejected; "
@@ -193,7 +194,8 @@ def cmd_once(args: argparse.Namespace) -> int:
                   f"reconciled: {0 if rec is None else rec.asked} asked, {0 if rec is None else len(rec.paid)} paid "
                   f"at the channel, {0 if rec is None else len(rec.held)} held, "
                   f"{0 if rec is None else rec.refunded} refunded; replayed: {0 if rec is None else len(rec.replayed)}"
-                  f", refused: {0 if rec is None else len(rec.refused)}; held funds: {len(held)} open")
+                  f", refused: {0 if rec is None else len(rec.refused)}; lost orders: {lost} new; "
+                  f"held funds: {len(held)} open")
             return 0
 
         try:

@@ -26,7 +26,7 @@ from monitor.metrics.counting import OnceCounter
 from monitor.metrics.prom import CycleView, Metrics
 from monitor.metrics.stats import order_facts
 from monitor.models import AlertEvent, AlertState, ChannelStats, HeldFunds, IngestResult, LostOrder, WeightChange
-from monitor.reconcile.reporting import report_held, report_lost
+from monitor.reconcile.reporting import LostReport, report_held, report_lost
 from monitor.routing.stage import RoutingOutcome, RoutingStage
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.snapshot import in_maintenance, read_snapshot
@@ -37,17 +37,6 @@ from monitor.store.reconcile import ReconcileStore
 __all__ = ["CycleReport", "LostReport", "Pipeline"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LostReport:
-    """What one lost-order / held-funds report recorded: lost orders found, recorded ones the shop has since
-    completed, held funds found, and recorded ones released."""
-
-    found: list[LostOrder] = field(default_factory=list)
-    recovered: list[LostOrder] = field(default_factory=list)
-    held: list[HeldFunds] = field(default_factory=list)
-    released: list[HeldFunds] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from monitor.config import ChannelConfig, LoadedConfig
 from monitor.metrics.prom import Metrics
 from monitor.plugins import build_plugins
 from monitor.reconcile.base import ORDER_STATES, ChannelOrder, Querier, QuerierFactory, Replayer
+from monitor.reconcile.reporting import LostReport
 from monitor.store import Store
 from monitor.store.reconcile import CheckAnswer, ReconcileStore
 
@@ -65,6 +66,8 @@ class ReconcileReport:
     errors: dict[str, str] = field(default_factory=dict)
     replayed: dict[str, bool] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    #: What the report right after the answers recorded (lost orders, held funds), when there is a reporter.
+    reported: LostReport = field(default_factory=LostReport)
 
 
 def build_queriers(channels: Sequence[ChannelConfig], registry: Mapping[str, QuerierFactory]) -> tuple[
@@ -80,7 +83,7 @@ class Reconciler:
     stored and before the replays."""
 
     def __init__(self, cfg: LoadedConfig, store: Store, queriers: Mapping[str, Querier], *, clock: Clock,
-                 metrics: Metrics, report: Callable[[datetime], object] | None = None) -> None:
+                 metrics: Metrics, report: Callable[[datetime], LostReport] | None = None) -> None:
         self.cfg = cfg
         self.report = report
         self.store = ReconcileStore(store)
@@ -102,7 +105,7 @@ class Reconciler:
                                for ch, rows in due.items() if rows and ch in contexts))
         if self.report is not None:
             # A loss whose deadline has passed when its answer is stored is reported (and replayed) now.
-            await asyncio.to_thread(self.report, self.clock.now())
+            report.reported = await asyncio.to_thread(self.report, self.clock.now())
         if rc.replay_notify:
             await self._replay_lost(contexts, report)
         return report

@@ -9,6 +9,7 @@ already recovered / released).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -16,7 +17,18 @@ from monitor.models import HeldFunds, LostOrder, PaidOrder
 from monitor.reconcile.held import released
 from monitor.reconcile.lost import newly_lost, recovered
 
-__all__ = ["HeldFundsBook", "LostOrderBook", "report_held", "report_lost"]
+__all__ = ["HeldFundsBook", "LostOrderBook", "LostReport", "report_held", "report_lost"]
+
+
+@dataclass(frozen=True)
+class LostReport:
+    """What one lost-order / held-funds report recorded: lost orders found, recorded ones the shop has since
+    completed, held funds found, and recorded ones released."""
+
+    found: list[LostOrder] = field(default_factory=list)
+    recovered: list[LostOrder] = field(default_factory=list)
+    held: list[HeldFunds] = field(default_factory=list)
+    released: list[HeldFunds] = field(default_factory=list)
 
 
 class LostOrderBook(Protocol):
