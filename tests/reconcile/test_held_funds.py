@@ -245,3 +245,11 @@ async def test_no_lost_order_record_anywhere_has_a_pay_time_the_channel_did_not_
         check(lo["order_id"], lo["channel_paid_at"], "status JSON")
     line = next(x for x in env.lines() if x.startswith("🟠 LOST ORDER") and without_time.order_id in x)
     assert "no pay time from the channel (paymon learned of it at" in line and "paid at the channel" not in line
+
+
+async def test_no_notify_url_warning_for_a_kind_that_can_never_replay(env: Env,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        app = env.start()                        # replay_notify on; ali (Alipay: never replayable) has no notify_url
+    assert app.reconciler is not None and "ali" in app.reconciler.queriers
+    assert "no notify_url" not in caplog.text
