@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -38,6 +38,7 @@ from monitor.routing.yaml_file import YamlWeightSink
 from monitor.secret import RedactingFilter, Redactor
 from monitor.status import status_view
 from monitor.store import Store
+from monitor.store.reconcile import ReconcileStore
 
 __all__ = ["App", "build_app", "main"]
 
@@ -112,11 +113,12 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
     for channel, why in skipped.items():
         log.info("reconcile: channel %s is not reconciled: %s", channel, why)
     if cfg.monitor.reconcile.replay_notify:
-        for ch in cfg.channels:
-            if ch.id in queriers and ch.notify_url is None:
+        for ch in cfg.channels:  # only kinds that can replay at all (check-config filters the same way)
+            if ch.id in queriers and isinstance(queriers[ch.id], Replayer) and ch.notify_url is None:
                 log.warning("reconcile.replay_notify: channel %s has no notify_url; its lost orders are reported, "
                             "not replayed", ch.id)
-    reconciler = Reconciler(cfg, store, queriers, clock=clock, metrics=metrics) if queriers else None
+    reconciler = (Reconciler(cfg, store, queriers, clock=clock, metrics=metrics, report=pipeline.report_lost)
+                  if queriers else None)
     return App(cfg, store, clock, metrics, pipeline, weights, reconciler)
 
 
@@ -183,12 +185,17 @@ def cmd_once(args: argparse.Namespace) -> int:
                 rec = await d.reconcile()
             report = await asyncio.to_thread(app.pipeline.cycle)
             await asyncio.to_thread(app.pipeline.prune)
+            held = await asyncio.to_thread(ReconcileStore(app.store).held_funds, open_only=True)
+            lost = len(report.lost) + (0 if rec is None else len(rec.reported.found))
             counts = ", ".join(f"{k} {v}" for k, v in sorted(probe_summary(results).items())) or "none"
             print(f"probes: {counts}; ingested: {report.ingested.accepted} accepted, "
                   f"{report.ingested.duplicate} duplicate, {report.ingested.rejected} rejected; "
                   f"alerts: {len(report.events)}; weight changes: {len(report.changes)}; "
                   f"reconciled: {0 if rec is None else rec.asked} asked, {0 if rec is None else len(rec.paid)} paid "
-                  f"at the channel; lost orders: {len(report.lost)} new")
+                  f"at the channel, {0 if rec is None else len(rec.held)} held, "
+                  f"{0 if rec is None else rec.refunded} refunded; replayed: {0 if rec is None else len(rec.replayed)}"
+                  f", refused: {0 if rec is None else len(rec.refused)}; lost orders: {lost} new; "
+                  f"held funds: {len(held)} open")
             return 0
 
         try:
@@ -283,9 +290,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     if lost:
         print("\nlost orders (paid at the channel, not in the shop):")
         for lo in lost:  # type: ignore[attr-defined]
-            print(f"  {lo['order_id']}  {lo['channel']}  {lo['amount'] or '?'}  paid {lo['channel_paid_at'] or '?'}  "
+            print(f"  {lo['order_id']}  {lo['channel']}  {lo['amount'] or '?'}  {_lost_when(lo)}  "
                   f"trade_no {lo['trade_no'] or '-'}")
+    held = view["held_funds"]
+    if held:
+        print("\nheld funds (the channel holds the buyer's money without completing the payment; the shop has no "
+              "order; an operator must look):")
+        for h in held:  # type: ignore[attr-defined]
+            print(f"  {h['order_id']}  {h['channel']}  {h['amount'] or '?'}  status {h['status']}  "
+                  f"seen by paymon at {h['seen_at']}  trade_no {h['trade_no'] or '-'}")
     return 0
+
+
+def _lost_when(lo: Mapping[str, object]) -> str:
+    """A lost order's time as ``paymon status`` prints it: only a channel's pay time is called one."""
+    if lo.get("channel_paid_at"):
+        return f"paid at the channel {lo['channel_paid_at']}"
+    if lo.get("paid_learned_at"):
+        return f"no pay time from the channel; paymon learned of it at {lo['paid_learned_at']}"
+    return "no pay time from the channel"
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -159,9 +159,9 @@ class Daemon:
             except Exception:
                 log.exception("reconciliation round failed; the next one will retry")
                 return None
-        if report.paid and self.running:
-            # Orders just found paid may already be past their callback deadline: report them now, not a
-            # cycle later.
+        if (report.paid or report.held) and self.running:
+            # The round has already reported (and replayed) what it found; a cycle now delivers the notifications
+            # and refreshes the status, instead of waiting for the next scheduled one.
             await self.cycle(wait=True)
         return report
 

@@ -14,6 +14,7 @@ __all__ = [
     "CHANNEL_STATES",
     "EVENT_KINDS",
     "FUTURE_TOLERANCE",
+    "HELD_STATUS_WORDS",
     "OUTCOMES",
     "PROBE_TYPES",
     "AlertEvent",
@@ -22,6 +23,7 @@ __all__ = [
     "ChannelStats",
     "CheckAnswer",
     "Checkpoint",
+    "HeldFunds",
     "IngestResult",
     "LostOrder",
     "OrderEvent",
@@ -271,20 +273,26 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class CheckAnswer:
-    """What the channel said about one order (``status`` is its own word; ``paid_at`` None = not paid / not
-    known)."""
+    """What the channel said about one order: ``status`` is its own word, ``state`` what it means (``paid``,
+    ``held``, ``refunded``, ``closed``, ``unpaid``, ``unknown``, or ``not_found``/``no_answer``). ``paid_at`` is
+    the channel's own pay time of a paid order, None when it gave none (never filled in by paymon)."""
 
     order_id: str
     status: str
-    paid: bool
+    state: str
     paid_at: datetime | None = None
     trade_no: str | None = None
+
+    @property
+    def paid(self) -> bool:
+        return self.state == "paid"
 
 
 @dataclass(frozen=True, slots=True)
 class PaidOrder:
-    """An order as the lost-order rule reads it: the channel's word that it was paid (its pay time, or a callback
-    that did not verify) and the shop's word that the payment arrived (a verified callback, its own paid mark)."""
+    """An order as the lost-order rule reads it: the channel's word that it was paid (its pay time, a callback
+    that did not verify, or the time paymon learned it from an order query that gave no pay time) and the shop's
+    word that the payment arrived (a verified callback, its own paid mark)."""
 
     order_id: str
     channel: str
@@ -294,11 +302,15 @@ class PaidOrder:
     unverified_callback_at: datetime | None = None
     callback_at: datetime | None = None
     shop_paid_at: datetime | None = None
+    #: When paymon learned from the channel's order query that it was paid, the channel giving no pay time. Never
+    #: a pay time: it only starts the callback deadline when nothing better is known.
+    paid_learned_at: datetime | None = None
 
     @property
     def evidence_at(self) -> datetime | None:
-        """When the channel was paid, as far as paymon knows: its pay time, else the unverified callback."""
-        return self.channel_paid_at or self.unverified_callback_at
+        """When the channel was paid, as far as paymon knows: its pay time, else the unverified callback, else the
+        time paymon learned it (SPEC §2.8)."""
+        return self.channel_paid_at or self.unverified_callback_at or self.paid_learned_at
 
     @property
     def completed(self) -> bool:
@@ -311,7 +323,9 @@ class LostOrder:
     """A lost order (掉单): the channel has the money, the shop has no verified callback past the deadline.
 
     ``evidence`` says how paymon knows it was paid: ``reconcile`` (the channel's order query) or
-    ``unverified_callback`` (a callback arrived but did not verify)."""
+    ``unverified_callback`` (a callback arrived but did not verify). ``channel_paid_at`` is only ever a pay time
+    the channel gave; when it gave none, ``paid_learned_at`` says when paymon learned of the payment (shown as
+    that, never as a pay time)."""
 
     order_id: str
     channel: str
@@ -321,6 +335,7 @@ class LostOrder:
     evidence: str
     found_at: datetime
     recovered_at: datetime | None = None
+    paid_learned_at: datetime | None = None
 
     def payload(self, kind: str, deadline: timedelta) -> dict[str, Any]:
         """The outbox JSON for this lost order: ``kind`` ``found`` or ``recovered``."""
@@ -331,11 +346,53 @@ class LostOrder:
             "channel": self.channel,
             "amount": self.amount,
             "trade_no": self.trade_no,
-            "channel_paid_at": None if self.channel_paid_at is None else self.channel_paid_at.isoformat(),
+            "channel_paid_at": _iso(self.channel_paid_at),
+            "paid_learned_at": _iso(self.paid_learned_at),
             "evidence": self.evidence,
             "deadline_s": deadline.total_seconds(),
             "at": (self.recovered_at if kind == "recovered" and self.recovered_at else self.found_at).isoformat(),
         }
+
+
+#: The channel's status words of held funds, as operators know them (epay ``status`` 3 and 4).
+HELD_STATUS_WORDS: dict[str, tuple[str, str]] = {"3": ("已冻结", "frozen"), "4": ("预授权", "pre-authorised")}
+
+
+@dataclass(frozen=True, slots=True)
+class HeldFunds:
+    """Held funds (SPEC §2.8): the channel holds the buyer's money without completing the payment (epay 3 已冻结,
+    EP-new 4 预授权), so the shop has no order. Its own class: not lost, not paid, never replayed; an operator must
+    look. ``status`` is the channel's own word; ``seen_at`` the time paymon saw it (not a pay time: the channel
+    gives none). ``released_at`` is set once the channel says something else or the shop completes the order;
+    ``release`` says which (``paid``, ``refunded``, ``closed``, ``unpaid``, ``completed``)."""
+
+    order_id: str
+    channel: str
+    amount: str | None
+    trade_no: str | None
+    status: str
+    seen_at: datetime
+    released_at: datetime | None = None
+    release: str | None = None
+
+    def payload(self, kind: str) -> dict[str, Any]:
+        """The outbox JSON: ``kind`` ``held`` (found) or ``released``."""
+        return {
+            "type": "held_funds",
+            "kind": kind,
+            "order_id": self.order_id,
+            "channel": self.channel,
+            "amount": self.amount,
+            "trade_no": self.trade_no,
+            "status": self.status,
+            "seen_at": self.seen_at.isoformat(),
+            "release": self.release,
+            "at": (self.released_at if kind == "released" and self.released_at else self.seen_at).isoformat(),
+        }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.alerts.dispatch import Sink, deliver_outbox
 from monitor.alerts.evaluate import Evaluation, Snapshot, evaluate, skipped_detectors
+from monitor.alerts.render import duration
 from monitor.clock import Clock
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
@@ -23,8 +25,8 @@ from monitor.ingest import Source
 from monitor.metrics.counting import OnceCounter
 from monitor.metrics.prom import CycleView, Metrics
 from monitor.metrics.stats import order_facts
-from monitor.models import AlertEvent, AlertState, ChannelStats, IngestResult, LostOrder, WeightChange
-from monitor.reconcile.reporting import report_lost
+from monitor.models import AlertEvent, AlertState, ChannelStats, HeldFunds, IngestResult, LostOrder, WeightChange
+from monitor.reconcile.reporting import LostReport, report_held, report_lost
 from monitor.routing.stage import RoutingOutcome, RoutingStage
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.snapshot import in_maintenance, read_snapshot
@@ -32,7 +34,7 @@ from monitor.status import channel_states
 from monitor.store import Store
 from monitor.store.reconcile import ReconcileStore
 
-__all__ = ["CycleReport", "Pipeline"]
+__all__ = ["CycleReport", "LostReport", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ class CycleReport:
     recovered: list[LostOrder] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
     stats: Mapping[tuple[str, str], ChannelStats] = field(default_factory=dict)
+    #: Held funds found (and recorded ones released) in this cycle.
+    held_funds: list[HeldFunds] = field(default_factory=list)
+    released: list[HeldFunds] = field(default_factory=list)
 
 
 class Pipeline:
@@ -76,6 +81,9 @@ class Pipeline:
         self.sources = list(sources)
         self.routing = RoutingStage(cfg, store, weights, list(self.sinks))
         self.lost = ReconcileStore(store)
+        # The reconciler reports right after recording its answers (``Reconciler.run``), maybe while a cycle runs
+        # in another thread: one report at a time.
+        self._report_lock = threading.Lock()
         self._counter = OnceCounter()
         started = clock.now()
         #: When each source last had new data (start time until then): ``paymon_ingest_lag_seconds``.
@@ -95,7 +103,7 @@ class Pipeline:
         """Ingest, evaluate, act, notify; every step's writes are committed before the next starts."""
         ingested = self.ingest()
         now = self.clock.now()
-        lost, recovered = self.report_lost(now)
+        reported = self.report_lost(now)
         snap = read_snapshot(self.cfg, self.store, now)
         maintenance = in_maintenance(self.cfg, now)
         prev = self.store.alert_states()
@@ -104,8 +112,8 @@ class Pipeline:
         self.deliver()
         states = channel_states(self.cfg, snap, result.states, maintenance)
         self.publish(snap, result.states, states, routed)
-        return CycleReport(now, ingested, result.events, routed.changes, routed.held, lost, recovered, states,
-                           snap.stats)
+        return CycleReport(now, ingested, result.events, routed.changes, routed.held, reported.found,
+                           reported.recovered, states, snap.stats, reported.held, reported.released)
 
     # -- stages ----------------------------------------------------------------------------------------------
 
@@ -126,18 +134,31 @@ class Pipeline:
             total += r
         return total
 
-    def report_lost(self, now: datetime) -> tuple[list[LostOrder], list[LostOrder]]:
-        """Record and announce, once each, the orders that just became lost and those the shop since completed."""
+    def report_lost(self, now: datetime) -> LostReport:
+        """Record and announce, once each, the orders that just became lost and those the shop since completed,
+        and held funds found and released. Thread-safe: the reconciler calls it too, right after its answers are
+        recorded, so a loss is reported (and replayed) in the round that finds it."""
         d, rc = self.cfg.monitor.defaults, self.cfg.monitor.reconcile
-        found, recovered = report_lost(self.lost, now=now, deadline=d.callback_deadline, since=now - rc.horizon,
-                                            sinks=list(self.sinks))
+        sinks = list(self.sinks)
+        with self._report_lock:
+            found, recovered = report_lost(self.lost, now=now, deadline=d.callback_deadline, since=now - rc.horizon,
+                                           sinks=sinks)
+            held, released = report_held(self.lost, now=now, sinks=sinks)
         for lo in found:
-            log.warning("lost order %s on %s: paid at the channel %s (%s), no verified callback within %s",
-                        lo.order_id, lo.channel, lo.channel_paid_at.isoformat() if lo.channel_paid_at else "?",
-                        lo.evidence, d.callback_deadline)
+            when = (f"paid at the channel {lo.channel_paid_at.isoformat()}" if lo.channel_paid_at else
+                    f"no pay time from the channel, paymon learned of it at {lo.paid_learned_at.isoformat()}"
+                    if lo.paid_learned_at else "no pay time from the channel")
+            log.warning("lost order %s on %s: %s (%s), no verified callback within %s", lo.order_id, lo.channel,
+                        when, lo.evidence, duration(d.callback_deadline.total_seconds()))
         for lo in recovered:
             log.info("lost order %s on %s is now completed in the shop", lo.order_id, lo.channel)
-        return found, recovered
+        for h in held:
+            log.warning("held funds: order %s on %s: the channel holds the buyer's money (status %s), the shop has "
+                        "no order; paymon saw it at %s; an operator must look", h.order_id, h.channel, h.status,
+                        h.seen_at.isoformat())
+        for h in released:
+            log.info("held funds of order %s on %s released (%s)", h.order_id, h.channel, h.release)
+        return LostReport(found, recovered, held, released)
 
     def evaluate(self, snap: Snapshot, prev: Mapping[tuple[str, str], AlertState],
                  maintenance: Mapping[str, MaintenanceWindow]) -> Evaluation:
@@ -173,7 +194,7 @@ class Pipeline:
             alerts={(rule, ch, severity.get(rule, "warning")): s.state == "firing" for (rule, ch), s in alerts.items()
                     if rule in severity and ch in channels},
             weights=routed.weights, queue={sink: depth.get(sink, 0) for sink in self.sinks},
-            last_data=dict(self._last_data),
+            last_data=dict(self._last_data), held_funds=self.lost.open_held_counts(),
         ))
 
     def prune(self) -> tuple[int, int]:

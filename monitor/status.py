@@ -2,7 +2,9 @@
 
 A channel's state says only what paymon knows: ``maintenance`` while a window is open, ``down`` / ``degraded``
 while a critical / other alert fires, ``healthy`` when there is data and nothing fires, ``unknown`` without data.
-No secrets: ids, names and numbers only.
+No secrets: ids, names and numbers only. Lost orders carry ``channel_paid_at`` only when the channel gave a pay
+time (else ``paid_learned_at``: when paymon learned of the payment, never a pay time); ``held_funds`` lists the
+orders whose buyer's money the channel holds without completing the payment, with the time paymon saw each.
 """
 
 from __future__ import annotations
@@ -69,13 +71,23 @@ def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping
          "value": s.value}
         for s in alerts.values() if s.state == "firing"
     ]
+    book = ReconcileStore(store)
     lost = [
         {"order_id": lo.order_id, "channel": lo.channel, "amount": lo.amount, "trade_no": lo.trade_no,
-         "channel_paid_at": lo.channel_paid_at.isoformat() if lo.channel_paid_at else None,
+         "channel_paid_at": _iso(lo.channel_paid_at), "paid_learned_at": _iso(lo.paid_learned_at),
          "evidence": lo.evidence, "found_at": lo.found_at.isoformat()}
-        for lo in ReconcileStore(store).lost_orders(open_only=True, limit=50)
+        for lo in book.lost_orders(open_only=True, limit=50)
     ]
-    return {"now": now.isoformat(), "channels": channels, "firing": firing, "lost_orders": lost}
+    held = [
+        {"order_id": h.order_id, "channel": h.channel, "amount": h.amount, "trade_no": h.trade_no,
+         "status": h.status, "seen_at": h.seen_at.isoformat()}
+        for h in book.held_funds(open_only=True, limit=50)
+    ]
+    return {"now": now.isoformat(), "channels": channels, "firing": firing, "lost_orders": lost, "held_funds": held}
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def _window_fields(s: ChannelStats | None) -> dict[str, Any]:

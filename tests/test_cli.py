@@ -292,7 +292,7 @@ def test_once_reconciles_and_status_lists_the_lost_order(tmp_path: Path, sim_thr
     assert main(["status", "-c", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "lost orders (paid at the channel, not in the shop):" in out
-    assert "LOSTCLI000000001  epay-main  9.90  paid 20" in out and f"trade_no {trade_no}" in out
+    assert "LOSTCLI000000001  epay-main  9.90  paid at the channel 20" in out and f"trade_no {trade_no}" in out
     assert SECRET not in out
 
 

@@ -238,7 +238,7 @@ def test_a_lost_order_is_announced_once_by_id_and_its_recovery_too(rig: Rig) -> 
     assert rig.cycle() == []                        # the deadline (5m) has not passed yet
     rig.clock.advance(timedelta(minutes=5, seconds=1))  # the callback's time is a whole second: +1 s grace
     [line] = rig.cycle()
-    assert line.startswith("🟠 LOST ORDER LOST1 · main (main) · 25.50 · paid at the channel unknown · "
+    assert line.startswith("🟠 LOST ORDER LOST1 · main (main) · 25.50 · no pay time from the channel · "
                            "trade no 2026112611000012345: a callback arrived that failed verification")
     rig.restart()
     assert rig.cycle() == []                        # a restart does not announce it again

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from monitor.alerts.render import render_alert, render_lost, render_weight
+from monitor.alerts.render import render_alert, render_held, render_lost, render_weight
 from monitor.errors import SinkError
 
 __all__ = ["ConsoleSink"]
@@ -32,6 +32,8 @@ class ConsoleSink:
                 text = render_weight(item, language=self.language, names=self.names)
             elif item.get("type") == "lost_order":
                 text = render_lost(item, language=self.language, names=self.names)
+            elif item.get("type") == "held_funds":
+                text = render_held(item, language=self.language, names=self.names)
             else:
                 text = render_alert(item, language=self.language, names=self.names)
             stamp = str(item.get("at", ""))[:19].replace("T", " ")

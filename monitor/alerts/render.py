@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["render_alert", "render_lost", "render_weight"]
+from monitor.models import HELD_STATUS_WORDS
+
+__all__ = ["duration", "render_alert", "render_held", "render_lost", "render_weight"]
 
 _KIND = {
     "zh": {"firing": "🔴 告警", "reminder": "⏰ 仍在告警", "resolved": "✅ 已恢复"},
@@ -93,23 +95,88 @@ def _when(text: Any, language: str) -> str:
     return dt.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def duration(seconds: float, language: str = "en") -> str:
+    """A duration as people say it, in whole units: ``20 s``, ``5 min``, ``1 h 30 min`` (zh ``20 秒``, ``5 分钟``,
+    ``1 小时 30 分钟``). Fractions of a second are rounded to a tenth (``0.5 s``), never printed as minutes."""
+    zh = language == "zh"
+    units = (("天", "d"), ("小时", "h"), ("分钟", "min"), ("秒", "s"))
+    if seconds < 60 and seconds != int(seconds):
+        return f"{round(seconds, 1):g} {units[3][0] if zh else units[3][1]}"
+    left = int(round(seconds))
+    parts: list[str] = []
+    for (name_zh, name_en), size in zip(units, (86400, 3600, 60, 1), strict=True):
+        n, left = divmod(left, size)
+        if n:
+            parts.append(f"{n} {name_zh if zh else name_en}")
+    return " ".join(parts) or ("0 秒" if zh else "0 s")
+
+
+def _lost_time(p: Mapping[str, Any], language: str) -> str:
+    """A lost order's time: the channel's pay time when it gave one; else when paymon learned of the payment,
+    labelled as such; never a made-up pay time."""
+    zh = language == "zh"
+    if p.get("channel_paid_at"):
+        return f"通道支付时间 {_when(p['channel_paid_at'], language)}" if zh else \
+            f"paid at the channel {_when(p['channel_paid_at'], language)}"
+    if p.get("paid_learned_at"):
+        return f"通道未给出支付时间 (paymon 获知时间 {_when(p['paid_learned_at'], language)})" if zh else \
+            f"no pay time from the channel (paymon learned of it at {_when(p['paid_learned_at'], language)})"
+    return "通道未给出支付时间" if zh else "no pay time from the channel"
+
+
 def render_lost(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
     """One line for a lost-order payload (``kind`` found or recovered): the order id first, it is what the
     operator looks up."""
     name = (names or {}).get(p["channel"], p["channel"])
     amount = p.get("amount") or "?"
     trade_no = p.get("trade_no") or ("无" if language == "zh" else "none")
-    paid = _when(p.get("channel_paid_at"), language)
-    minutes = f"{float(p.get('deadline_s') or 0) / 60:g}"
+    when = _lost_time(p, language)
+    within = duration(float(p.get("deadline_s") or 0), language)
     if language == "zh":
         if p["kind"] == "recovered":
             return f"✅ 掉单已补 订单 {p['order_id']} · {name} ({p['channel']}) · 金额 {amount}: 商户已收到回调/已支付"
         how = "通道查单确认已支付" if p.get("evidence") == "reconcile" else "收到未通过验签的回调"
-        return (f"🟠 掉单 订单 {p['order_id']} · {name} ({p['channel']}) · 金额 {amount} · 通道支付时间 {paid} · "
-                f"通道流水号 {trade_no}: {how}，{minutes} 分钟内商户未收到有效回调")
+        return (f"🟠 掉单 订单 {p['order_id']} · {name} ({p['channel']}) · 金额 {amount} · {when} · "
+                f"通道流水号 {trade_no}: {how}，{within}内商户未收到有效回调")
     if p["kind"] == "recovered":
         return f"✅ LOST ORDER RECOVERED {p['order_id']} · {name} ({p['channel']}) · {amount}: the shop has it now"
     how = "the channel's order query says paid" if p.get("evidence") == "reconcile" else \
         "a callback arrived that failed verification"
-    return (f"🟠 LOST ORDER {p['order_id']} · {name} ({p['channel']}) · {amount} · paid at the channel {paid} · "
-            f"trade no {trade_no}: {how}, and no verified callback within {minutes} min")
+    return (f"🟠 LOST ORDER {p['order_id']} · {name} ({p['channel']}) · {amount} · {when} · "
+            f"trade no {trade_no}: {how}, and no verified callback within {within}")
+
+
+#: Why held funds were released, in words.
+_RELEASE = {
+    "zh": {"paid": "通道现已确认支付 (按正常支付/掉单处理)", "refunded": "通道已退款给买家", "closed": "通道已关闭订单",
+           "unpaid": "通道现显示未支付", "completed": "商户已完成该订单"},
+    "en": {"paid": "the channel now says paid (the normal paid / lost-order path takes over)",
+           "refunded": "the channel refunded the buyer", "closed": "the channel closed the order",
+           "unpaid": "the channel now says unpaid", "completed": "the shop has completed the order"},
+}
+
+
+def render_held(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
+    """One line for a held-funds payload (``kind`` held or released): the channel holds the buyer's money without
+    completing the payment, the shop has no order, an operator must look. The only time shown is when paymon saw
+    it (the channel gives no pay time)."""
+    lang = "zh" if language == "zh" else "en"
+    name = (names or {}).get(p["channel"], p["channel"])
+    amount = p.get("amount") or "?"
+    trade_no = p.get("trade_no") or ("无" if lang == "zh" else "none")
+    status = str(p.get("status") or "?")
+    word = HELD_STATUS_WORDS.get(status, (status, status))
+    seen = _when(p.get("seen_at"), lang)
+    if p["kind"] == "released":
+        why = _RELEASE[lang].get(str(p.get("release")), str(p.get("release") or "?"))
+        if lang == "zh":
+            return f"✅ 资金冻结已解除 订单 {p['order_id']} · {name} ({p['channel']}) · 金额 {amount}: {why}"
+        return f"✅ HELD FUNDS RELEASED {p['order_id']} · {name} ({p['channel']}) · {amount}: {why}"
+    if lang == "zh":
+        return (f"🟡 资金被通道冻结 订单 {p['order_id']} · {name} ({p['channel']}) · 金额 {amount} · "
+                f"通道状态 {status} {word[0]} · 通道流水号 {trade_no} · paymon 获知时间 {seen}: 买家的钱被通道冻结，"
+                "支付未完成，商户没有这笔订单，请人工核查 (不会补发回调)")
+    return (f"🟡 HELD FUNDS {p['order_id']} · {name} ({p['channel']}) · {amount} · channel status {status} "
+            f"{word[1]} ({word[0]}) · trade no {trade_no} · paymon saw it at {seen}: the channel holds the buyer's "
+            "money without completing the payment; the shop has no order; an operator must look (no notify is "
+            "replayed)")

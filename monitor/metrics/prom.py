@@ -58,6 +58,9 @@ class CycleView:
     queue: Mapping[str, int] = field(default_factory=dict)
     #: When each source last had new data (ingest lag = scrape time minus this).
     last_data: Mapping[str, datetime] = field(default_factory=dict)
+    #: Open held funds per channel (the channel holds a buyer's money, the shop has no order); channels with none
+    #: are left out (their gauge reads 0).
+    held_funds: Mapping[str, int] = field(default_factory=dict)
 
 
 class _Histogram:
@@ -128,6 +131,8 @@ class Metrics(Collector):
             self._add("paymon_reconcile_total", (channel, result))
 
     def count_replay(self, channel: str, result: str) -> None:
+        """One replay decision: ``acknowledged``, ``rejected`` (the shop said no), ``failed`` (no answer), or
+        ``refused`` (paymon did not send it: the channel no longer says plainly paid)."""
         with self._lock:
             self._add("paymon_notify_replays_total", (channel, result))
 
@@ -206,6 +211,8 @@ class Metrics(Collector):
             now = self.clock.now() if self.clock is not None else v.at
             for source, last in sorted(v.last_data.items()):
                 g["paymon_ingest_lag_seconds"].add_metric([source], max(0.0, (now - last).total_seconds()))
+            for channel in sorted(v.channels):
+                g["paymon_held_funds"].add_metric([channel], float(v.held_funds.get(channel, 0)))
             g["paymon_leader"].add_metric([], 1.0)  # one instance acts; leader election is not built yet
         yield from g.values()
 
@@ -256,5 +263,7 @@ _GAUGES: tuple[tuple[str, str, list[str]], ...] = (
     ("paymon_notification_queue", "Notifications waiting", ["sink"]),
     ("paymon_ingest_lag_seconds", "Seconds since the source last had new data", ["source"]),
     ("paymon_leader", "1 when this instance acts (leader)", []),
+    ("paymon_held_funds", "Orders whose buyer's money the channel holds without completing the payment (open)",
+     ["channel"]),
     ("paymon_funnel_orders", "Orders created in the window that reached each stage", ["channel", "window", "stage"]),
 )

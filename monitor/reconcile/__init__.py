@@ -7,7 +7,7 @@ credentials or endpoint.
 """
 
 from monitor.reconcile.alipay import AlipayQuerier
-from monitor.reconcile.base import ChannelOrder, Querier, QuerierFactory, Replayer, ReplayResult
+from monitor.reconcile.base import ORDER_STATES, ChannelOrder, Querier, QuerierFactory, Replayer, ReplayResult
 from monitor.reconcile.epay import EpayQuerier
 from monitor.reconcile.epay_v2 import EpayV2Querier
 from monitor.reconcile.wxpay import WxpayQuerier
@@ -20,4 +20,4 @@ QUERIERS: dict[str, QuerierFactory] = {
     "wxpay_v2": WxpayQuerier,
 }
 
-__all__ = ["QUERIERS", "ChannelOrder", "Querier", "QuerierFactory", "ReplayResult", "Replayer"]
+__all__ = ["ORDER_STATES", "QUERIERS", "ChannelOrder", "Querier", "QuerierFactory", "ReplayResult", "Replayer"]

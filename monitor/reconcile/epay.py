@@ -1,8 +1,11 @@
 """epay V1 (彩虹易支付, MD5) order lookups through ``api.php``, and notify replay (protocols.md §2.4, §2.5, §7, §9).
 
-**Lookup.** An order is ``paid`` when ``status`` is 1 (paid), 2 (refunded), 3 (frozen) or 4 (EP-new pre-auth):
-each means the buyer's money reached epay. ``paid_at`` is ``endtime`` read in the channel's ``timezone`` (epay
-writes MySQL ``NOW()`` wall-clock time, Asia/Shanghai by default, §9 Q16) and turned into aware UTC; ``amount`` is
+**Lookup.** ``status`` says the order's state (:data:`STATES`): 1 ``paid``, 2 ``refunded`` (the buyer has the money
+back), 3 已冻结 (EP-old and EP-new) and 4 预授权 (EP-new: a capture after a pre-authorisation failed, §9 Q20) ``held``
+(the channel holds the buyer's money, the payment is not complete: no pay time, no notify), 0 ``unpaid``, anything
+else ``unknown``. ``paid_at``, for a paid order only, is ``endtime`` read in the channel's ``timezone`` (epay
+writes MySQL ``NOW()`` wall-clock time, Asia/Shanghai by default, §9 Q16) and turned into aware UTC, or None when
+epay gives none (never a made-up time); ``amount`` is
 ``money`` (a decimal string, or a number on some hosts, §9 Q3); ``trade_no`` is epay's own number. ``code -1
 订单号不存在`` is ``found`` False (an order never opened, or unpaid and purged after 24 h). A -1 saying 维护/繁忙,
 an auth error (EP-old -2/-3, EP-new -3), HTTP errors, bodies that are not JSON and timeouts are
@@ -25,8 +28,8 @@ A small shop's newest 50 epay orders cover hours, so most rounds cost one reques
 request per 50 ids. When the page itself fails with an HTTP error or a body that is not JSON (the empty-list 500
 among them), the per-id queries decide: they give the answer or the real failure. A maintenance answer, an auth
 error, a timeout or a refused connection on the page ends the call at once. One id alone skips the page. If
-``out_trade_no`` shows up in several rows (re-opened after epay's 10-day window, §2.2), a paid row wins: the money
-for that id arrived.
+``out_trade_no`` shows up in several rows (re-opened after epay's 10-day window, §2.2), a row whose money reached
+epay (1-4) wins over an unpaid one.
 
 **Replay** (:meth:`EpayQuerier.replay`): the V1 notify epay itself would send (§2.4): GET ``notify_url`` +
 ``pid, trade_no, out_trade_no, type, name, money`` (printed as PHP's ``(float)``), ``trade_status=TRADE_SUCCESS``,
@@ -53,11 +56,20 @@ from monitor.clients.epay import EpayClient, fail_on_code, is_not_found, reply_c
 from monitor.protocols import epay as v1
 from monitor.reconcile.base import ChannelOrder, GatewayQuerier, ReplayResult
 
-__all__ = ["PAGE", "PAID_STATUSES", "ROW_FIELDS", "EpayQuerier", "deliver_notify", "order_from_row"]
+__all__ = ["PAGE", "PAID_STATUSES", "ROW_FIELDS", "STATES", "EpayQuerier", "deliver_notify", "order_from_row"]
 
 #: Rows ``act=orders`` returns at most (both servers cap ``limit`` at 50): also the ids one lookup is given.
 PAGE = 50
-#: Statuses meaning the buyer's money reached epay (the reconcile contract counts pre-auth, 4, too).
+#: What each epay ``status`` means for the shop (any other number is ``unknown``).
+STATES: dict[int, str] = {
+    v1.STATUS_UNPAID: "unpaid",
+    v1.STATUS_PAID: "paid",
+    v1.STATUS_REFUNDED: "refunded",
+    v1.STATUS_FROZEN: "held",
+    v1.STATUS_PREAUTH: "held",
+}
+#: Statuses meaning the buyer's money reached epay at some point: a row in one of these wins over an unpaid row of
+#: the same ``out_trade_no`` (§2.2). Only 1 is plainly paid.
 PAID_STATUSES: frozenset[int] = v1.PAID_STATUSES | {v1.STATUS_PREAUTH}
 #: Fields of an order row kept in :attr:`ChannelOrder.fields` (what a V1 notify replay needs, plus details).
 ROW_FIELDS = ("type", "name", "money", "trade_no", "param", "api_trade_no")
@@ -75,12 +87,12 @@ def order_from_row(order_id: str, row: Mapping[str, Any], tz: tzinfo) -> Channel
         raise ProbeFailure("bad_response", f"order {order_id}: status {str(row.get('status'))[:20]!r} is not a number")
     money = row.get("money")
     amount = None if money is None or str(money).strip() == "" else decimal_field(money, f"order {order_id} money")
-    paid = state in PAID_STATUSES
+    meaning = STATES.get(state, "unknown")
     return ChannelOrder(
         order_id=order_id,
         found=True,
-        paid=paid,
-        paid_at=_epay_time(row.get("endtime"), tz) if paid else None,
+        state=meaning,
+        paid_at=_epay_time(row.get("endtime"), tz) if meaning == "paid" else None,
         trade_no=str(row.get("trade_no") or "").strip() or None,
         amount=amount,
         status=str(state),
@@ -159,17 +171,18 @@ class EpayQuerier(GatewayQuerier[EpayClient]):
         fields = order.fields
         if not order.paid or order.status != str(v1.STATUS_PAID):
             return ReplayResult(None, False, f"not sent: order {order.order_id} is not plainly paid "
-                                             f"(status {order.status or '?'})")
+                                             f"(status {order.status or '?'})", sent=False)
         missing = [name for name in ("trade_no", "type", "money") if not fields.get(name)]
         if missing:
-            return ReplayResult(None, False, f"not sent: the lookup gave no {', '.join(missing)}")
+            return ReplayResult(None, False, f"not sent: the lookup gave no {', '.join(missing)}", sent=False)
         key = self.client.key.reveal()
         try:
             params = v1.notify_params(pid=self.client.pid.reveal(), trade_no=fields["trade_no"],
                                       out_trade_no=order.order_id, type=fields["type"], name=fields.get("name", ""),
                                       money=fields["money"], key=key, param=fields.get("param"))
         except ValueError:
-            return ReplayResult(None, False, f"not sent: money {fields['money'][:20]!r} is not an amount")
+            return ReplayResult(None, False, f"not sent: money {fields['money'][:20]!r} is not an amount",
+                                sent=False)
         return await deliver_notify(
             ctx, "GET", v1.url_with_query(notify_url, params), headers=v1.NOTIFY_HEADERS,
             timeout=v1.NOTIFY_TIMEOUT_S, ack=lambda status, body: v1.is_notify_ack(body), hide=(key, params["sign"]),

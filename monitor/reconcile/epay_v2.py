@@ -4,8 +4,9 @@
 Each request is :class:`~monitor.clients.epay_v2.EpayV2Client`'s signed form POST (``pid``, ``timestamp``,
 SHA256withRSA with the merchant private key); a code 0 answer must carry the platform's signature over all its
 scalar fields, verified with ``platform_public_key``, or the call fails with ``bad_signature``. The answer is
-read like a V1 order row (:func:`~monitor.reconcile.epay.order_from_row`): paid ⇔ ``status`` 1/2/3/4,
-``paid_at`` from ``endtime`` in the channel's timezone, ``amount`` from ``money``. -1 订单号不存在 is ``found``
+read like a V1 order row (:func:`~monitor.reconcile.epay.order_from_row`): 1 paid, 2 refunded, 3 已冻结 and 4
+预授权 held (§9 Q20: funds frozen, no ``endtime``, no notify), 0 unpaid; ``paid_at`` (paid only) from ``endtime``
+in the channel's timezone, ``amount`` from ``money``. -1 订单号不存在 is ``found``
 False (errors are unsigned in V2, so this is as trustworthy as the transport); any other error code is
 ``business_error`` or ``maintenance`` by the client's rules.
 

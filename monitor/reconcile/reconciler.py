@@ -7,11 +7,18 @@ One :meth:`Reconciler.run` is one round (the daemon runs it every ``reconcile.ev
    ago, unpaid in the shop, asked again only when they have doubled their age since the last question), newest
    first, at most ``reconcile.per_round`` per channel, at most ``reconcile.rate`` questions per second per
    channel, channels in parallel;
-2. the answers are stored: a paid order gets the channel's pay time, and once its callback deadline passes
-   without a verified callback the pipeline reports it lost, by id (``reporting.report_lost``);
-3. with ``replay_notify`` on, every open lost order of a channel whose protocol lets the merchant key sign
+2. the answers are stored with what they mean (paid, held, refunded, closed, unpaid, unknown): a paid order gets
+   the channel's pay time when it gives one (else the time paymon learned it, kept apart and never shown as a pay
+   time), a held one is held funds;
+3. right away, in the same round, the pipeline's report (``Pipeline.report_lost``, given as ``report``) records
+   and announces every order whose callback deadline has passed without a verified callback as lost, by id, and
+   held funds as held funds (``reporting.report_lost`` / ``report_held``): a loss found now is reported now, not
+   one round (with ``paymon once`` under cron, one cron period) later;
+4. with ``replay_notify`` on, every open lost order of a channel whose protocol lets the merchant key sign
    notifies (and whose ``notify_url`` is configured) gets one replay: asked again (the channel must still say
-   paid), claimed in the audit table *before* sending (a crash never replays twice), sent, and the answer kept.
+   plainly paid: a held, refunded or closed order is *refused*, logged with the reason and counted as
+   ``refused``, not as a failed replay), claimed in the audit table *before* sending (a crash never replays
+   twice), sent, and the answer kept.
 
 A channel that fails (timeout, bad signature, maintenance…) costs only its own round: the orders stay due.
 """
@@ -20,15 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from monitor.clients.base import ProbeContext, ProbeFailure
 from monitor.clock import Clock
 from monitor.config import ChannelConfig, LoadedConfig
 from monitor.metrics.prom import Metrics
 from monitor.plugins import build_plugins
-from monitor.reconcile.base import ChannelOrder, Querier, QuerierFactory, Replayer
+from monitor.reconcile.base import ORDER_STATES, ChannelOrder, Querier, QuerierFactory, Replayer
+from monitor.reconcile.reporting import LostReport
 from monitor.store import Store
 from monitor.store.reconcile import CheckAnswer, ReconcileStore
 
@@ -43,14 +52,22 @@ MAX_FAILURES = 3
 
 @dataclass
 class ReconcileReport:
-    """What one round did: questions asked and their answers, failures per channel, replays sent."""
+    """What one round did: questions asked and their answers (by what they mean), failures per channel, replays
+    sent and replays refused (order id → why)."""
 
     asked: int = 0
     paid: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
     unpaid: int = 0
+    refunded: int = 0
+    closed: int = 0
+    unknown: int = 0
     not_found: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     replayed: dict[str, bool] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    #: What the report right after the answers recorded (lost orders, held funds), when there is a reporter.
+    reported: LostReport = field(default_factory=LostReport)
 
 
 def build_queriers(channels: Sequence[ChannelConfig], registry: Mapping[str, QuerierFactory]) -> tuple[
@@ -61,11 +78,14 @@ def build_queriers(channels: Sequence[ChannelConfig], registry: Mapping[str, Que
 
 
 class Reconciler:
-    """Reconciliation rounds for one config. ``queriers`` maps channel ids to their queriers."""
+    """Reconciliation rounds for one config. ``queriers`` maps channel ids to their queriers; ``report`` (the
+    pipeline's ``report_lost``) records and announces lost orders and held funds, called after the answers are
+    stored and before the replays."""
 
     def __init__(self, cfg: LoadedConfig, store: Store, queriers: Mapping[str, Querier], *, clock: Clock,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, report: Callable[[datetime], LostReport] | None = None) -> None:
         self.cfg = cfg
+        self.report = report
         self.store = ReconcileStore(store)
         self.queriers = dict(queriers)
         self.clock = clock
@@ -83,6 +103,9 @@ class Reconciler:
         report = ReconcileReport()
         await asyncio.gather(*(self._channel(ch, [c.order_id for c in rows], contexts[ch], report)
                                for ch, rows in due.items() if rows and ch in contexts))
+        if self.report is not None:
+            # A loss whose deadline has passed when its answer is stored is reported (and replayed) now.
+            report.reported = await asyncio.to_thread(self.report, self.clock.now())
         if rc.replay_notify:
             await self._replay_lost(contexts, report)
         return report
@@ -124,14 +147,18 @@ class Reconciler:
         if got is None or not got.found:
             report.not_found += 1
             self.metrics.count_reconcile(channel, "not_found")
-            return CheckAnswer(order_id, "not_found" if got is not None else "no_answer", False)
-        if got.paid:
+            return CheckAnswer(order_id, "not_found" if got is not None else "no_answer",
+                               "not_found" if got is not None else "no_answer")
+        state = got.state if got.state in ORDER_STATES else "unknown"
+        self.metrics.count_reconcile(channel, state)
+        if state == "paid":
             report.paid.append(order_id)
-            self.metrics.count_reconcile(channel, "paid")
-            return CheckAnswer(order_id, got.status or "paid", True, got.paid_at, got.trade_no)
-        report.unpaid += 1
-        self.metrics.count_reconcile(channel, "unpaid")
-        return CheckAnswer(order_id, got.status or "unpaid", False)
+        elif state == "held":
+            report.held.append(order_id)
+        else:
+            setattr(report, state, getattr(report, state) + 1)
+        return CheckAnswer(order_id, got.status or state, state, got.paid_at if state == "paid" else None,
+                           got.trade_no if state in ("paid", "held") else None)
 
     async def _replay_lost(self, contexts: Mapping[str, ProbeContext], report: ReconcileReport) -> None:
         for lost in await asyncio.to_thread(self.store.lost_orders, open_only=True, unreplayed=True, limit=1000):
@@ -149,8 +176,10 @@ class Reconciler:
                             ctx.redactor(f.detail))
                 continue
             if answer is None or not answer.paid:
-                log.warning("replay %s/%s: the channel no longer says paid (%s); not replayed", lost.channel,
-                            lost.order_id, "unknown" if answer is None else answer.status)
+                why = _refusal(answer)
+                report.refused[lost.order_id] = why
+                self.metrics.count_replay(lost.channel, "refused")
+                log.warning("replay %s/%s refused: %s; the notify is not sent", lost.channel, lost.order_id, why)
                 continue
             if not await asyncio.to_thread(self.store.begin_replay, lost.order_id, lost.channel, self.clock.now()):
                 continue
@@ -158,8 +187,33 @@ class Reconciler:
             detail = ctx.redactor(result.detail)
             await asyncio.to_thread(self.store.finish_replay, lost.order_id, result.status_code,
                                     result.acknowledged, detail)
+            if not result.sent:
+                report.refused[lost.order_id] = detail
+                self.metrics.count_replay(lost.channel, "refused")
+                log.warning("replay %s/%s refused: %s", lost.channel, lost.order_id, detail)
+                continue
             report.replayed[lost.order_id] = result.acknowledged
             outcome = "acknowledged" if result.acknowledged else ("failed" if result.status_code is None
                                                                   else "rejected")
             self.metrics.count_replay(lost.channel, outcome)
             log.info("replayed the notify of lost order %s on %s: %s", lost.order_id, lost.channel, detail)
+
+
+#: Why a lost order is not replayed, by what the channel now says (a replay would hand the shop money it has not
+#: got, or that the buyer has back).
+_REFUSALS = {
+    "held": "the channel holds the buyer's money without completing the payment (held funds: status {status})",
+    "refunded": "the channel says the payment was refunded (status {status}): the buyer has the money back",
+    "closed": "the channel says the order is closed (status {status}): no money is held",
+    "unpaid": "the channel now says unpaid (status {status})",
+    "unknown": "the channel's status {status} is not one paymon knows as paid",
+}
+
+
+def _refusal(answer: ChannelOrder | None) -> str:
+    """Why a replay is refused, in words, from the channel's fresh answer."""
+    if answer is None:
+        return "the channel gave no answer about the order"
+    if not answer.found:
+        return "the channel no longer knows the order"
+    return _REFUSALS.get(answer.state, _REFUSALS["unknown"]).format(status=answer.status or "?")

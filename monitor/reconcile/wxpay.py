@@ -6,10 +6,13 @@
 FAIL is ``business_error``; then the answer's signature must verify (else ``bad_signature``) and name our appid /
 mch_id; then ``result_code``.
 
-- ``trade_state`` ``SUCCESS``, or ``REFUND`` (the money arrived and was refunded later): paid. ``paid_at`` is
-  ``time_end`` (Beijing ``yyyyMMddHHmmss``) as UTC, ``amount`` is ``total_fee`` fen as yuan, ``trade_no`` the
+- ``trade_state`` ``SUCCESS``: ``paid``. ``paid_at`` is ``time_end`` (Beijing ``yyyyMMddHHmmss``) as UTC when
+  given (else None: never a made-up time), ``amount`` is ``total_fee`` fen as yuan, ``trade_no`` the
   ``transaction_id``.
-- Any other ``trade_state`` (``NOTPAY``, ``CLOSED``, ``USERPAYING``, ``PAYERROR``…): found, unpaid.
+- ``REFUND`` (the money arrived and was refunded later): ``refunded``, the buyer has it back: never lost, never
+  replayed.
+- ``NOTPAY``, ``USERPAYING`` (the buyer is entering a password: not final, asked again later), ``PAYERROR``,
+  ``ACCEPT``: ``unpaid``; ``CLOSED``, ``REVOKED``: ``closed``; any other word ``unknown``.
 - ``result_code`` FAIL with ``err_code`` ``ORDERNOTEXIST``: ``found`` False; ``SYSTEMERROR`` is ``maintenance``,
   any other ``err_code`` ``business_error``.
 
@@ -34,10 +37,15 @@ from monitor.protocols.wxpay import SUCCESS, from_fen, is_notify_ack, parse_time
 from monitor.reconcile.base import ChannelOrder, GatewayQuerier, ReplayResult
 from monitor.reconcile.epay import deliver_notify
 
-__all__ = ["NOTIFY_TIMEOUT_S", "PAID_STATES", "WxpayQuerier"]
+__all__ = ["NOTIFY_TIMEOUT_S", "PAID_STATES", "STATES", "WxpayQuerier"]
 
 #: ``trade_state`` values meaning the buyer's money arrived (REFUND: and was refunded later).
 PAID_STATES = frozenset({"SUCCESS", "REFUND"})
+#: What each ``trade_state`` means for the shop (any other word is ``unknown``).
+STATES: dict[str, str] = {
+    "SUCCESS": "paid", "REFUND": "refunded", "NOTPAY": "unpaid", "USERPAYING": "unpaid", "PAYERROR": "unpaid",
+    "ACCEPT": "unpaid", "CLOSED": "closed", "REVOKED": "closed",
+}
 #: Fields of a query answer kept in :attr:`ChannelOrder.fields`: the ones a notify carries (appid and mch_id come
 #: from the channel's credentials, nonce_str and sign are made afresh).
 NOTIFY_FIELDS = ("openid", "trade_type", "bank_type", "total_fee", "cash_fee", "fee_type", "is_subscribe", "attach",
@@ -54,7 +62,8 @@ class WxpayQuerier(GatewayQuerier[WxpayClient]):
     client_class = WxpayClient
 
     async def lookup_one(self, order_id: str, ctx: ProbeContext) -> ChannelOrder:
-        """``pay/orderquery`` for one id: paid, unpaid, or not found (ORDERNOTEXIST)."""
+        """``pay/orderquery`` for one id: its state (paid, refunded, closed, unpaid…), or not found
+        (ORDERNOTEXIST)."""
         fields = await self.client.order_query(ctx, order_id, self.timeout)
         if fields is None:
             return ChannelOrder(order_id, found=False)
@@ -63,7 +72,7 @@ class WxpayQuerier(GatewayQuerier[WxpayClient]):
         if got is not None and got != order_id:
             raise ProbeFailure("bad_response",
                                f"pay/orderquery: asked for {order_id}, the answer is about {got[:40]!r}")
-        paid = state in PAID_STATES
+        meaning = STATES.get(state, "unknown")
         fee = fields.get("total_fee", "")
         try:
             amount = from_fen(fee) if fee else None
@@ -73,8 +82,8 @@ class WxpayQuerier(GatewayQuerier[WxpayClient]):
         return ChannelOrder(
             order_id=order_id,
             found=True,
-            paid=paid,
-            paid_at=_time_end(fields.get("time_end")) if paid else None,
+            state=meaning,
+            paid_at=_time_end(fields.get("time_end")) if meaning == "paid" else None,
             trade_no=fields.get("transaction_id") or None,
             amount=amount,
             status=state,
@@ -85,11 +94,11 @@ class WxpayQuerier(GatewayQuerier[WxpayClient]):
         """POST the signed XML notify of a ``SUCCESS`` order to ``notify_url`` as WeChat would (§5)."""
         if not order.paid or order.status != SUCCESS:
             return ReplayResult(None, False, f"not sent: order {order.order_id} is not plainly paid "
-                                             f"(trade_state {order.status or '?'})")
+                                             f"(trade_state {order.status or '?'})", sent=False)
         fields = order.fields
         missing = [name for name in ("transaction_id", "total_fee", "time_end") if not fields.get(name)]
         if missing:
-            return ReplayResult(None, False, f"not sent: the lookup gave no {', '.join(missing)}")
+            return ReplayResult(None, False, f"not sent: the lookup gave no {', '.join(missing)}", sent=False)
         key = self.client.key.reveal()
         notify: dict[str, object] = {
             "return_code": SUCCESS,

@@ -114,6 +114,8 @@ class _Order:
     buyer_id: str | None = None
     buyer_logon_id: str | None = None
     callback_dropped: bool = False
+    #: Paid, then refunded in full (``refund_rate``): the trade is ``TRADE_CLOSED`` since.
+    refunded: bool = False
     attempts: list[NotifyAttempt] = field(default_factory=list)
 
 
@@ -227,8 +229,10 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
 
         With the channel's ``pay_probability`` the trade becomes ``TRADE_SUCCESS`` and, unless dropped with
         ``callback_drop_rate``, the signed notify is sent after the callback delay (twice with
-        ``duplicate_callback_rate``), retried until acked. Paid or closed trades are left alone (False); an
-        unknown one is a ``KeyError``. Must be called from the event loop that serves the app.
+        ``duplicate_callback_rate``), retried until acked. With ``refund_rate`` the trade is refunded in full
+        right after (``TRADE_CLOSED``, §7; the notify still follows the callback knobs). Paid or closed trades are
+        left alone (False); an unknown one is a ``KeyError``. Must be called from the event loop that serves the
+        app.
         """
         channel = self.channel(channel_id)
         order = channel.orders.get(ref) or channel.find(ref, None)
@@ -241,6 +245,8 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         order.paid_at = self._clock.now()
         order.buyer_id = f"2088{self._rng.randint(10**11, 10**12 - 1)}"
         order.buyer_logon_id = f"1{self._rng.randint(30, 99)}******{self._rng.randint(10, 99)}"
+        if roll(faults.refund_rate, self._rng):
+            order.status, order.refunded = TRADE_CLOSED, True
         if roll(faults.callback_drop_rate, self._rng):
             order.callback_dropped = True
         elif order.notify_url:
@@ -254,7 +260,8 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         """Every trade of every channel, in creation order per channel, as it really stands now."""
         return [
             truth_from_attempts(channel.id, o.trade_no, o.out_trade_no, o.total_amount, o.created_at,
-                                o.status in PAID_STATUSES, o.paid_at, o.callback_dropped, o.attempts)
+                                o.status in PAID_STATUSES or o.refunded, o.paid_at, o.callback_dropped, o.attempts,
+                                refunded=o.refunded)
             for channel in self._channels.values()
             for o in channel.orders.values()
         ]

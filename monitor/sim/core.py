@@ -63,6 +63,10 @@ class OrderTruth:
     callback_sent_at: datetime | None
     callback_acknowledged: bool
     attempts: tuple[NotifyAttempt, ...] = ()
+    #: The gateway holds the buyer's money without completing the payment (``held_rate``): ``paid`` is False.
+    held: bool = False
+    #: Paid, then refunded in full (``refund_rate``): ``paid`` stays True (the buyer did pay), with its pay time.
+    refunded: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (times ISO 8601, money a decimal string) for exports and the control API."""
@@ -82,6 +86,8 @@ class OrderTruth:
             "callback_sent": self.callback_sent,
             "callback_sent_at": iso(self.callback_sent_at),
             "callback_acknowledged": self.callback_acknowledged,
+            "held": self.held,
+            "refunded": self.refunded,
             "attempts": [
                 {"at": iso(a.at), "status_code": a.status_code, "acknowledged": a.acknowledged, "error": a.error}
                 for a in self.attempts
@@ -91,13 +97,14 @@ class OrderTruth:
 
 def truth_from_attempts(
     channel: str, trade_no: str, out_trade_no: str, money: Decimal, created_at: datetime, paid: bool,
-    paid_at: datetime | None, dropped: bool, attempts: Sequence[NotifyAttempt],
+    paid_at: datetime | None, dropped: bool, attempts: Sequence[NotifyAttempt], *, held: bool = False,
+    refunded: bool = False,
 ) -> OrderTruth:
     """Build an :class:`OrderTruth` from an order's notify attempts."""
     first = attempts[0] if attempts else None
     return OrderTruth(channel, trade_no, out_trade_no, money, created_at, paid, paid_at, dropped,
                       first is not None, first.at if first else None, any(a.acknowledged for a in attempts),
-                      tuple(attempts))
+                      tuple(attempts), held, refunded)
 
 
 class SimChannelLike(Protocol):

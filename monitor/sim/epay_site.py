@@ -135,6 +135,9 @@ class EpaySite(GatewayBase[M]):
         With the channel's ``pay_probability`` the order becomes paid (status 1, endtime now, balance credited)
         and, unless dropped with ``callback_drop_rate``, a notify is sent after ``callback_delay``: twice with
         ``duplicate_callback_rate``, with a corrupted signature (on every attempt) with ``bad_signature_rate``.
+        With ``held_rate`` the money is only held instead (§9 Q20): status 3 已冻结 on EP-old, 4 预授权 on EP-new,
+        no endtime, no notify, nothing credited; with ``refund_rate`` a paid order is refunded right away (status
+        2, endtime kept, the balance debited again).
         Already paid orders are left alone (False); an unknown order is a ``KeyError``. Must be called from the
         running event loop that serves the app.
         """
@@ -145,11 +148,17 @@ class EpaySite(GatewayBase[M]):
         faults = channel.faults
         if order.status != v1.STATUS_UNPAID or not roll(faults.pay_probability, self._rng):
             return False
+        order.buyer = f"20880{self._rng.randint(10**10, 10**11 - 1)}"
+        if roll(faults.held_rate, self._rng):
+            order.status = v1.STATUS_FROZEN if getattr(channel, "flavour", "new") == "old" else v1.STATUS_PREAUTH
+            return True
         order.status = v1.STATUS_PAID
         order.paid_at = self._clock.now()
-        order.buyer = f"20880{self._rng.randint(10**10, 10**11 - 1)}"
         self._accrue(channel)
         channel.balance += order.money
+        if roll(faults.refund_rate, self._rng):
+            order.status = v1.STATUS_REFUNDED
+            channel.balance -= order.money
         if roll(faults.callback_drop_rate, self._rng):
             order.callback_dropped = True
             return True
@@ -204,7 +213,9 @@ class EpaySite(GatewayBase[M]):
         """Every order of every channel, in creation order per channel, as it really stands now."""
         return [
             truth_from_attempts(channel.id, o.trade_no, o.out_trade_no, o.money, o.created_at,
-                                o.status != v1.STATUS_UNPAID, o.paid_at, o.callback_dropped, o.attempts)
+                                o.status in (v1.STATUS_PAID, v1.STATUS_REFUNDED), o.paid_at, o.callback_dropped,
+                                o.attempts, held=o.status in (v1.STATUS_FROZEN, v1.STATUS_PREAUTH),
+                                refunded=o.status == v1.STATUS_REFUNDED)
             for channel in self._channels.values()
             for o in channel.orders.values()
         ]

@@ -21,7 +21,7 @@ RequestFault = Literal["hang", "error", "bad_json", "maintenance"]
 
 _RATES = frozenset({
     "error_rate", "hang_rate", "bad_json_rate", "maintenance_rate", "bad_signature_rate", "pay_probability",
-    "callback_drop_rate", "duplicate_callback_rate",
+    "callback_drop_rate", "duplicate_callback_rate", "held_rate", "refund_rate", "paying_rate",
 })
 _DURATIONS = frozenset({"latency_s", "latency_jitter_s", "callback_delay_s", "callback_jitter_s"})
 _AMOUNTS = frozenset({"balance_growth_per_min"})
@@ -66,6 +66,15 @@ class Faults:
     callback_drop_rate: float = 0.0
     #: Fraction of notifies delivered twice (gateways retry; shops must be idempotent).
     duplicate_callback_rate: float = 0.0
+    #: Fraction of paying buyers whose money the gateway only holds, never completing the payment (held funds):
+    #: epay status 3 已冻结 on an EP-old server, 4 预授权 on EP-new (V1 and V2), with no pay time and no notify.
+    held_rate: float = 0.0
+    #: Fraction of paid orders refunded in full right after the payment: epay status 2, Alipay ``TRADE_CLOSED``,
+    #: WeChat ``REFUND`` (the payment's notify still follows the callback knobs).
+    refund_rate: float = 0.0
+    #: WeChat Pay only: fraction of paying buyers who never finish entering their password (``USERPAYING``, not
+    #: final; no notify).
+    paying_rate: float = 0.0
     #: Settlements stop: the balance is never paid out (a 结算 stall).
     settlement_stall: bool = False
     #: Unsettled balance added per minute by sales the simulator does not model (money units, >= 0).

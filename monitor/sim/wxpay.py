@@ -48,8 +48,9 @@ from monitor.sim.faults import Faults, roll
 
 __all__ = ["WxpayChannel", "WxpayGateway"]
 
-NOTPAY, PAID, CLOSED = "NOTPAY", "SUCCESS", "CLOSED"
-_STATE_DESC = {NOTPAY: "订单未支付", PAID: "支付成功", CLOSED: "订单已关闭"}
+NOTPAY, PAID, CLOSED, REFUND, USERPAYING = "NOTPAY", "SUCCESS", "CLOSED", "REFUND", "USERPAYING"
+_STATE_DESC = {NOTPAY: "订单未支付", PAID: "支付成功", CLOSED: "订单已关闭", REFUND: "订单发生过退款",
+               USERPAYING: "需要用户输入支付密码"}
 _XML_TYPE = "text/plain"  # what api.mch.weixin.qq.com labels its XML replies
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 _TRADE_TYPES = frozenset({"JSAPI", "NATIVE", "APP", "MWEB"})
@@ -151,8 +152,10 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
 
         With the channel's ``pay_probability`` a NOTPAY order becomes SUCCESS and, unless dropped with
         ``callback_drop_rate``, its notify goes out after the callback delay (twice with
-        ``duplicate_callback_rate``). Paid or closed orders are left alone (False); an unknown one is a
-        ``KeyError``. Call it from the event loop that serves :attr:`app`.
+        ``duplicate_callback_rate``). With ``paying_rate`` the buyer never finishes entering the password
+        instead (``USERPAYING``, no notify; returns False); with ``refund_rate`` a paid order is refunded right
+        after (``REFUND``; the notify still follows the callback knobs). Paid or closed orders are left alone
+        (False); an unknown one is a ``KeyError``. Call it from the event loop that serves :attr:`app`.
         """
         channel = self.channel(channel_id)
         order = channel.orders.get(ref) or channel.orders.get(channel.by_prepay_id.get(ref, ""))
@@ -161,11 +164,16 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
         faults = channel.faults
         if order.state != NOTPAY or not roll(faults.pay_probability, self._rng):
             return False
+        if roll(faults.paying_rate, self._rng):
+            order.state = USERPAYING
+            return False
         now = self._clock.now()
         order.state, order.paid_at = PAID, now
         order.transaction_id = self._new_transaction_id(now)
         order.openid = "oUpF8u" + "".join(self._rng.choice(_ALNUM + "-_") for _ in range(22))
         channel.by_transaction_id[order.transaction_id] = order.out_trade_no
+        if roll(faults.refund_rate, self._rng):
+            order.state = REFUND
         if roll(faults.callback_drop_rate, self._rng):
             order.callback_dropped = True
             return True
@@ -178,7 +186,8 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
         the ``prepay_id`` before; ``money`` is ``total_fee`` in CNY."""
         return [
             truth_from_attempts(channel.id, o.transaction_id or o.prepay_id, o.out_trade_no, from_fen(o.total_fee),
-                                o.created_at, o.state == PAID, o.paid_at, o.callback_dropped, o.attempts)
+                                o.created_at, o.state in (PAID, REFUND), o.paid_at, o.callback_dropped, o.attempts,
+                                refunded=o.state == REFUND)
             for channel in self._channels.values()
             for o in channel.orders.values()
         ]
@@ -251,7 +260,7 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
         total_fee = int(fee_text)
         old = channel.orders.get(out_trade_no)
         if old is not None:
-            if old.state == PAID:
+            if old.state in (PAID, REFUND):
                 return self._business_error(channel, "ORDERPAID", "该订单已支付")
             if old.state == CLOSED:
                 return self._business_error(channel, "ORDERCLOSED", "该订单已关闭")
@@ -297,7 +306,7 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
         if order is None:
             return self._business_error(channel, "ORDERNOTEXIST", "订单不存在")
         fields: dict[str, object] = {"result_code": SUCCESS, "out_trade_no": order.out_trade_no}
-        if order.state == PAID:
+        if order.state in (PAID, REFUND):
             assert order.transaction_id is not None and order.paid_at is not None
             fields.update({
                 "openid": order.openid,
@@ -322,7 +331,7 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
         order = channel.orders.get(params["out_trade_no"])
         if order is None:
             return self._business_error(channel, "ORDERNOTEXIST", "订单不存在")
-        if order.state == PAID:
+        if order.state in (PAID, REFUND):
             return self._business_error(channel, "ORDERPAID", "订单已支付，不能发起关单")
         if order.state == CLOSED:
             return self._business_error(channel, "ORDERCLOSED", "订单已关闭，无法重复关闭")

@@ -36,6 +36,7 @@ __all__ = [
     "metadata",
     "orders",
     "outbox",
+    "held_funds",
     "lost_orders",
     "notify_replays",
     "probe_results",
@@ -110,6 +111,9 @@ orders = Table(
     Column("delivered_at", UTCDateTime),
     Column("expired_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When paymon learned from an order query that the order was paid, the channel giving no pay time. Never a pay
+    # time (``channel_paid_at`` holds only times the channel gave).
+    Column("paid_learned_at", UTCDateTime),
     Index("ix_orders_channel_created", "channel", "created_at"),
     Index("ix_orders_updated", "updated_at"),
 )
@@ -227,6 +231,8 @@ reconcile_checks = Table(
     Column("checked_at", UTCDateTime, nullable=False),
     Column("checks", Integer, nullable=False),
     Column("status", String(64), nullable=False),
+    # What the last answer means: paid / held / refunded / closed / unpaid / unknown / not_found / no_answer.
+    Column("state", String(16)),
 )
 
 # Every lost order (paid at the channel, no verified callback by the deadline), recorded once when reported.
@@ -241,7 +247,24 @@ lost_orders = Table(
     Column("evidence", String(32), nullable=False),
     Column("found_at", UTCDateTime, nullable=False),
     Column("recovered_at", UTCDateTime),
+    Column("paid_learned_at", UTCDateTime),
     Index("ix_lost_orders_found", "found_at"),
+)
+
+# Held funds (the channel holds the buyer's money without completing the payment: epay 3 已冻结, EP-new 4 预授权),
+# recorded once each when reported; released when the channel says something else or the shop completes the order.
+held_funds = Table(
+    "held_funds",
+    metadata,
+    Column("order_id", String(150), primary_key=True),
+    Column("channel", String(64), nullable=False),
+    Column("amount", String(32)),
+    Column("trade_no", String(200)),
+    Column("status", String(64), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("released_at", UTCDateTime),
+    Column("release", String(16)),
+    Index("ix_held_funds_seen", "seen_at"),
 )
 
 # The audit trail of reconcile.replay_notify: one row per order, written before the notify goes out.

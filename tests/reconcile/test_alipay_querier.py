@@ -131,7 +131,7 @@ async def test_paid_unpaid_closed_and_unknown_in_one_batch(env: Env) -> None:
     paid = answers["PAID000000000001"]
     trade_no = env.gw.channel(CH).orders["PAID000000000001"].trade_no
     assert paid == ChannelOrder(
-        "PAID000000000001", found=True, paid=True, paid_at=datetime(2026, 11, 26, 3, 0, 42, tzinfo=UTC),
+        "PAID000000000001", found=True, state="paid", paid_at=datetime(2026, 11, 26, 3, 0, 42, tzinfo=UTC),
         trade_no=trade_no, amount=Decimal("10.50"), status="TRADE_SUCCESS",
         fields={"trade_status": "TRADE_SUCCESS", "total_amount": "10.50", "receipt_amount": "10.50",
                 "buyer_pay_amount": "10.50", "send_pay_date": "2026-11-26 11:00:42"})

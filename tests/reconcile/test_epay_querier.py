@@ -116,7 +116,7 @@ async def test_paid_unpaid_and_unknown_in_one_batch(env: Env, flavour: str) -> N
     answers = await env.querier(flavour).lookup(["PAIDORDER0000001", "UNPAIDORDER00002", "NOSUCHORDER00003"], env.ctx)
 
     assert answers["PAIDORDER0000001"] == ChannelOrder(
-        "PAIDORDER0000001", found=True, paid=True, paid_at=paid_at, trade_no=paid_no, amount=Decimal("10.50"),
+        "PAIDORDER0000001", found=True, state="paid", paid_at=paid_at, trade_no=paid_no, amount=Decimal("10.50"),
         status="1", fields={"type": "alipay", "name": "PAIDORDER0000001", "money": "10.50", "trade_no": paid_no})
     assert answers["PAIDORDER0000001"].paid_at == datetime(2026, 11, 26, 3, 1, 35, tzinfo=UTC)
     unpaid = answers["UNPAIDORDER00002"]
@@ -237,12 +237,13 @@ async def test_answers_only_real_servers_give(env: Env) -> None:
                 await querier.lookup([order_id], env.ctx)
             failures.append((failure.value.outcome, failure.value.code))
     beijing_11 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
-    assert [(a.paid, a.status, a.paid_at, a.amount) for a in answers.values()] == [
-        (True, "1", beijing_11, Decimal("5.00")),
-        (True, "2", beijing_11 - timedelta(hours=1), Decimal("7")),
-        (True, "4", None, Decimal("1.00")),
-        (True, "3", beijing_11 + timedelta(hours=1), None),
-        (True, "1", None, Decimal("2.00")),
+    # only a paid order has a pay time, and only one epay gave: refunded, held (3 frozen, 4 pre-auth) have none
+    assert [(a.state, a.paid, a.status, a.paid_at, a.amount) for a in answers.values()] == [
+        ("paid", True, "1", beijing_11, Decimal("5.00")),
+        ("refunded", False, "2", None, Decimal("7")),
+        ("held", False, "4", None, Decimal("1.00")),
+        ("held", False, "3", None, None),
+        ("paid", True, "1", None, Decimal("2.00")),
     ]
     assert answers["DUP"].fields == {"type": "1", "money": "5.00", "trade_no": "2026112611000000001"}
     assert all(KEY not in str(a) for a in answers.values())
@@ -298,7 +299,7 @@ async def test_replay_sends_what_epay_sends(env: Env) -> None:
         seen.append(request)
         return PlainTextResponse(f"<p>SUCCESS</p> {request.query_params['sign']} {request.url}", status_code=500)
 
-    order = ChannelOrder("SHOPORDER0000001", True, True, trade_no="2026112611000012345", amount=Decimal("10.5"),
+    order = ChannelOrder("SHOPORDER0000001", True, "paid", trade_no="2026112611000012345", amount=Decimal("10.5"),
                          status="1", fields={"type": "wxpay", "name": "VIP会员", "money": "10.50",
                                              "trade_no": "2026112611000012345", "param": "a b&c"})
     async with AppServer(Starlette(routes=[Route("/pay/yipay/notify_url", notify)])) as shop:
@@ -320,7 +321,7 @@ async def test_replay_does_not_follow_redirects(env: Env) -> None:
     async def notify(request: Request) -> Response:
         return RedirectResponse(f"https://shop.example/pay/yipay/notify_url?{request.url.query}", status_code=301)
 
-    order = ChannelOrder("SHOPORDER0000001", True, True, status="1",
+    order = ChannelOrder("SHOPORDER0000001", True, "paid", status="1",
                          fields={"type": "alipay", "money": "1.00", "trade_no": "2026112611000012345"})
     async with AppServer(Starlette(routes=[Route("/n", notify)])) as shop:
         result = await env.querier("new").replay(order, shop.base_url + "/n", env.ctx)
@@ -333,7 +334,7 @@ async def test_replay_to_a_dead_or_bad_url_is_a_result(env: Env) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    order = ChannelOrder("SHOPORDER0000001", True, True, status="1",
+    order = ChannelOrder("SHOPORDER0000001", True, "paid", status="1",
                          fields={"type": "alipay", "money": "1.00", "trade_no": "2026112611000012345"})
     querier = env.querier("new")
     sign = v1.notify_params(pid=PID, trade_no="2026112611000012345", out_trade_no="SHOPORDER0000001",
@@ -366,7 +367,7 @@ async def test_replay_has_a_deadline(env: Env, monkeypatch: pytest.MonkeyPatch, 
         return StreamingResponse(drip())
 
     monkeypatch.setattr(v1, "NOTIFY_TIMEOUT_S", 0.3)
-    order = ChannelOrder("SHOPORDER0000001", True, True, status="1",
+    order = ChannelOrder("SHOPORDER0000001", True, "paid", status="1",
                          fields={"type": "alipay", "money": "1.00", "trade_no": "2026112611000012345"})
     async with AppServer(Starlette(routes=[Route("/n", slow)])) as shop:
         result = await asyncio.wait_for(env.querier("new").replay(order, shop.base_url + "/n", env.ctx), 60)
@@ -382,7 +383,7 @@ async def test_replay_reads_a_huge_answer_only_so_far(env: Env) -> None:
     async def huge(request: Request) -> Response:
         return PlainTextResponse("success" + "x" * (2 * MAX_BODY))
 
-    order = ChannelOrder("SHOPORDER0000001", True, True, status="1",
+    order = ChannelOrder("SHOPORDER0000001", True, "paid", status="1",
                          fields={"type": "alipay", "money": "1.00", "trade_no": "2026112611000012345"})
     async with AppServer(Starlette(routes=[Route("/n", huge)])) as shop:
         result = await env.querier("new").replay(order, shop.base_url + "/n", env.ctx)
@@ -392,11 +393,11 @@ async def test_replay_reads_a_huge_answer_only_so_far(env: Env) -> None:
 
 @pytest.mark.parametrize(("order", "reason"), [
     (ChannelOrder("X", found=False), "not plainly paid"),
-    (ChannelOrder("X", True, False, status="0"), "not plainly paid (status 0)"),
-    (ChannelOrder("X", True, True, status="2", fields={"type": "a", "money": "1", "trade_no": "1"}),
+    (ChannelOrder("X", True, "unpaid", status="0"), "not plainly paid (status 0)"),
+    (ChannelOrder("X", True, "refunded", status="2", fields={"type": "a", "money": "1", "trade_no": "1"}),
      "not plainly paid (status 2)"),
-    (ChannelOrder("X", True, True, status="1", fields={"type": "alipay"}), "gave no trade_no, money"),
-    (ChannelOrder("X", True, True, status="1", fields={"type": "a", "money": "lots", "trade_no": "1"}),
+    (ChannelOrder("X", True, "paid", status="1", fields={"type": "alipay"}), "gave no trade_no, money"),
+    (ChannelOrder("X", True, "paid", status="1", fields={"type": "a", "money": "lots", "trade_no": "1"}),
      "is not an amount"),
 ])
 async def test_replay_refuses_what_it_must_not_send(env: Env, order: ChannelOrder, reason: str) -> None:

@@ -112,23 +112,15 @@ async def test_lost_orders_are_found_reported_and_replayed_once(env: Env) -> Non
     app = env.start(replay=True)
     assert app.reconciler is not None and list(app.reconciler.queriers) == ["shop-epay"]
 
+    # paymon's clock is 6 min past the payments: the callback deadline (5 min) has passed when the answers are
+    # stored, so the round that finds the orders paid also reports them lost and replays them
     asked, paid, errors, replayed = await env.round()
     assert (asked, paid, errors) == (3, sorted(o.order_id for o in lost), {})
-    assert replayed == {}                       # not lost yet: the callback deadline has not passed
+    assert replayed == {o.order_id: True for o in lost}
     value = app.metrics.registry.get_sample_value
     assert value("paymon_reconcile_total", {"channel": "shop-epay", "result": "paid"}) == 2
     assert value("paymon_reconcile_total", {"channel": "shop-epay", "result": "unpaid"}) == 1
-    assert (await env.round())[0] == 0          # nothing is due again a moment later
-
-    env.clock.advance(timedelta(minutes=6))     # past every pay time + 5m (+1 s for whole seconds)
-    app.pipeline.cycle()
-    found = sorted(line for line in env.lines() if line.startswith("🟠 LOST ORDER"))
-    assert [line.split()[3] for line in found] == sorted(o.order_id for o in lost)
-    assert all("paid at the channel" in line and "the channel's order query says paid" in line for line in found)
-
-    asked, paid, errors, replayed = await env.round()
-    assert replayed == {o.order_id: True for o in lost}
-    assert asked == 1                           # the unpaid order had doubled its age: asked again
+    assert sorted(lo.order_id for lo in ReconcileStore(app.store).lost_orders()) == sorted(o.order_id for o in lost)
     for o in lost:
         assert (env.shop.order(o.order_id).status, env.shop.order(o.order_id).trade_no) == (  # type: ignore[union-attr]
             "completed", o.trade_no)
@@ -138,11 +130,23 @@ async def test_lost_orders_are_found_reported_and_replayed_once(env: Env) -> Non
         (o.order_id, 200, True) for o in lost)
     assert all(KEY not in r.detail for r in audit)
     assert value("paymon_notify_replays_total", {"channel": "shop-epay", "result": "acknowledged"}) == 2
+    assert (await env.round())[0] == 0          # nothing is due again a moment later
 
-    # the shop's log now has the verified callbacks: the lost orders are reported recovered, once
+    # the cycle delivers the lost-order notifications, and (the shop's log now has the verified callbacks of the
+    # replays) reports them recovered, once
     app.pipeline.cycle()
+    found = sorted(line for line in env.lines() if line.startswith("🟠 LOST ORDER"))
+    assert [line.split()[3] for line in found] == sorted(o.order_id for o in lost)
+    assert all("paid at the channel" in line and "the channel's order query says paid" in line for line in found)
+    assert all("within 5 min" in line for line in found)
     recovered = [line for line in env.lines() if line.startswith("✅ LOST ORDER RECOVERED")]
     assert sorted(line.split()[4] for line in recovered) == sorted(o.order_id for o in lost)
+    app.pipeline.cycle()
+    assert len([line for line in env.lines() if line.startswith("✅ LOST ORDER RECOVERED")]) == 2
+
+    env.clock.advance(timedelta(minutes=6))
+    asked, _, _, replayed = await env.round()
+    assert (asked, replayed) == (1, {})         # the unpaid order had doubled its age: asked again; no replay
 
     env.start(replay=True)                      # a restart never replays twice
     env.clock.advance(timedelta(hours=1))
@@ -215,10 +219,10 @@ class _Broken:
 async def test_a_replay_waits_while_the_channel_cannot_confirm_and_never_goes_to_an_unpaid_order(
         env: Env, caplog: pytest.LogCaptureFixture) -> None:
     lost = [await env.order(pays=True) for _ in range(2)]
+    app = env.start(replay=False)
+    await env.round()                                    # found and reported lost; replay is off
+    assert len(ReconcileStore(app.store).lost_orders(open_only=True)) == 2
     app = env.start(replay=True)
-    await env.round()
-    env.clock.advance(timedelta(minutes=6))
-    app.pipeline.cycle()
     env.sim.faults("shop-epay").update(error_rate=1.0)   # the re-check before a replay fails: nothing is sent
     assert (await env.round())[3] == {}
     assert "cannot re-check the order" in caplog.text and ReconcileStore(app.store).replays() == []
@@ -226,8 +230,16 @@ async def test_a_replay_waits_while_the_channel_cannot_confirm_and_never_goes_to
     assert lost[0].trade_no is not None
     reversed_at_channel = env.sim.gateway.channel("shop-epay").orders[lost[0].trade_no]
     reversed_at_channel.status = 0                       # the channel no longer says paid
-    assert (await env.round())[3] == {lost[1].order_id: True}
-    assert "no longer says paid" in caplog.text
+    assert app.reconciler is not None
+    ctx = {ch: ProbeContext(env.client, env.clock, app.cfg.redactor) for ch in app.reconciler.queriers}
+    report = await app.reconciler.run(ctx)
+    assert report.replayed == {lost[1].order_id: True}
+    # refused, with the reason in words; counted as refused, not as a failed replay
+    assert report.refused == {lost[0].order_id: "the channel now says unpaid (status 0)"}
+    assert f"replay shop-epay/{lost[0].order_id} refused: the channel now says unpaid (status 0)" in caplog.text
+    value = app.metrics.registry.get_sample_value
+    assert value("paymon_notify_replays_total", {"channel": "shop-epay", "result": "refused"}) == 1
+    assert value("paymon_notify_replays_total", {"channel": "shop-epay", "result": "failed"}) is None
     assert [r.order_id for r in ReconcileStore(app.store).replays()] == [lost[1].order_id]
     assert env.shop.order(lost[0].order_id).status == "wait_pay"  # type: ignore[union-attr]
 

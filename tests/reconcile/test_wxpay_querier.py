@@ -169,9 +169,9 @@ async def test_answers_the_simulator_does_not_give(env: Env) -> None:
                 await querier.lookup([order_id], env.ctx)
             failures.append((failure.value.outcome, failure.value.code))
     refunded = found["REFUNDED"]
-    assert (refunded.paid, refunded.status, refunded.amount, refunded.trade_no) == (
-        True, "REFUND", Decimal("2.50"), "4200000000202611260000000001")
-    assert refunded.paid_at == datetime(2026, 11, 26, 1, 30, tzinfo=UTC)
+    assert (refunded.state, refunded.paid, refunded.status, refunded.amount, refunded.trade_no) == (
+        "refunded", False, "REFUND", Decimal("2.50"), "4200000000202611260000000001")
+    assert refunded.paid_at is None                 # the buyer has the money back: not paid, no pay time
     assert [(found[i].paid, found[i].paid_at) for i in ("ODDTIME", "NOTIME")] == [(True, None), (True, None)]
     assert failures == [("bad_response", None), ("bad_response", None), ("bad_response", None),
                         ("business_error", "FREQUENCY_LIMITED")]
@@ -213,7 +213,7 @@ def paid_order(**fields: str) -> ChannelOrder:
     base = {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "trade_type": "NATIVE", "bank_type": "OTHERS",
             "total_fee": "1", "cash_fee": "1", "fee_type": "CNY", "is_subscribe": "N",
             "transaction_id": "4200000000202611260000000001", "time_end": "20261126110000", "trade_state": "SUCCESS"}
-    return ChannelOrder("SHOPORDER0000001", True, True, status="SUCCESS", fields={**base, **fields})
+    return ChannelOrder("SHOPORDER0000001", True, "paid", status="SUCCESS", fields={**base, **fields})
 
 
 @pytest.mark.parametrize(("status", "body", "acknowledged"), [
@@ -257,8 +257,8 @@ async def test_replay_to_a_dead_url_is_a_result(env: Env) -> None:
 
 @pytest.mark.parametrize(("order", "reason"), [
     (ChannelOrder("X", found=False), "not plainly paid"),
-    (ChannelOrder("X", True, True, status="REFUND"), "not plainly paid (trade_state REFUND)"),
-    (ChannelOrder("X", True, True, status="SUCCESS", fields={"total_fee": "1"}), "gave no transaction_id, time_end"),
+    (ChannelOrder("X", True, "refunded", status="REFUND"), "not plainly paid (trade_state REFUND)"),
+    (ChannelOrder("X", True, "paid", status="SUCCESS", fields={"total_fee": "1"}), "gave no transaction_id, time_end"),
 ])
 async def test_replay_refuses_what_it_must_not_send(env: Env, order: ChannelOrder, reason: str) -> None:
     result = await env.querier().replay(order, "http://127.0.0.1:9/never-called", env.ctx)

@@ -23,13 +23,15 @@ T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 
 
 def rows(store: Store, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """Stored orders whose id starts with ``prefix``, by id, without ``updated_at``."""
+    """Stored orders whose id starts with ``prefix``, by id, without ``updated_at`` and ``paid_learned_at`` (the
+    reconciler's column: ingest never writes it)."""
     o = t.orders
     out: dict[str, dict[str, Any]] = {}
     with store.engine.connect() as conn:
         for r in conn.execute(select(o).where(o.c.order_id.startswith(prefix))):
             row = dict(r._mapping)
             del row["updated_at"]
+            assert row.pop("paid_learned_at") is None
             out[row.pop("order_id")] = row
     return out
 

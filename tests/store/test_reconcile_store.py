@@ -8,10 +8,13 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+from sqlalchemy import select
+
 from monitor.clock import FixedClock
 from monitor.models import LostOrder, OrderEvent
 from monitor.reconcile.reporting import report_lost
 from monitor.store import Store
+from monitor.store import tables as t
 from monitor.store.reconcile import CheckAnswer, ReconcileStore, due
 
 MIN = timedelta(minutes=1)
@@ -70,11 +73,11 @@ def test_answers_back_off_and_paid_orders_leave_the_list(store: Store, clock: Fi
     created(store, clock, "A", 6)
     created(store, clock, "B", 6)
     paid_at = clock.now() - 4 * MIN
-    rs.record("c1", [CheckAnswer("A", "0", False), CheckAnswer("B", "1", True, paid_at, "T-B")], clock.now())
+    rs.record("c1", [CheckAnswer("A", "0", "unpaid"), CheckAnswer("B", "1", "paid", paid_at, "T-B")], clock.now())
     assert ask(rs, clock) == {}                  # A was just asked, B is paid at the channel
     clock.advance(6 * MIN)                       # A is 12 min old, asked at 6: due again
     assert ask(rs, clock) == {"c1": ["A"]}
-    rs.record("c1", [CheckAnswer("A", "0", False)], clock.now())
+    rs.record("c1", [CheckAnswer("A", "0", "unpaid")], clock.now())
     [cand] = rs.candidates(["c1"], now=clock.now() + 12 * MIN, older_than=5 * MIN, horizon=timedelta(hours=1),
                            every=MIN, per_channel=9)["c1"]
     assert cand.checks == 2
@@ -82,21 +85,39 @@ def test_answers_back_off_and_paid_orders_leave_the_list(store: Store, clock: Fi
     assert rows.loc["B", "channel_paid_at"] == paid_at
     assert rows.loc["B", "trade_no"] == "T-B"
     # an earlier pay time wins, a later one and a second trade_no do not
-    rs.record("c1", [CheckAnswer("B", "1", True, paid_at + MIN, "T-OTHER")], clock.now())
-    rs.record("c1", [CheckAnswer("B", "1", True, None, None)], clock.now())
+    rs.record("c1", [CheckAnswer("B", "1", "paid", paid_at + MIN, "T-OTHER")], clock.now())
+    rs.record("c1", [CheckAnswer("B", "1", "paid", None, None)], clock.now())
     rows = store.orders_frame(clock.now() - timedelta(hours=1)).set_index("order_id")
     assert (rows.loc["B", "channel_paid_at"], rows.loc["B", "trade_no"]) == (paid_at, "T-B")
     # an answer about an order the store does not have changes no order
-    rs.record("c1", [CheckAnswer("GHOST", "1", True, paid_at, "T")], clock.now())
+    rs.record("c1", [CheckAnswer("GHOST", "1", "paid", paid_at, "T")], clock.now())
     assert store.order_count() == 2
 
 
-def test_paid_without_a_pay_time_uses_the_time_of_the_question(store: Store, clock: FixedClock) -> None:
+def test_paid_without_a_pay_time_keeps_no_pay_time_only_when_paymon_learned_it(store: Store,
+                                                                                 clock: FixedClock) -> None:
     rs = ReconcileStore(store)
     created(store, clock, "A", 6)
-    rs.record("c1", [CheckAnswer("A", "TRADE_SUCCESS", True)], clock.now())
-    rows = store.orders_frame(clock.now() - timedelta(hours=1)).set_index("order_id")
-    assert rows.loc["A", "channel_paid_at"] == clock.now()
+    learned = clock.now()
+    rs.record("c1", [CheckAnswer("A", "TRADE_SUCCESS", "paid")], learned)
+    with store.engine.connect() as conn:
+        row = conn.execute(select(t.orders.c.channel_paid_at, t.orders.c.paid_learned_at)).one()
+    assert (row.channel_paid_at, row.paid_learned_at) == (None, learned)   # never a made-up pay time
+    assert ask(rs, clock, now=clock.now() + timedelta(hours=1)) == {}        # known paid: not asked again
+    clock.advance(MIN)
+    rs.record("c1", [CheckAnswer("A", "TRADE_SUCCESS", "paid")], clock.now())  # the first learned time stays
+    with store.engine.connect() as conn:
+        assert conn.execute(select(t.orders.c.paid_learned_at)).scalar_one() == learned
+    # past the deadline from the time paymon learned it, it is lost: with no pay time, labelled as learned
+    clock.advance(5 * MIN)
+    found, _ = report_lost(rs, now=clock.now(), deadline=5 * MIN, since=clock.now() - timedelta(hours=1),
+                           sinks=["console"])
+    assert [(lo.order_id, lo.channel_paid_at, lo.paid_learned_at, lo.evidence) for lo in found] == [
+        ("A", None, learned, "reconcile")]
+    [item] = store.due_outbox("console")
+    assert (item.payload["channel_paid_at"], item.payload["paid_learned_at"]) == (None, learned.isoformat())
+    [stored] = rs.lost_orders()
+    assert (stored.channel_paid_at, stored.paid_learned_at) == (None, learned)
 
 
 def test_lost_orders_are_reported_once_after_the_deadline(store: Store, clock: FixedClock) -> None:
@@ -106,9 +127,9 @@ def test_lost_orders_are_reported_once_after_the_deadline(store: Store, clock: F
     created(store, clock, "SLOW", 10)
     created(store, clock, "UNV", 10)
     created(store, clock, "OLD", 30 * 60)
-    rs.record("c1", [CheckAnswer("LOST", "1", True, clock.now() - 3 * MIN, "T1"),
-                     CheckAnswer("SLOW", "1", True, clock.now() - 3 * MIN, "T2"),
-                     CheckAnswer("OLD", "1", True, clock.now() - 29 * 60 * MIN, "T3")], clock.now())
+    rs.record("c1", [CheckAnswer("LOST", "1", "paid", clock.now() - 3 * MIN, "T1"),
+                     CheckAnswer("SLOW", "1", "paid", clock.now() - 3 * MIN, "T2"),
+                     CheckAnswer("OLD", "1", "paid", clock.now() - 29 * 60 * MIN, "T3")], clock.now())
     event(store, clock, "callback_received", "UNV", 3, verified=False)
     assert report_lost(rs, now=clock.now(), deadline=deadline, since=since, sinks=["console"]) == ([], [])
     event(store, clock, "callback_received", "SLOW", 0, verified=True)   # in time: not lost
@@ -153,7 +174,7 @@ def test_replays_are_claimed_once_and_audited(store: Store, clock: FixedClock) -
 def test_prune_forgets_old_checks_and_lost_orders(store: Store, clock: FixedClock) -> None:
     rs = ReconcileStore(store)
     created(store, clock, "A", 20)
-    rs.record("c1", [CheckAnswer("A", "1", True, clock.now() - 19 * MIN)], clock.now())
+    rs.record("c1", [CheckAnswer("A", "1", "paid", clock.now() - 19 * MIN)], clock.now())
     report_lost(rs, now=clock.now(), deadline=5 * MIN, since=clock.now() - timedelta(hours=1), sinks=[])
     assert rs.prune(clock.now() - MIN) == 0
     assert rs.prune(clock.now() + MIN) == 2
@@ -167,8 +188,8 @@ def test_lost_order_reads_and_writes_record_and_announce_each_order_once(store: 
     created(store, clock, "A", 20)
     created(store, clock, "B", 20)
     created(store, clock, "DONE", 20)
-    rs.record("c1", [CheckAnswer("A", "1", True, clock.now() - 19 * MIN, "T-A"),
-                     CheckAnswer("DONE", "1", True, clock.now() - 19 * MIN)], clock.now())
+    rs.record("c1", [CheckAnswer("A", "1", "paid", clock.now() - 19 * MIN, "T-A"),
+                     CheckAnswer("DONE", "1", "paid", clock.now() - 19 * MIN)], clock.now())
     event(store, clock, "callback_received", "B", 18, verified=False)
     event(store, clock, "order_paid", "DONE", 1)
     got = {p.order_id: p for p in rs.unreported_paid(since)}
