@@ -47,10 +47,12 @@ __all__ = ["PAID_TIME_CHAIN", "ChannelStats", "compute_stats", "decided_outcomes
 
 #: Where an order's paid time comes from, best first: each tier is a group of order columns whose earliest value
 #: is used when no earlier tier has one. The channel's own pay time; else the first callback (verified or not) or
-#: the shop's paid mark. A further fallback (e.g. when paymon learned the channel said paid) is one more tier.
+#: the shop's paid mark; else the time paymon learned from an order query that the channel was paid (no pay time
+#: given, so only a placement in a window, never shown as a pay time).
 PAID_TIME_CHAIN: tuple[tuple[str, ...], ...] = (
     ("channel_paid_at",),
     ("callback_at", "unverified_callback_at", "shop_paid_at"),
+    ("paid_learned_at",),
 )
 
 
@@ -102,16 +104,19 @@ def judge_orders(
     callback_deadline: timedelta,
 ) -> pd.DataFrame:
     """The channels' orders with their outcomes (``success_time``, ``fail_time``, ``pending``) and the lost-order
-    columns: ``evidence`` (channel pay time, else an unverified callback), ``judged`` (its deadline has passed),
-    ``lost``, ``paid_time`` (:func:`paid_time`), ``counted`` (paid at the channel and judged: the callback deadline
-    from its paid time has passed, or it is judged on its evidence), and the callback ``latency`` in seconds.
-    :func:`compute_stats` and :func:`order_facts` both read this; a caller needing both judges once and passes the
-    result to each."""
+    columns: ``evidence`` (channel pay time, else an unverified callback, else when paymon learned it was paid),
+    ``judged`` (its deadline has passed), ``lost``, ``paid_time`` (:func:`paid_time`), ``counted`` (paid at the
+    channel and judged: the callback deadline from its paid time has passed, or it is judged on its evidence), and
+    the callback ``latency`` in seconds. :func:`compute_stats` and :func:`order_facts` both read this; a caller
+    needing both judges once and passes the result to each."""
     now = pd.Timestamp(now)
     df = orders[orders["channel"].isin(list(channels))]
     timeouts = df["channel"].map(lambda c: pay_timeout.get(c, default_pay_timeout)).astype("timedelta64[us]")
     df = _outcomes(df, now, timeouts)
+    # The same chain as the reconciler's lost-order rule (``PaidOrder.evidence_at``).
     evidence = df["channel_paid_at"].fillna(df["unverified_callback_at"])
+    if "paid_learned_at" in df.columns:
+        evidence = evidence.fillna(df["paid_learned_at"])
     due = paid_by(evidence) + callback_deadline
     judged = evidence.notna() & (due <= now)
     paid = paid_time(df)

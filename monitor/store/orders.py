@@ -190,11 +190,17 @@ class OrdersFacet(Facet):
             return int(conn.execute(select(func.count()).select_from(t.orders)).scalar_one())
 
 
+#: Time columns the frame carries besides the lifecycle ones: when paymon learned from an order query that the
+#: channel was paid, the channel giving no pay time (the statistics' last fallback for "paid at the channel").
+FRAME_TIMES: tuple[str, ...] = (*ORDER_COLUMNS, "paid_learned_at")
+
+
 def orders_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Order rows → DataFrame with ``datetime64[us, UTC]`` lifecycle columns (empty frame keeps the columns)."""
-    columns = ["order_id", "channel", "method", "amount", "trade_no", *ORDER_COLUMNS]
+    """Order rows → DataFrame with ``datetime64[us, UTC]`` time columns (:data:`FRAME_TIMES`; a key missing from
+    the rows is NaT; an empty frame keeps the columns)."""
+    columns = ["order_id", "channel", "method", "amount", "trade_no", *FRAME_TIMES]
     df = pd.DataFrame(rows, columns=columns)
-    for col in ORDER_COLUMNS:
+    for col in FRAME_TIMES:
         df[col] = pd.to_datetime(df[col], utc=True).astype("datetime64[us, UTC]")
     return df
 

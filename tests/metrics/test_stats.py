@@ -126,6 +126,17 @@ def test_every_paid_order_counts_in_the_denominator_whatever_says_it_was_paid() 
     assert s.lost_order_ratio == pytest.approx(0.5)
 
 
+def test_paid_known_only_from_a_query_with_no_pay_time_is_placed_and_judged_by_when_paymon_learned_it() -> None:
+    rows = [
+        order("learned_lost", 30, paid_learned_at=20),                    # a query said paid, no time: lost
+        order("learned_then_cb", 30, paid_learned_at=20, callback_at=19),  # the callback places it, not lost
+        order("learned_late", 30, paid_learned_at=16),                    # outside the 15m window
+    ]
+    s15, s1h = stats(rows)[("c1", "15m")], stats(rows)[("c1", "1h")]
+    assert (s1h.paid_at_channel, s1h.lost) == (3, 2)
+    assert (s15.paid_at_channel, s15.lost) == (0, 0)  # placed at 20, 19 and 16 min ago
+
+
 def test_a_few_lost_among_many_called_back_is_a_small_ratio() -> None:
     # the shipped simulator setup: V1 notifies carry no pay time, reconciliation only finds the lost ones
     rows = [order(f"ok{i}", 40, callback_at=39) for i in range(98)]

@@ -6,16 +6,16 @@ its copy on ``lost_orders``) is when paymon learned from an order query that an 
 no pay time: ``channel_paid_at`` now holds only pay times the channel gave. ``reconcile_checks.state`` is what the
 last answer meant (paid, held, refunded, closed, unpaid…), next to the channel's own word.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
