@@ -91,6 +91,8 @@ class Reconciler:
         self.clock = clock
         self.metrics = metrics
         self.channels = {c.id: c for c in cfg.channels}
+        #: Lost orders whose replay was refused for a state that may still change (held, unpaid): counted once.
+        self._refused: set[str] = set()
 
     async def run(self, contexts: Mapping[str, ProbeContext]) -> ReconcileReport:
         """One round over every channel (``contexts`` gives each its HTTP client, clock and redactor)."""
@@ -178,6 +180,19 @@ class Reconciler:
             if answer is None or not answer.paid:
                 why = _refusal(answer)
                 report.refused[lost.order_id] = why
+                final = answer is not None and (not answer.found or answer.state in _FINAL_REFUSALS)
+                if final:
+                    # A refund or a closed order will not turn paid: the refusal is audited as this order's one
+                    # replay attempt, so it is counted and logged once, not every round.
+                    if await asyncio.to_thread(self.store.begin_replay, lost.order_id, lost.channel,
+                                               self.clock.now()):
+                        await asyncio.to_thread(self.store.finish_replay, lost.order_id, None, False,
+                                                f"refused: {why}")
+                    else:
+                        continue
+                elif lost.order_id in self._refused:
+                    continue  # still held / unpaid: asked again each round, counted and logged once
+                self._refused.add(lost.order_id)
                 self.metrics.count_replay(lost.channel, "refused")
                 log.warning("replay %s/%s refused: %s; the notify is not sent", lost.channel, lost.order_id, why)
                 continue
@@ -198,6 +213,9 @@ class Reconciler:
             self.metrics.count_replay(lost.channel, outcome)
             log.info("replayed the notify of lost order %s on %s: %s", lost.order_id, lost.channel, detail)
 
+
+#: Answers after which a lost order will never be replayed (the refusal is final and audited).
+_FINAL_REFUSALS = frozenset({"refunded", "closed"})
 
 #: Why a lost order is not replayed, by what the channel now says (a replay would hand the shop money it has not
 #: got, or that the buyer has back).

@@ -242,6 +242,24 @@ async def test_a_replay_waits_while_the_channel_cannot_confirm_and_never_goes_to
     assert value("paymon_notify_replays_total", {"channel": "shop-epay", "result": "failed"}) is None
     assert [r.order_id for r in ReconcileStore(app.store).replays()] == [lost[1].order_id]
     assert env.shop.order(lost[0].order_id).status == "wait_pay"  # type: ignore[union-attr]
+    # still unpaid next round: asked again (it may yet turn paid) but counted and logged once, not every round
+    caplog.clear()
+    assert (await app.reconciler.run(ctx)).refused == {lost[0].order_id: "the channel now says unpaid (status 0)"}
+    assert "refused" not in caplog.text
+    assert value("paymon_notify_replays_total", {"channel": "shop-epay", "result": "refused"}) == 1
+    # refunded is final: the refusal is audited as the order's one replay attempt and never asked about again
+    reversed_at_channel.status = 2
+    app = env.start(replay=True)                         # a restart forgets the in-memory once-only set
+    assert app.reconciler is not None
+    report = await app.reconciler.run(ctx)
+    why = "the channel says the payment was refunded (status 2): the buyer has the money back"
+    assert report.refused == {lost[0].order_id: why}
+    [audit] = [r for r in ReconcileStore(app.store).replays() if r.order_id == lost[0].order_id]
+    assert (audit.status_code, audit.acknowledged, audit.detail) == (None, False, f"refused: {why}")
+    assert (await app.reconciler.run(ctx)).refused == {}
+    value = app.metrics.registry.get_sample_value
+    assert value("paymon_notify_replays_total", {"channel": "shop-epay", "result": "refused"}) == 1
+    assert env.shop.order(lost[0].order_id).status == "wait_pay"  # type: ignore[union-attr]
 
 
 async def test_a_querier_that_crashes_costs_its_channel_only(env: Env, caplog: pytest.LogCaptureFixture) -> None:
