@@ -16,6 +16,7 @@ import pytest
 
 from monitor.clock import FixedClock
 from monitor.config import ChannelConfig
+from monitor.models import MERCHANT_BANNED
 from monitor.probes import ADAPTERS, Observation, ProbeContext, run_probe
 from monitor.probes.base import MAX_BODY, ProbeFailure, Reply, fetch, parse_json
 from monitor.probes.epay import EpayAdapter
@@ -101,6 +102,8 @@ async def test_found_order_and_unknown_code(ctx: ProbeContext) -> None:
     ])
 
     async def api(request: Request) -> Response:
+        if request.query_params["act"] == "query":  # the standing check: active, the key echoed (§9 Q7)
+            return PlainTextResponse('{"code":1,"active":1,"money":"0.00","key":"' + KEY + '"}')
         assert request.query_params["act"] == "order"
         return PlainTextResponse(next(answers), media_type="text/html")
 
@@ -111,6 +114,7 @@ async def test_found_order_and_unknown_code(ctx: ProbeContext) -> None:
         ("ok", "1"), ("business_error", "-5"), ("bad_response", None), ("bad_response", None),
         ("bad_response", None),
     ]
+    assert results[0].detail.endswith("; merchant active")
     assert all(KEY not in r.detail for r in results)
 
 
@@ -329,7 +333,7 @@ async def test_answers_only_real_servers_give(ctx: ProbeContext, clock: FixedClo
         balances = [await run_probe(adapter, "c", "balance", ctx) for _ in range(3)]
         orders = [await run_probe(adapter, "c", "test_order", ctx) for _ in range(4)]
     assert [(r.outcome, r.code, r.value) for r in balances] == [
-        ("ok", "1", 5.0), ("business_error", "active=0", None), ("bad_response", None, None)]
+        ("ok", "1", 5.0), ("business_error", MERCHANT_BANNED, None), ("bad_response", None, None)]
     assert "last completed settlement " + done in balances[0].detail and "STALL" not in balances[0].detail
     assert [(r.outcome, r.code) for r in orders] == [
         ("business_error", "1"), ("bad_response", None), ("ok", "1"), ("maintenance", "-2")]
