@@ -2,8 +2,9 @@
 
 A channel's state says only what paymon knows: ``maintenance`` while a window is open, ``down`` / ``degraded``
 while a critical / other alert fires, ``healthy`` when there is data and nothing fires, ``unknown`` without data.
-``reasons`` says why, one entry per firing alert (critical first): in words where the rule's signal has words
-(``merchant_banned``: "merchant banned at the gateway", in ``notify.language``), else the rule's name.
+``reasons`` says why, one entry per firing alert (inhibited ones last, then critical first): in words where the
+rule's signal has words (``merchant_banned``: "merchant banned at the gateway", in ``notify.language``), else the
+rule's name.
 No secrets: ids, names and numbers only.
 """
 
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.alerts.evaluate import Snapshot
+from monitor.alerts.muting import inhibited_by
 from monitor.alerts.render import alert_reason
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
@@ -51,13 +53,16 @@ def channel_states(
 
 
 def channel_reasons(cfg: LoadedConfig, alerts: Mapping[tuple[str, str], AlertState]) -> dict[str, list[str]]:
-    """Why each channel is down or degraded: per firing alert, critical ones first, the reason in words where its
-    signal has words (:func:`~monitor.alerts.render.alert_reason`), else the rule's name."""
+    """Why each channel is down or degraded: per firing alert, the reason in words where its signal has words
+    (:func:`~monitor.alerts.render.alert_reason`), else the rule's name; alerts another firing alert inhibits
+    last, then critical ones first."""
     rules = {r.name: r for r in cfg.monitor.rules}
     language = cfg.monitor.notify.language
     rank = {"critical": 0, "warning": 1, "info": 2}
+    inhibited = inhibited_by({r.name: r.inhibits for r in cfg.monitor.rules}, alerts)
     firing = sorted((s for s in alerts.values() if s.state == "firing"),
-                    key=lambda s: (rank.get(rules[s.rule].severity, 3) if s.rule in rules else 3, s.rule))
+                    key=lambda s: ((s.rule, s.channel) in inhibited,
+                                   rank.get(rules[s.rule].severity, 3) if s.rule in rules else 3, s.rule))
     out: dict[str, list[str]] = {}
     for s in firing:
         rule = rules.get(s.rule)
