@@ -345,3 +345,25 @@ def test_money_is_sent_as_php_prints_it() -> None:
     adapter = EpayAdapter(full_channel("http://127.0.0.1:1/"))
     assert adapter.supports == ("query", "test_order", "balance")
     assert format_money(Decimal("10.00")) == "10"
+
+
+@pytest.mark.parametrize("flavour", ["new", "old"])
+async def test_a_banned_merchant(both: SimServer, ctx: ProbeContext, flavour: str) -> None:
+    """The simulator's merchant_banned knob behaves as the real servers (act=query active 0, creates refused with
+    商户已封禁, act=order still normal), and every probe says merchant_banned, the query probe included."""
+    adapter = EpayAdapter(full_channel(both.endpoint(flavour)))
+    assert (await run_probe(adapter, flavour, "test_order", ctx)).outcome == "ok"
+    healthy = await run_probe(adapter, flavour, "query", ctx)
+    assert healthy.outcome == "ok" and healthy.detail.endswith("; merchant active")
+    both.faults(flavour).update(merchant_banned=True)
+    results = {p: await run_probe(adapter, flavour, p, ctx) for p in PROBES}
+    assert {p: (r.outcome, r.code) for p, r in results.items()} == {
+        p: ("business_error", MERCHANT_BANNED) for p in PROBES}
+    assert "merchant banned at the gateway (active 0)" in results["query"].detail
+    assert "商户已封禁" in results["test_order"].detail
+    assert all(KEY not in r.detail for r in results.values())
+    assert len(both.ground_truth()) == 1  # the refused create made no order
+    async with httpx.AsyncClient(trust_env=False) as http:  # the order query itself still answers normally
+        doc = (await http.get(both.endpoint(flavour) + "api.php", params={
+            "act": "order", "pid": "1001", "key": KEY, "out_trade_no": adapter.last_order or ""})).json()
+    assert str(doc["code"]) == "1" and doc["out_trade_no"] == adapter.last_order
