@@ -21,7 +21,15 @@ from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
 from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow
 from monitor.routing.plan import plan
-from monitor.snapshot import PROBE_WINDOW_SIGNALS, in_maintenance, order_view, orders_since, unsettled, windows
+from monitor.snapshot import (
+    PROBE_WINDOW_SIGNALS,
+    in_maintenance,
+    merchant_standing,
+    order_view,
+    orders_since,
+    unsettled,
+    windows,
+)
 from monitor.store import Store
 
 __all__ = ["Moment", "backtest"]
@@ -83,7 +91,8 @@ class _History:
         known = self.frame[created.isna() | (created <= pd.Timestamp(t))]
         orders = order_view(self.cfg, known, t, outcomes=self.detectors)
         streaks, last, recent = _probe_view(self.probes, t, self.probe_window)
-        return Snapshot(t, orders.stats, Signals(orders.stats, streaks, recent, unsettled(last)), last,
+        return Snapshot(t, orders.stats, Signals(orders.stats, streaks, recent, unsettled(last),
+                                                    merchant_standing(last)), last,
                         orders.outcomes)
 
 

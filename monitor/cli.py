@@ -24,8 +24,9 @@ from monitor import __version__
 from monitor.alerts.console import ConsoleSink
 from monitor.alerts.dispatch import Sink
 from monitor.clock import Clock, SystemClock
+from monitor.config import ChannelConfig, LoadedConfig, YamlSink, load_config
+from monitor.config import DujiaokaSource as DujiaokaSourceConfig
 from monitor.config import JsonlSource as JsonlSourceConfig
-from monitor.config import LoadedConfig, YamlSink, load_config
 from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
 from monitor.ingest import DujiaokaSource, JsonlSource, NginxSource, Source
@@ -150,6 +151,30 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def has_order_source(cfg: LoadedConfig, channel: str) -> bool:
+    """Whether some configured source can bring real orders of ``channel`` (a JSONL log names any channel; an
+    nginx log or a dujiaoka database only the channels its mapping names)."""
+    for src in cfg.monitor.sources:
+        if isinstance(src, JsonlSourceConfig):
+            return True
+        if isinstance(src, NginxSourceConfig) and channel in src.callbacks.values():
+            return True
+        if isinstance(src, DujiaokaSourceConfig) and channel in src.channels.values():
+            return True
+    return False
+
+
+def unverifiable_queries(cfg: LoadedConfig) -> list[ChannelConfig]:
+    """Channels whose query probe can verify no signature: their gateway signs only answers about orders that
+    exist (epay V2), and they have neither a ``test_order`` probe nor an order source to find one."""
+    from monitor.probes import ADAPTERS
+
+    return [ch for ch in cfg.channels
+            if ch.probes.query is not None and ch.probes.test_order is None
+            and getattr(ADAPTERS.get(ch.kind), "signs_only_found_orders", False)
+            and not has_order_source(cfg, ch.id)]
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     counts = ", ".join(_plural(n, what) for n, what in (
@@ -160,6 +185,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for channel, problem in adapter_problems(cfg.channels).items():
         reason = problem if problem.startswith("channel ") else f"channel {channel}: {problem}"
         print(f"warning: {cfg.redactor(reason)}; its probes will not run", file=sys.stderr)
+    for ch in unverifiable_queries(cfg):
+        print(f"warning: channel {ch.id}: its query probe can only ask about a sentinel order, whose answer {ch.kind} "
+              "does not sign (it signs answers about orders that exist); add a test_order probe, or an order "
+              "source with this channel's orders, so it asks about an order the gateway signs", file=sys.stderr)
     if cfg.monitor.reconcile.replay_notify:
         queriers, _ = build_queriers(cfg.channels, QUERIERS)
         for ch in cfg.channels:
@@ -285,7 +314,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     firing = view["firing"]
     if firing:
-        print("\nfiring: " + ", ".join(f"{a['rule']}@{a['channel']}" for a in firing))  # type: ignore[attr-defined]
+        said = [f"{a['rule']}@{a['channel']}" + (f" ({a['reason']})" if a["reason"] else "")
+                for a in firing]  # type: ignore[attr-defined]
+        print("\nfiring: " + ", ".join(said))
     lost = view["lost_orders"]
     if lost:
         print("\nlost orders (paid at the channel, not in the shop):")

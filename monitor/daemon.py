@@ -2,8 +2,10 @@
 
 Scheduling: one job per (channel, probe) with jitter, ``max_instances=1`` (a slow gateway never piles up calls),
 ``coalesce`` (missed runs collapse into one) and an explicit misfire grace; a global semaphore caps concurrent
-probes. The evaluation cycle runs in a worker thread because it reads the database and pandas; probes keep
-running on the loop meanwhile.
+probes. Each probe adapter gets an :data:`~monitor.probes.base.OrderRecall` built from the store
+(:func:`recall_order`), so a query probe that has created no test order since the start still asks about an order
+whose answer the gateway signs. The evaluation cycle runs in a worker thread because it reads the database and
+pandas; probes keep running on the loop meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -26,10 +28,11 @@ from monitor.models import PROBE_TYPES, ProbeResult
 from monitor.pipeline import CycleReport, Pipeline
 from monitor.plugins import build_plugins
 from monitor.probes import ADAPTERS, Adapter, ProbeContext, run_probe
+from monitor.probes.base import TEST_ORDER_ID, OrderRecall, ProbeAdapter
 from monitor.reconcile.reconciler import Reconciler, ReconcileReport
 from monitor.store import Store
 
-__all__ = ["Daemon", "ProbeJob", "build_probe_jobs"]
+__all__ = ["TEST_ORDER_RECALL", "Daemon", "ProbeJob", "build_probe_jobs", "order_recall", "recall_order"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ MAX_CONCURRENT_PROBES = 500
 #: a thousand channels spends its time in the pool (a 1,000-channel round took 18 s with one client, 4.3 s with
 #: one per ten channels, 2.6 s with one each; bench/probe_fanout.py). All clients share one TLS context.
 CHANNELS_PER_CLIENT = 1
+#: How far back :func:`recall_order` looks for paymon's own test orders: epay purges unpaid orders after a day.
+TEST_ORDER_RECALL = timedelta(hours=23)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,31 @@ def build_probe_jobs(channels: tuple[ChannelConfig, ...]) -> list[ProbeJob]:
     return jobs
 
 
+def recall_order(store: Store, channel: str, now: datetime) -> str | None:
+    """An order the channel's query probe can ask about after a restart: paymon's newest test order of the last
+    :data:`TEST_ORDER_RECALL` (as its stored ``test_order`` result names it) or the channel's newest order with a
+    verified callback, whichever is newer; None when there is neither."""
+    found: list[tuple[datetime, str]] = []
+    for r in store.probe_results(channel=channel, probe="test_order", since=now - TEST_ORDER_RECALL, limit=20):
+        match = TEST_ORDER_ID.search(r.detail)
+        if match is not None:
+            found.append((r.started_at, match.group(0)))
+            break
+    paid = store.newest_paid_order(channel)
+    if paid is not None:
+        found.append((paid[1], paid[0]))
+    return max(found)[1] if found else None
+
+
+def order_recall(store: Store, clock: Clock) -> OrderRecall:
+    """:func:`recall_order` as the adapters' :data:`~monitor.probes.base.OrderRecall` (off the event loop)."""
+
+    async def recall(channel: str) -> str | None:
+        return await asyncio.to_thread(recall_order, store, channel, clock.now())
+
+    return recall
+
+
 class Daemon:
     """Wires the scheduler, probes, the pipeline and (optionally) the HTTP server for ``paymon run``."""
 
@@ -109,6 +139,10 @@ class Daemon:
         self.reconciler = reconciler
         self._reconcile_lock = asyncio.Lock()
         self.jobs = build_probe_jobs(cfg.channels)
+        recall = order_recall(store, clock)
+        for job in self.jobs:
+            if isinstance(job.adapter, ProbeAdapter):
+                job.adapter.recall = recall
         self.scheduler: AsyncIOScheduler | None = None
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
         self._cycle_lock = asyncio.Lock()

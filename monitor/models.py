@@ -15,6 +15,7 @@ __all__ = [
     "EVENT_KINDS",
     "FUTURE_TOLERANCE",
     "HELD_STATUS_WORDS",
+    "MERCHANT_BANNED",
     "OUTCOMES",
     "PROBE_TYPES",
     "AlertEvent",
@@ -47,6 +48,10 @@ OUTCOMES: tuple[str, ...] = (
     "business_error",
     "maintenance",
 )
+
+#: The ``code`` of a probe result that says the gateway has banned the merchant (epay ``active``/``status`` 0, or
+#: a create refused with 商户已封禁): a ``business_error`` the ``merchant_banned`` signal reads.
+MERCHANT_BANNED = "merchant_banned"
 
 #: The three probe types a channel may configure.
 PROBE_TYPES: tuple[str, ...] = ("query", "test_order", "balance")

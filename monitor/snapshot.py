@@ -20,11 +20,11 @@ from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
 from monitor.metrics.stats import compute_stats, decided_outcomes, judge_orders
-from monitor.models import ChannelStats, ProbeResult
+from monitor.models import MERCHANT_BANNED, ChannelStats, ProbeResult
 from monitor.store import Store
 
-__all__ = ["PROBE_WINDOW_SIGNALS", "OrderView", "in_maintenance", "order_view", "orders_since", "read_snapshot",
-           "unsettled", "windows"]
+__all__ = ["PROBE_WINDOW_SIGNALS", "OrderView", "in_maintenance", "merchant_standing", "order_view", "orders_since",
+           "read_snapshot", "unsettled", "windows"]
 
 #: Signals whose rules read the probe results of their window.
 PROBE_WINDOW_SIGNALS = ("probe_success_ratio", "probe_latency_p95", "bad_signatures")
@@ -87,6 +87,24 @@ def unsettled(last: Mapping[tuple[str, str], ProbeResult]) -> dict[str, float]:
     return {ch: r.value for (ch, probe), r in last.items() if probe == "balance" and r.ok and r.value is not None}
 
 
+def merchant_standing(last: Mapping[tuple[str, str], ProbeResult]) -> dict[str, float]:
+    """Per channel, whether the gateway says the merchant is banned (1.0) or not (0.0), from the newest result of
+    each of its probes: the newest that says anything decides. A result with code ``merchant_banned`` says banned;
+    an ``ok`` says not (a gateway that has banned a merchant refuses its orders and says so to every probe that
+    reads its standing); any other failure says nothing. No such result: the channel is left out (no verdict)."""
+    said: dict[str, tuple[datetime, float]] = {}
+    for (channel, _), r in last.items():
+        if r.code == MERCHANT_BANNED:
+            verdict = 1.0
+        elif r.ok:
+            verdict = 0.0
+        else:
+            continue
+        if channel not in said or r.started_at > said[channel][0]:
+            said[channel] = (r.started_at, verdict)
+    return {channel: verdict for channel, (_, verdict) in said.items()}
+
+
 def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     """Read the store and compute every number the rules and the status view need."""
     detectors = [r for r in cfg.monitor.rules if r.detector is not None]
@@ -99,7 +117,7 @@ def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
             recent.setdefault((r.channel, r.probe), []).append(r)
     last = store.last_probes()
     signals = Signals(stats=orders.stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
-                      unsettled_balance=unsettled(last))
+                      unsettled_balance=unsettled(last), merchant_banned=merchant_standing(last))
     if not detectors:
         return Snapshot(now, orders.stats, signals, last, judged=orders.judged)
     probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}

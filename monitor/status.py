@@ -2,6 +2,9 @@
 
 A channel's state says only what paymon knows: ``maintenance`` while a window is open, ``down`` / ``degraded``
 while a critical / other alert fires, ``healthy`` when there is data and nothing fires, ``unknown`` without data.
+``reasons`` says why, one entry per firing alert (inhibited ones last, then critical first): in words where the
+rule's signal has words (``merchant_banned``: "merchant banned at the gateway", in ``notify.language``), else the
+rule's name.
 No secrets: ids, names and numbers only. Lost orders carry ``channel_paid_at`` only when the channel gave a pay
 time (else ``paid_learned_at``: when paymon learned of the payment, never a pay time); ``held_funds`` lists the
 orders whose buyer's money the channel holds without completing the payment, with the time paymon saw each.
@@ -14,6 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from monitor.alerts.evaluate import Snapshot
+from monitor.alerts.muting import inhibited_by
+from monitor.alerts.render import alert_reason
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.models import AlertState, ChannelStats, ProbeResult
@@ -21,7 +26,7 @@ from monitor.snapshot import in_maintenance, read_snapshot
 from monitor.store import Store
 from monitor.store.reconcile import ReconcileStore
 
-__all__ = ["channel_states", "status_view"]
+__all__ = ["channel_reasons", "channel_states", "status_view"]
 
 
 def channel_states(
@@ -49,11 +54,33 @@ def channel_states(
     return out
 
 
+def channel_reasons(cfg: LoadedConfig, alerts: Mapping[tuple[str, str], AlertState]) -> dict[str, list[str]]:
+    """Why each channel is down or degraded: per firing alert, the reason in words where its signal has words
+    (:func:`~monitor.alerts.render.alert_reason`), else the rule's name; alerts another firing alert inhibits
+    last, then critical ones first."""
+    rules = {r.name: r for r in cfg.monitor.rules}
+    language = cfg.monitor.notify.language
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    inhibited = inhibited_by({r.name: r.inhibits for r in cfg.monitor.rules}, alerts)
+    firing = sorted((s for s in alerts.values() if s.state == "firing"),
+                    key=lambda s: ((s.rule, s.channel) in inhibited,
+                                   rank.get(rules[s.rule].severity, 3) if s.rule in rules else 3, s.rule))
+    out: dict[str, list[str]] = {}
+    for s in firing:
+        rule = rules.get(s.rule)
+        words = alert_reason(rule.signal, language=language) if rule is not None else None
+        out.setdefault(s.channel, []).append(words or s.rule)
+    return out
+
+
 def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping[str, int]) -> dict[str, Any]:
     """The JSON of ``paymon status --json`` and ``GET /api/status``."""
     snap = read_snapshot(cfg, store, now)
     alerts = store.alert_states()
     states = channel_states(cfg, snap, alerts, in_maintenance(cfg, now))
+    reasons = channel_reasons(cfg, alerts)
+    signals = {r.name: r.signal for r in cfg.monitor.rules}
+    language = cfg.monitor.notify.language
     labels = list(cfg.monitor.defaults.windows)
     main = "15m" if "15m" in labels else labels[0]
     channels = []
@@ -62,13 +89,14 @@ def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping
                       key=lambda p: p.started_at, reverse=True)
         channels.append({
             "id": ch.id, "name": ch.name, "kind": ch.kind, "tier": ch.tier, "state": states[ch.id],
+            "reasons": reasons.get(ch.id, []) if states[ch.id] in ("down", "degraded") else [],
             "weight": weights.get(ch.id, ch.weight), "window": main,
             **_window_fields(snap.stats.get((ch.id, main))),
             "last_probe": _probe_fields(last[0]) if last else None,
         })
     firing = [
         {"rule": s.rule, "channel": s.channel, "since": s.fired_at.isoformat() if s.fired_at else None,
-         "value": s.value}
+         "value": s.value, "reason": alert_reason(signals.get(s.rule, ""), language=language)}
         for s in alerts.values() if s.state == "firing"
     ]
     book = ReconcileStore(store)

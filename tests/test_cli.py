@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,3 +306,40 @@ def test_check_config_warns_when_replay_has_nowhere_to_go(tmp_path: Path, capsys
     err = capsys.readouterr().err.splitlines()
     assert err == [f"warning: channel {ch}: reconcile.replay_notify is on but the channel has no notify_url; its lost "
                    "orders will be reported, not replayed" for ch in ("epay-main", "epay-backup")]
+
+
+@pytest.mark.parametrize(
+    ("test_order", "sources", "warned"),
+    [
+        (False, "sources: []", True),
+        (True, "sources: []", False),  # paymon's own test order is signed
+        (False, "sources: [{kind: jsonl, path: orders.jsonl}]", False),  # real orders of any channel
+        (False, "sources: [{kind: nginx, path: access.log, callbacks: {/pay/notify: other}}]", True),
+        (False, "sources: [{kind: nginx, path: access.log, callbacks: {/pay/notify: v2}}]", False),
+    ],
+)
+def test_check_config_warns_when_a_signed_query_has_nothing_signed_to_ask(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], test_order: bool, sources: str, warned: bool) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from monitor.protocols.epay_v2 import base64_from_pem, private_key_pem, public_key_pem
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    probes: dict[str, Any] = {"query": {"every": "30s"}}
+    if test_order:
+        probes["test_order"] = {"every": "5m"}
+    channels = [{"id": ch, "kind": kind, "weight": 10, "endpoint": "http://127.0.0.1:9/x/", "probes": probes,
+                 "credentials": creds} for ch, kind, creds in (
+        ("v2", "epay_v2", {"pid": "1", "private_key": base64_from_pem(private_key_pem(key)),
+                           "platform_public_key": public_key_pem(key)}),
+        ("other", "epay", {"pid": "1", "key": "k" * 16}))]
+    (folder / "channels.yaml").write_text(json.dumps({"channels": channels}), encoding="utf-8")
+    (folder / "monitor.yaml").write_text(sources + "\n", encoding="utf-8")
+    assert main(["check-config", "-c", str(folder / "monitor.yaml")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ([
+        "warning: channel v2: its query probe can only ask about a sentinel order, whose answer epay_v2 does not "
+        "sign (it signs answers about orders that exist); add a test_order probe, or an order source with this "
+        "channel's orders, so it asks about an order the gateway signs"] if warned else [])

@@ -99,7 +99,7 @@ def test_shipped_configs_load_with_an_empty_environment(monkeypatch: pytest.Monk
     assert loaded.monitor.sources == (
         JsonlSource(path=ROOT / "var" / "shop" / "orders.jsonl", timezone="Asia/Shanghai"),
     )
-    assert [r.name for r in loaded.monitor.rules] == ["channel_down", "low_success"]
+    assert [r.name for r in loaded.monitor.rules] == ["channel_down", "merchant_banned", "low_success"]
     assert loaded.monitor.routing.sink == YamlSink(path=ROOT / "config" / "channels.yaml")
     assert loaded.channel("epay-main").credentials["key"].reveal() == "sim-epay-main-key"
 

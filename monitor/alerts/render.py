@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.models import HELD_STATUS_WORDS
 
-__all__ = ["duration", "render_alert", "render_held", "render_lost", "render_weight"]
+__all__ = ["alert_reason", "duration", "render_alert", "render_held", "render_lost", "render_weight"]
 
 _KIND = {
     "zh": {"firing": "🔴 告警", "reminder": "⏰ 仍在告警", "resolved": "✅ 已恢复"},
@@ -30,7 +30,26 @@ _SIGNAL_ZH = {
     "pending_orders": "待支付订单",
     "unsettled_balance": "未结算余额",
     "bad_signatures": "签名错误",
+    "merchant_banned": "商户被封禁",
 }
+#: Signals whose alert is said in words rather than as "signal = value (threshold)": (firing, resolved) per
+#: language. A banned merchant is a fact the gateway states, not a number crossing a threshold.
+_REASONS: dict[str, dict[str, tuple[str, str]]] = {
+    "merchant_banned": {
+        "en": ("merchant banned at the gateway", "the gateway no longer reports the merchant banned"),
+        "zh": ("商户已被通道封禁", "通道不再显示商户被封禁"),
+    },
+}
+
+
+def alert_reason(signal: str, *, language: str = "zh", resolved: bool = False) -> str | None:
+    """Why an alert on ``signal`` fires (or, ``resolved``, why it stopped), in words, for the signals that have
+    such words (``merchant_banned``: "merchant banned at the gateway"); None for the others."""
+    texts = _REASONS.get(signal)
+    if texts is None:
+        return None
+    firing, gone = texts.get(language, texts["en"])
+    return gone if resolved else firing
 
 
 def _value(signal: str, v: Any) -> str:
@@ -52,6 +71,9 @@ def render_alert(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[s
     value = _value(signal, p.get("value"))
     threshold = _value(signal, p.get("threshold"))
     head = f"{_KIND[lang][p['kind']]} [{p['severity']}] {name} ({p['channel']}) · {p['rule']}"
+    reason = alert_reason(signal, language=lang, resolved=p["kind"] == "resolved")
+    if reason is not None:
+        return f"{head}: {reason}"
     if lang == "zh":
         return f"{head}: {label} = {value} (阈值 {threshold})"
     return f"{head}: {label} = {value} (threshold {threshold})"

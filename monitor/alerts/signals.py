@@ -29,6 +29,9 @@ class Signals:
     probe_streaks: Mapping[tuple[str, str], int] = field(default_factory=dict)
     probe_window: Mapping[tuple[str, str], Sequence[ProbeResult]] = field(default_factory=dict)
     unsettled_balance: Mapping[str, float] = field(default_factory=dict)
+    #: Per channel: 1.0 when the gateway says the merchant is banned, 0.0 when it says otherwise (see
+    #: ``monitor.snapshot.merchant_standing``); absent when no probe has said either.
+    merchant_banned: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ SIGNALS: dict[str, Callable[[Signals, Query], float | None]] = {
     "callback_latency_p99": _stat("callback_p99"),
     "pending_orders": _stat("pending"),
     "unsettled_balance": lambda sig, q: sig.unsettled_balance.get(q.channel),
+    "merchant_banned": lambda sig, q: sig.merchant_banned.get(q.channel),
 }
 
 

@@ -8,7 +8,8 @@
 Answers: V1 replies are not signed, so there is no ``bad_signature``. A -1 whose message says 维护/繁忙 (the
 simulator's ``{"code":-1,"msg":"系统维护中，请稍后再试"}``) is ``maintenance``; other codes are ``business_error``
 with the gateway's code and message (auth: EP-old -2 KEY校验失败 / -3 PID不存在, EP-new -3; bad mapi sign: EP-old
--1, EP-new -3, §9 Q10). Real servers answer with ``text/html`` (§9 Q2) and may send numbers as strings (§9 Q3):
+-1, EP-new -3, §9 Q10); a refusal saying 封禁 (商户已封禁，无法支付！ for a banned merchant) is ``business_error``
+with code ``merchant_banned``. Real servers answer with ``text/html`` (§9 Q2) and may send numbers as strings (§9 Q3):
 JSON is parsed whatever the header, codes compared as text.
 """
 
@@ -20,13 +21,23 @@ from zoneinfo import ZoneInfo
 
 from monitor.clients.base import GatewayClient, ProbeContext, ProbeFailure, fetch, parse_json
 from monitor.config.channels import ChannelConfig
+from monitor.models import MERCHANT_BANNED
 from monitor.protocols import epay as v1
 
-__all__ = ["NOT_FOUND", "EpayClient", "fail_on_code", "is_maintenance", "is_not_found", "reply_code", "reply_msg"]
+__all__ = ["BANNED_WORD", "NOT_FOUND", "EpayClient", "banned", "fail_on_code", "is_maintenance", "is_not_found",
+           "reply_code", "reply_msg"]
 
 #: Messages of the -1 that means "no such order" (EP-old and EP-new; the V2 API words it 订单不存在 too).
 NOT_FOUND = ("订单号不存在", "订单不存在")
+#: What every epay refusal for a banned merchant says (商户已封禁，无法支付！, §2.2).
+BANNED_WORD = "封禁"
 _MAINTENANCE_WORDS = ("维护", "繁忙", "maintenance")
+
+
+def banned(what: str, detail: str) -> ProbeFailure:
+    """The failure for a merchant the gateway has banned: ``business_error`` with code
+    :data:`~monitor.models.MERCHANT_BANNED`, which the ``merchant_banned`` signal reads."""
+    return ProbeFailure("business_error", f"{what}: merchant banned at the gateway ({detail})", code=MERCHANT_BANNED)
 
 
 def is_maintenance(msg: str) -> bool:
@@ -51,6 +62,8 @@ def fail_on_code(doc: Mapping[str, Any], what: str) -> ProbeFailure:
         return ProbeFailure("bad_response", f"{what}: answer has no 'code' field")
     if is_maintenance(msg):
         return ProbeFailure("maintenance", f"{what}: gateway under maintenance: code {code} {msg}".strip(), code=code)
+    if BANNED_WORD in msg:
+        return banned(what, f"code {code} {msg}")
     return ProbeFailure("business_error", f"{what}: code {code}: {msg}", code=code)
 
 

@@ -31,6 +31,7 @@ Signal = Literal[
     "pending_orders",
     "unsettled_balance",
     "bad_signatures",
+    "merchant_banned",
 ]
 SIGNALS: tuple[str, ...] = get_args(Signal)
 #: Signals computed from probe results; they take ``probe:`` (default ``query``).
@@ -39,7 +40,7 @@ PROBE_SIGNALS: frozenset[str] = frozenset(
 )
 #: Signals that are a current value or a streak, not a figure over a window.
 UNWINDOWED_SIGNALS: frozenset[str] = frozenset(
-    {"probe_failures_in_a_row", "pending_orders", "unsettled_balance"}
+    {"probe_failures_in_a_row", "pending_orders", "unsettled_balance", "merchant_banned"}
 )
 DEFAULT_WINDOW = "15m"
 

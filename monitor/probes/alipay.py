@@ -6,8 +6,9 @@ Every call is :class:`~monitor.clients.alipay.AlipayClient`'s RSA2-signed gatewa
 public key: a signature that does not verify is ``bad_signature``, whatever the answer says, and an unsigned success
 or "not found" is never ``ok`` (an unsigned error keeps its outcome, with "unsigned" in the detail).
 
-- ``query`` asks for the last order ``test_order`` created on this adapter, else the sentinel
-  ``out_trade_no`` :data:`SENTINEL`. ``ok``: ``code 10000`` with a ``trade_status`` (the status is in the detail),
+- ``query`` asks about the order :meth:`~monitor.probes.base.ProbeAdapter.order_to_query` gives (the last test
+  order created on this adapter, else a recent one from the store), else the sentinel ``out_trade_no``
+  :data:`SENTINEL`. ``ok``: ``code 10000`` with a ``trade_status`` (the status is in the detail),
   or ``40004 / ACQ.TRADE_NOT_EXIST`` (the expected answer for the sentinel, and what the real gateway says for
   an order nobody scanned, §4).
 - ``test_order`` precreates ``probes.test_order.amount`` (Alipay's minimum, and the default, is 0.01 CNY; a
@@ -57,8 +58,9 @@ class AlipayAdapter(ProbeAdapter[AlipayClient]):
     @handles("query")
     async def _query(self, ctx: ProbeContext) -> Observation:
         timeout = probe_timeout(self.channel.probes.query, 5.0)
-        which = "last test order" if self.last_order else "sentinel order"
-        node = await self.client.query(ctx, self.last_order or SENTINEL, timeout)
+        wanted = await self.order_to_query(ctx)
+        which = self.order_source(wanted)
+        node = await self.client.query(ctx, wanted or SENTINEL, timeout)
         if node is None:
             return Observation(f"40004/{NOT_EXIST}", f"{which}: 40004 {NOT_EXIST} (not found, as expected)")
         return Observation(CODE_OK, f"{which}: 10000 trade_status {str(node['trade_status'])[:40]}")
@@ -74,9 +76,13 @@ class AlipayAdapter(ProbeAdapter[AlipayClient]):
                "product_code": "FACE_TO_FACE_PAYMENT"}
 
         async def create() -> Observation:
-            answer = await self.client.call(ctx, PRECREATE, biz, timeout)
+            try:
+                answer = await self.client.call(ctx, PRECREATE, biz, timeout)
+            except ProbeFailure as failure:  # a reply that fails verification may still mean a made order
+                raise self.failed_create(out_trade_no, failure) from None
             if answer.code != CODE_OK:
                 raise answer.failure()  # the gateway refused the order: there is nothing to close
+            self.remember_order(out_trade_no)
             return self._created(answer, out_trade_no, amount)
 
         return await create_and_close(create, lambda: self.client.close(ctx, out_trade_no, timeout),
@@ -85,9 +91,11 @@ class AlipayAdapter(ProbeAdapter[AlipayClient]):
     def _created(self, answer: AlipayAnswer, out_trade_no: str, amount: Decimal) -> Observation:
         """Judge a 10000 precreate answer: signed, with a ``qr_code`` URL."""
         if not answer.signed:
-            raise ProbeFailure("bad_signature", "alipay.trade.precreate: unsigned success answer")
+            raise ProbeFailure("bad_signature", f"alipay.trade.precreate: unsigned success answer (order "
+                                                f"{out_trade_no})")
         qr_code = answer.node.get("qr_code")
         if not isinstance(qr_code, str) or not qr_code.startswith(("https://", "http://")):
-            raise ProbeFailure("bad_response", "alipay.trade.precreate: no qr_code URL in a 10000 answer")
-        self.last_order = out_trade_no
-        return Observation(CODE_OK, f"precreate {format_amount(amount)} CNY: qr_code {qr_code[:60]}")
+            raise ProbeFailure("bad_response", f"alipay.trade.precreate: no qr_code URL in a 10000 answer (order "
+                                               f"{out_trade_no})")
+        return Observation(CODE_OK, f"precreate order {out_trade_no} {format_amount(amount)} CNY: qr_code "
+                                    f"{qr_code[:60]}")

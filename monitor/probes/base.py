@@ -8,6 +8,14 @@ Anything that goes wrong on the wire becomes a :class:`ProbeFailure` with one of
 or hostile gateway costs one result and never an exception in the scheduler. Every detail is redacted before it
 leaves.
 
+**Which order ``query`` asks about.** A gateway that signs its answer about an existing order but not its
+"no such order" answer (epay V2, protocols.md §9 Q21) can only show a wrong platform key when the probe asks about
+an order that exists. So ``query`` asks about :meth:`ProbeAdapter.order_to_query`: the last test order created on
+this adapter (remembered even when the create's reply failed verification, since the gateway made the order
+anyway), else one found by the adapter's :data:`OrderRecall` (paymon's newest test order on record or a recent real
+order of the channel; the daemon gives it one built from the store, so the choice survives a restart), else a
+sentinel id no shop uses.
+
 The HTTP plumbing (:func:`fetch`, :class:`Reply`, :func:`parse_json`, :class:`ProbeContext`, ...) lives in
 :mod:`monitor.clients.base` and is re-exported here for the adapters' callers.
 """
@@ -15,10 +23,12 @@ The HTTP plumbing (:func:`fetch`, :class:`Reply`, :func:`parse_json`, :class:`Pr
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from monitor.clients.base import (
@@ -41,7 +51,11 @@ __all__ = [
     "USER_AGENT",
     "Adapter",
     "AdapterFactory",
+    "NO_ORDER_OUTCOMES",
+    "RECALL_EVERY",
+    "TEST_ORDER_ID",
     "Observation",
+    "OrderRecall",
     "ProbeAdapter",
     "ProbeContext",
     "ProbeFailure",
@@ -59,6 +73,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: How a create failed when the gateway surely made no order: never reached, or it refused the order.
+NO_ORDER_OUTCOMES = frozenset({"connect_error", "maintenance", "business_error"})
+#: What a test-order id looks like (:func:`new_out_trade_no`), so one can be found again in a stored detail.
+TEST_ORDER_ID = re.compile(r"\bpaymon\d{14}[0-9a-f]{8}\b")
+#: How long an order found by an :data:`OrderRecall` is reused before the recall is asked again.
+RECALL_EVERY = timedelta(minutes=5)
+
+#: Finds an order a channel's ``query`` can ask about when its adapter has created none since paymon started
+#: (a restart, or no ``test_order`` probe): called with the channel id, it returns the id of paymon's newest test
+#: order on record or of a recent real order of the channel, else None. The daemon builds one from the store.
+OrderRecall = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +134,66 @@ class ProbeAdapter(Generic[ClientT]):
     kind: str = ""
     supports: tuple[str, ...] = ()
     client_class: Callable[[ChannelConfig], ClientT]
+    #: Whether the gateway signs its answer about an existing order but not its "no such order" answer (epay
+    #: V2), so ``query`` verifies a signature only when it has an order to ask about; ``check-config`` warns
+    #: about such a channel that has none (no ``test_order`` probe, no order source).
+    signs_only_found_orders: ClassVar[bool] = False
     #: The id of the last order ``test_order`` created on this adapter, which ``query`` then asks for (instead
     #: of a sentinel id no shop uses).
     last_order: str | None = None
+    #: Where ``query`` finds an order when ``last_order`` is None (see :data:`OrderRecall`); None: nowhere.
+    recall: OrderRecall | None = None
     _handlers: ClassVar[dict[str, str]] = {}  # probe type -> method name
 
     def __init__(self, channel: ChannelConfig) -> None:
         self.channel = channel
         self.client = self.client_class(channel)
+        self._recalled: tuple[datetime, str | None] | None = None
+
+    async def order_to_query(self, ctx: ProbeContext) -> str | None:
+        """The order ``query`` asks about: the last test order created here, else the one ``recall`` finds (asked
+        at most every :data:`RECALL_EVERY`), else None (the caller asks about its sentinel). A recall that fails
+        is logged and counts as none: the probe still runs."""
+        if self.last_order is not None:
+            return self.last_order
+        if self.recall is None:
+            return None
+        now = ctx.clock.now()
+        if self._recalled is not None and now - self._recalled[0] < RECALL_EVERY:
+            return self._recalled[1]
+        try:
+            found = await self.recall(self.channel.id)
+        except Exception as exc:  # noqa: BLE001 - a broken lookup must not cost the probe
+            log.warning("channel %s: no order to query (the lookup failed: %s)", self.channel.id,
+                        ctx.redactor(f"{type(exc).__name__}: {exc}"))
+            found = None
+        self._recalled = (now, found)
+        return found
+
+    def order_source(self, wanted: str | None) -> str:
+        """How a query detail names the order it asked about."""
+        if wanted is None:
+            return "sentinel order"
+        return "last test order" if wanted == self.last_order else f"recent order {wanted}"
+
+    def remember_order(self, out_trade_no: str) -> None:
+        """Remember a test order the gateway made (or may have made) for ``query`` to ask about."""
+        self.last_order = out_trade_no
+        self._recalled = None
+
+    def failed_create(self, out_trade_no: str, failure: ProbeFailure) -> ProbeFailure:
+        """A test order's create failed: remember the order anyway unless the failure proves the gateway made
+        none (:data:`NO_ORDER_OUTCOMES`) — a create whose reply failed verification, timed out or came back
+        garbled may well have made it, and asking about it is what shows a signature problem again. Returns the
+        failure to raise, its detail naming the order when it was remembered (so the stored result names it and
+        the store's recall finds it after a restart)."""
+        if failure.outcome in NO_ORDER_OUTCOMES:
+            return failure
+        self.remember_order(out_trade_no)
+        if out_trade_no in failure.detail:
+            return failure
+        return ProbeFailure(failure.outcome, f"{failure.detail} (test order {out_trade_no} may exist)",
+                            code=failure.code)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -165,7 +243,7 @@ async def create_and_close(create: Callable[[], Awaitable[Observation]], close: 
         result = await create()
     except ProbeFailure as failure:
         result = failure
-        may_exist = failure.outcome not in ("connect_error", "maintenance", "business_error")
+        may_exist = failure.outcome not in NO_ORDER_OUTCOMES
     finally:
         if may_exist and close_after:
             try:

@@ -1,8 +1,11 @@
 """epay V1 (彩虹易支付, MD5) probes: ``query``, ``test_order`` and ``balance``.
 
-- ``query`` asks ``api.php?act=order`` (protocols.md §2.5) for the last order ``test_order`` created here, else for
-  a sentinel ``out_trade_no`` no shop uses. Code 1 with the asked ``out_trade_no`` (found) or code -1 订单号不存在
-  (the expected answer for the sentinel) is ``ok``.
+- ``query`` first reads the merchant's standing with ``api.php?act=query`` (one cheap call that also checks the
+  key): a banned merchant (``active`` 0) still gets normal ``act=order`` answers on EP-old and EP-new, so without
+  this a banned merchant looked healthy. Then it asks ``act=order`` (protocols.md §2.5) about the order
+  :meth:`~monitor.probes.base.ProbeAdapter.order_to_query` gives (the last test order, else a recent one from the
+  store), else a sentinel ``out_trade_no`` no shop uses. Code 1 with the asked ``out_trade_no`` (found) or code -1
+  订单号不存在 (the expected answer for the sentinel) is ``ok``.
 - ``test_order`` POSTs a signed ``mapi.php`` order (§2.1, §2.3) for ``probes.test_order.amount`` (money printed as
   PHP does, :func:`~monitor.protocols.epay.format_money`), ``type=alipay``, a fresh ``paymon-probe-…``
   ``out_trade_no`` and a harmless loopback notify/return URL; ``ok`` is code 1 with a ``trade_no`` and a
@@ -16,7 +19,8 @@
 
 Outcomes: the client's (:mod:`monitor.clients.epay`: unsigned replies, so no ``bad_signature``; 维护/繁忙 is
 ``maintenance``, other codes ``business_error`` with the gateway's code and message); a banned merchant
-(``active`` 0) is ``business_error`` too. The key travels in the ``api.php`` URL and is echoed in
+(``active`` 0, or a create refused with 商户已封禁) is ``business_error`` with code ``merchant_banned`` (the
+``merchant_banned`` signal). The key travels in the ``api.php`` URL and is echoed in
 ``act=query``/``act=settle`` (§9 Q7): details are built from chosen fields only, never from the body.
 """
 
@@ -26,7 +30,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from monitor.clients.epay import EpayClient, fail_on_code, is_maintenance, reply_code, reply_msg
+from monitor.clients.base import Deadline
+from monitor.clients.epay import EpayClient, banned, fail_on_code, is_maintenance, reply_code, reply_msg
 from monitor.config.channels import TestOrderProbe
 from monitor.probes.base import (
     Observation,
@@ -62,21 +67,36 @@ class EpayAdapter(ProbeAdapter[EpayClient]):
 
     @handles("query")
     async def _query(self, ctx: ProbeContext) -> Observation:
-        timeout = probe_timeout(self.channel.probes.query, 5.0)
-        wanted = self.last_order or SENTINEL
-        status, doc = await self.client.api(ctx, timeout, "order", out_trade_no=wanted)
+        deadline = Deadline(probe_timeout(self.channel.probes.query, 5.0))
+        _, info = await self.client.api(ctx, deadline.left(), "query")
+        standing = self._standing(info)
+        wanted = await self.order_to_query(ctx)
+        asked = wanted or SENTINEL
+        status, doc = await self.client.api(ctx, deadline.left(), "order", out_trade_no=asked)
         code, msg = reply_code(doc), reply_msg(doc)
         if code == "1":
             got = str(doc.get("out_trade_no", ""))
-            if got != wanted:
-                raise ProbeFailure("bad_response", f"asked for order {wanted}, the answer is about {got[:40]!r}")
+            if got != asked:
+                raise ProbeFailure("bad_response", f"asked for order {asked}, the answer is about {got[:40]!r}")
             state = v1.coerce_int(doc.get("status"))
             name = "status unknown" if state is None else v1.STATUS_NAMES.get(state, f"status {state}")
-            return Observation(code, f"HTTP {status}, code 1: order {wanted} found ({name})")
+            return Observation(code, f"HTTP {status}, code 1: {self.order_source(wanted)} {asked} found ({name}); "
+                                     f"{standing}")
         if code == "-1" and not is_maintenance(msg):
-            note = "" if wanted == SENTINEL else f" (the last test order {wanted} is unknown to the gateway)"
-            return Observation(code, f"HTTP {status}, code -1 {msg}{note}".strip())
+            note = "" if wanted is None else f" ({self.order_source(wanted)} {asked} is unknown to the gateway)"
+            return Observation(code, f"HTTP {status}, code -1 {msg}{note}; {standing}".strip())
         raise fail_on_code(doc, "act=order")
+
+    @staticmethod
+    def _standing(info: dict[str, Any]) -> str:
+        """The merchant's standing from an ``act=query`` answer: a failure when it is an error or says banned
+        (``active`` 0); otherwise a few words for the detail. Only chosen fields are read (it echoes the key)."""
+        if reply_code(info) != "1":
+            raise fail_on_code(info, "act=query")
+        active = v1.coerce_int(info.get("active"))
+        if active == 0:
+            raise banned("act=query", "active 0")
+        return "merchant active" if active == 1 else "merchant standing unknown (no active flag)"
 
     @handles("test_order")
     async def _test_order(self, ctx: ProbeContext) -> Observation:
@@ -87,7 +107,10 @@ class EpayAdapter(ProbeAdapter[EpayClient]):
             "notify_url": PLACEHOLDER_URL, "return_url": PLACEHOLDER_URL, "name": "paymon probe",
             "money": v1.format_money(spec.amount), "clientip": "127.0.0.1", "device": "pc",
         }
-        status, doc = await self.client.mapi(ctx, spec.timeout.total_seconds(), order)
+        try:
+            status, doc = await self.client.mapi(ctx, spec.timeout.total_seconds(), order)
+        except ProbeFailure as failure:
+            raise self.failed_create(out_trade_no, failure) from None
         code = reply_code(doc)
         if code != "1":
             raise fail_on_code(doc, "mapi.php")
@@ -98,9 +121,10 @@ class EpayAdapter(ProbeAdapter[EpayClient]):
                 raise ProbeFailure("business_error", "mapi.php: no payment channel for type alipay (sent to the "
                                    "cashier page, no trade_no)", code=code)
             raise ProbeFailure("bad_response", "mapi.php: code 1 without a trade_no")
+        self.remember_order(out_trade_no)  # the gateway made it (it has a trade_no), whatever else is missing
         if where is None:
-            raise ProbeFailure("bad_response", f"mapi.php: order {trade_no} has no payurl/qrcode/urlscheme")
-        self.last_order = out_trade_no
+            raise ProbeFailure("bad_response", f"mapi.php: order {out_trade_no} (trade_no {trade_no}) has no "
+                                               "payurl/qrcode/urlscheme")
         note = "; epay cannot close orders, it stays unpaid until the site purges it" if spec.close else ""
         return Observation(code, f"HTTP {status}, code 1: order {out_trade_no} (trade_no {trade_no}, "
                                  f"{v1.format_money(spec.amount)}) created with a {where}{note}")
@@ -115,8 +139,7 @@ class EpayAdapter(ProbeAdapter[EpayClient]):
             raise ProbeFailure("bad_response", "act=query: answer has no 'money' field")
         money = decimal_field(info["money"], "act=query money")
         if v1.coerce_int(info.get("active")) == 0:
-            raise ProbeFailure("business_error", f"act=query: merchant is banned (active 0), balance {money}",
-                               code="active=0")
+            raise banned("act=query", f"active 0; balance {money}")
         status, settle = await self.client.api(ctx, timeout, "settle")
         if reply_code(settle) != "1":
             raise fail_on_code(settle, "act=settle")

@@ -4,8 +4,13 @@ Every call is :class:`~monitor.clients.epay_v2.EpayV2Client`'s signed form POST 
 probe clock, SHA256withRSA, protocols.md §2.7); a code 0 reply that does not verify with ``platform_public_key``
 is ``bad_signature``, never ``ok``.
 
-- ``query``: ``api/pay/query`` for the last order ``test_order`` created here, else a sentinel ``out_trade_no``.
-  A signed code 0 about the asked order is ``ok``; so is -1 订单号不存在 (the expected answer for the sentinel).
+- ``query``: first ``api/merchant/info`` — the merchant's standing (a banned merchant, ``status`` 0, still gets
+  normal order answers) in a signed reply, so every ``query`` also checks the platform key. Then ``api/pay/query``
+  about the order :meth:`~monitor.probes.base.ProbeAdapter.order_to_query` gives (the last test order, else a
+  recent one from the store), else a sentinel ``out_trade_no``. A signed code 0 about the asked order is ``ok``;
+  so is -1 订单号不存在 (the expected answer for the sentinel). V2 error replies are unsigned (§9 Q21): only an
+  answer about an order that exists carries a signature, which is why the probe asks about a real order whenever
+  it knows one, and why a test order is remembered even when its create reply failed verification.
 - ``test_order``: ``api/pay/create`` (``method=web``, ``device=pc``, ``type=alipay``, ``probes.test_order.amount``
   printed as PHP does, a fresh ``paymon-probe-…`` ``out_trade_no``, loopback notify/return URLs); ``ok`` is a
   signed code 0 with ``trade_no``, ``pay_type`` and ``pay_info``. Never paid; epay cannot close an order (it
@@ -13,7 +18,8 @@ is ``bad_signature``, never ``ok``.
 - ``balance``: ``api/merchant/info``; the value is ``money`` (the unsettled balance). V2 has no settlement list
   (V1's ``act=settle`` has no V2 counterpart, §2.7), so the last settlement time is unknown: the detail says so
   and reports ``settle_status`` 0 (settlement switched off) as a stall. A banned merchant (``status`` 0) is
-  ``business_error``.
+  ``business_error`` with code ``merchant_banned`` (the ``merchant_banned`` signal), and so is a create refused
+with 商户已封禁.
 
 Outcomes: the client's (维护/繁忙 is ``maintenance``, any other error code ``business_error`` with the gateway's
 code and message; §9 Q10); numbers may be strings (§9 Q3).
@@ -21,7 +27,10 @@ code and message; §9 Q10); numbers may be strings (§9 Q3).
 
 from __future__ import annotations
 
-from monitor.clients.epay import fail_on_code, is_not_found, reply_code, reply_msg
+from typing import Any
+
+from monitor.clients.base import Deadline
+from monitor.clients.epay import banned, fail_on_code, is_not_found, reply_code, reply_msg
 from monitor.clients.epay_v2 import EpayV2Client
 from monitor.config.channels import TestOrderProbe
 from monitor.probes.base import (
@@ -46,23 +55,33 @@ class EpayV2Adapter(ProbeAdapter[EpayV2Client]):
     kind = "epay_v2"
     client_class = EpayV2Client
 
+    #: ``api/pay/query`` signs its answer about an existing order only (§9 Q21).
+    signs_only_found_orders = True
+
     @handles("query")
     async def _query(self, ctx: ProbeContext) -> Observation:
-        timeout = probe_timeout(self.channel.probes.query, 5.0)
-        wanted = self.last_order or SENTINEL
-        status, doc = await self.client.call(ctx, "pay/query", timeout, {"out_trade_no": wanted})
+        deadline = Deadline(probe_timeout(self.channel.probes.query, 5.0))
+        _, info = await self.client.call(ctx, "merchant/info", deadline.left(), {})
+        standing = _standing(info)
+        wanted = await self.order_to_query(ctx)
+        asked = wanted or SENTINEL
+        status, doc = await self.client.call(ctx, "pay/query", deadline.left(), {"out_trade_no": asked})
         code, msg = reply_code(doc), reply_msg(doc)
         if code == "0":
             got = str(doc.get("out_trade_no", ""))
-            if got != wanted:
-                raise ProbeFailure("bad_response", f"api/pay/query: asked for {wanted}, the answer is about "
+            if got != asked:
+                raise ProbeFailure("bad_response", f"api/pay/query: asked for {asked}, the answer is about "
                                    f"{got[:40]!r}")
             state = v1.coerce_int(doc.get("status"))
             name = v1.STATUS_NAMES.get(state, str(state)) if state is not None else "?"
-            return Observation(code, f"HTTP {status}, code 0 (signed): order {wanted} found ({name})")
+            return Observation(code, f"HTTP {status}, code 0 (signed): {self.order_source(wanted)} {asked} found "
+                                     f"({name}); {standing}")
         if is_not_found(doc):
-            note = "" if wanted == SENTINEL else f" (the last test order {wanted} is unknown to the gateway)"
-            return Observation(code, f"HTTP {status}, code -1 {msg}{note}")
+            if wanted is None:
+                note = " for the sentinel order (unsigned, as every V2 error; no order to ask about yet)"
+            else:
+                note = f" ({self.order_source(wanted)} {asked} is unknown to the gateway; unsigned)"
+            return Observation(code, f"HTTP {status}, code -1 {msg}{note}; {standing}")
         raise fail_on_code(doc, "api/pay/query")
 
     @handles("test_order")
@@ -75,16 +94,20 @@ class EpayV2Adapter(ProbeAdapter[EpayV2Client]):
             "notify_url": PLACEHOLDER_URL, "return_url": PLACEHOLDER_URL, "name": "paymon probe",
             "money": money, "clientip": "127.0.0.1",
         }
-        status, doc = await self.client.call(ctx, "pay/create", spec.timeout.total_seconds(), params)
+        try:
+            status, doc = await self.client.call(ctx, "pay/create", spec.timeout.total_seconds(), params)
+        except ProbeFailure as failure:  # a bad_signature create still made the order: query asks about it
+            raise self.failed_create(out_trade_no, failure) from None
         if reply_code(doc) != "0":
             raise fail_on_code(doc, "api/pay/create")
+        self.remember_order(out_trade_no)  # a verified code 0: the order exists, whatever else is missing
         trade_no = str(doc.get("trade_no") or "").strip()
         pay_type = str(doc.get("pay_type") or "").strip()
         if not trade_no:
-            raise ProbeFailure("bad_response", "api/pay/create: code 0 without a trade_no")
+            raise ProbeFailure("bad_response", f"api/pay/create: code 0 without a trade_no (order {out_trade_no})")
         if not pay_type or not str(doc.get("pay_info") or "").strip():
-            raise ProbeFailure("bad_response", f"api/pay/create: order {trade_no} has no pay_type/pay_info")
-        self.last_order = out_trade_no
+            raise ProbeFailure("bad_response", f"api/pay/create: order {out_trade_no} (trade_no {trade_no}) has no "
+                                               "pay_type/pay_info")
         note = "; epay cannot close orders, it stays unpaid until the site purges it" if spec.close else ""
         return Observation("0", f"HTTP {status}, code 0 (signed): order {out_trade_no} (trade_no {trade_no}, "
                                 f"{money}) created, pay_type {pay_type[:16]}{note}")
@@ -99,8 +122,7 @@ class EpayV2Adapter(ProbeAdapter[EpayV2Client]):
             raise ProbeFailure("bad_response", "api/merchant/info: answer has no 'money' field")
         money = decimal_field(doc["money"], "api/merchant/info money")
         if v1.coerce_int(doc.get("status")) == 0:
-            raise ProbeFailure("business_error", f"api/merchant/info: merchant is banned (status 0), balance {money}",
-                               code="status=0")
+            raise banned("api/merchant/info", f"status 0; balance {money}")
         parts = [f"HTTP {status}, unsettled balance {money}",
                  "last settlement unknown (the V2 API has no settlement list)"]
         if v1.coerce_int(doc.get("pay_status")) == 0:
@@ -109,3 +131,15 @@ class EpayV2Adapter(ProbeAdapter[EpayV2Client]):
             parts.append(f"settlement STALL: settlement is switched off (settle_status 0) with {money} waiting"
                          if money > 0 else "settlement is switched off (settle_status 0)")
         return Observation("0", "; ".join(parts), float(money))
+
+
+def _standing(info: dict[str, Any]) -> str:
+    """The merchant's standing from a verified ``api/merchant/info`` answer: a failure when it is an error or says
+    banned (``status`` 0); otherwise a few words for the detail (``status`` 2 is 待审核, awaiting review)."""
+    if reply_code(info) != "0":
+        raise fail_on_code(info, "api/merchant/info")
+    state = v1.coerce_int(info.get("status"))
+    if state == 0:
+        raise banned("api/merchant/info", "status 0")
+    return {1: "merchant active", 2: "merchant awaiting review (status 2)"}.get(
+        state if state is not None else -1, "merchant standing unknown")

@@ -1,11 +1,19 @@
-"""epusdt (USDT-TRC20, ``assimon/epusdt``) probes: ``query`` and ``test_order``, both create + check-status.
+"""epusdt (USDT-TRC20, ``assimon/epusdt``) probes: ``test_order`` creates an order, ``query`` only reads.
 
 epusdt has no merchant order-query API (protocols.md §3): the only read is the public ``GET
-pay/check-status/{trade_id}``, which needs a ``trade_id`` only a create returns and checks no credential. So both
-probe types do the same thing: ``POST api/v1/order/create-transaction`` (JSON, signed with the API token as in
-§3, a fresh ``order_id`` ``paymon-probe-<random>`` each time since a used ``order_id`` is never re-creatable) for
-the smallest amount epusdt accepts, check that a ``trade_id``, a wallet address, a USDT amount and a
-``payment_url`` come back, then ask ``pay/check-status/{trade_id}`` and expect status 1 (等待支付, waiting).
+pay/check-status/{trade_id}``, which needs a ``trade_id`` only a create returns and checks no credential.
+
+- ``test_order``: ``POST api/v1/order/create-transaction`` (JSON, signed with the API token as in §3, a fresh
+  ``order_id`` ``paymon-probe-<random>`` each time since a used ``order_id`` is never re-creatable) for the
+  smallest amount epusdt accepts, checks that a ``trade_id``, a wallet address, a USDT amount and a
+  ``payment_url`` come back, then asks ``pay/check-status/{trade_id}`` and expects status 1 (等待支付, waiting).
+  The ``trade_id`` is remembered for ``query``. This is the only probe that creates an order, so it runs only on
+  the ``test_order`` schedule.
+- ``query``: ``pay/check-status`` of the last ``trade_id`` ``test_order`` created here; any of epusdt's statuses
+  (1 waiting, 2 paid, 3 expired) is ``ok``. Before a test order exists (or after a restart) it asks about
+  :data:`SENTINEL_TRADE_ID`, which must be answered 10008 订单不存在. It never creates an order: the probe used to
+  create one per run (about 20 waiting orders per 10 minutes at ``every: 30s``). ``check-status`` checks no
+  credential, so a wrong token shows only in ``test_order``.
 
 Amount: epusdt's validator requires ``amount > 0.01`` CNY, so the probe asks for 0.02 CNY unless
 ``probes.test_order.amount`` is larger. Nothing is ever paid and nothing can be closed: epusdt has no close API,
@@ -24,17 +32,27 @@ from decimal import Decimal
 
 from monitor.clients.base import Deadline
 from monitor.clients.epusdt import EpusdtClient
-from monitor.config.channels import QueryProbe, TestOrderProbe
+from monitor.config.channels import TestOrderProbe
 from monitor.probes.base import Observation, ProbeAdapter, ProbeContext, ProbeFailure, handles, probe_timeout
-from monitor.protocols.epusdt import CODE_OK, STATUS_WAIT_PAY
+from monitor.protocols.epusdt import (
+    CODE_OK,
+    CODE_ORDER_NOT_FOUND,
+    ERRNO,
+    STATUS_EXPIRED,
+    STATUS_PAID,
+    STATUS_WAIT_PAY,
+)
 
-__all__ = ["MIN_AMOUNT", "NOTIFY_URL", "EpusdtAdapter"]
+__all__ = ["MIN_AMOUNT", "NOTIFY_URL", "SENTINEL_TRADE_ID", "EpusdtAdapter"]
 
 #: The smallest amount (CNY) epusdt accepts: its validator wants ``amount > 0.01``.
 MIN_AMOUNT = Decimal("0.02")
 #: Where a probe order would notify: a reserved domain that never resolves (RFC 2606).
 NOTIFY_URL = "https://paymon-probe.invalid/epusdt/notify"
+#: A ``trade_id`` no order has (epusdt's are digits): what ``query`` asks about before a test order exists.
+SENTINEL_TRADE_ID = "paymonprobesentinel"
 _DEFAULT_TIMEOUT = 10.0
+_STATUS_NAMES = {STATUS_WAIT_PAY: "1 (waiting)", STATUS_PAID: "2 (paid)", STATUS_EXPIRED: "3 (expired)"}
 
 
 class EpusdtAdapter(ProbeAdapter[EpusdtClient]):
@@ -51,14 +69,39 @@ class EpusdtAdapter(ProbeAdapter[EpusdtClient]):
 
     @handles("query")
     async def _query(self, ctx: ProbeContext) -> Observation:
-        return await self._create_and_check(ctx, self.channel.probes.query)
+        """Read the last test order's status (or the sentinel's "not found"); never create an order."""
+        deadline = Deadline(probe_timeout(self.channel.probes.query, _DEFAULT_TIMEOUT))
+        trade_id = self.last_trade_id
+        wanted = trade_id or SENTINEL_TRADE_ID
+        try:
+            data = await self.client.check_status(ctx, wanted, deadline)
+        except ProbeFailure as failure:
+            if failure.code != str(CODE_ORDER_NOT_FOUND):
+                raise
+            if trade_id is None:
+                return Observation(failure.code, f"check-status: no test order yet; the sentinel trade is unknown "
+                                                 f"({CODE_ORDER_NOT_FOUND} {ERRNO[CODE_ORDER_NOT_FOUND]}), as "
+                                                 "expected; nothing created")
+            return Observation(failure.code, f"check-status: the last test trade {trade_id} is unknown to the "
+                                             f"gateway ({CODE_ORDER_NOT_FOUND}); nothing created")
+        if str(data.get("trade_id", wanted)) != wanted:
+            raise ProbeFailure("bad_response", f"check-status: answered for another trade than {wanted}")
+        if trade_id is None:
+            raise ProbeFailure("bad_response", "check-status: the sentinel trade id was answered as if it existed")
+        status = data.get("status")
+        number = None if isinstance(status, bool) else _int(status)
+        name = None if number is None else _STATUS_NAMES.get(number)
+        if name is None:
+            raise ProbeFailure("bad_response", f"check-status: trade {trade_id} has status {status!r}")
+        return Observation(str(CODE_OK), f"check-status: last test trade {trade_id} has status {name}; "
+                                         "nothing created")
 
     @handles("test_order")
     async def _test_order(self, ctx: ProbeContext) -> Observation:
         return await self._create_and_check(ctx, self.channel.probes.test_order)
 
-    async def _create_and_check(self, ctx: ProbeContext, spec: QueryProbe | TestOrderProbe | None) -> Observation:
-        """Both probes: create the smallest order, check what came back, and that its status is "waiting"."""
+    async def _create_and_check(self, ctx: ProbeContext, spec: TestOrderProbe | None) -> Observation:
+        """Create the smallest order, check what came back, and that its status is "waiting"."""
         deadline = Deadline(probe_timeout(spec, _DEFAULT_TIMEOUT))
         amount = self._amount()
         order_id = "paymon-probe-" + secrets.token_hex(9)  # 31 characters; epusdt allows 32
@@ -87,3 +130,9 @@ class EpusdtAdapter(ProbeAdapter[EpusdtClient]):
                                                f"expected {STATUS_WAIT_PAY} (waiting)")
         return Observation(str(CODE_OK), f"created trade {trade_id}: {amount} CNY = {usdt} USDT, status 1 "
                                          "(waiting), left to expire (epusdt cannot close)")
+
+
+def _int(value: object) -> int | None:
+    """A status as an int (epusdt sends a number; a numeric string is accepted), None when it is not one."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() else None

@@ -7,8 +7,9 @@ Every call is :class:`~monitor.clients.wxpay.WxpayClient`'s XML POST signed MD5 
 ``result_code`` is believed; ``result_code FAIL`` is ``maintenance`` for ``SYSTEMERROR``, ``ok`` for the
 expected ``ORDERNOTEXIST`` of a query, else ``business_error`` with the ``err_code``.
 
-- ``query`` asks for the last order ``test_order`` created on this adapter, else the sentinel
-  ``out_trade_no`` :data:`SENTINEL`: ``ok`` is a signed ``trade_state`` (in the detail) or ``ORDERNOTEXIST``.
+- ``query`` asks about the order :meth:`~monitor.probes.base.ProbeAdapter.order_to_query` gives (the last test
+  order created on this adapter, else a recent one from the store), else the sentinel ``out_trade_no``
+  :data:`SENTINEL`: ``ok`` is a signed ``trade_state`` (in the detail) or ``ORDERNOTEXIST``.
 - ``test_order`` creates a NATIVE order of ``probes.test_order.amount`` in fen (1 fen = 0.01 CNY is WeChat's
   minimum and the default; a smaller amount is raised to it), checks for a signed ``code_url``, then, if
   ``probes.test_order.close``, closes it with ``pay/closeorder`` in a ``finally`` — unless the gateway answered
@@ -51,8 +52,9 @@ class WxpayAdapter(ProbeAdapter[WxpayClient]):
     @handles("query")
     async def _query(self, ctx: ProbeContext) -> Observation:
         timeout = probe_timeout(self.channel.probes.query, 5.0)
-        which = "last test order" if self.last_order else "sentinel order"
-        fields = await self.client.order_query(ctx, self.last_order or SENTINEL, timeout)
+        wanted = await self.order_to_query(ctx)
+        which = self.order_source(wanted)
+        fields = await self.client.order_query(ctx, wanted or SENTINEL, timeout)
         if fields is None:
             return Observation(NOT_EXIST, f"{which}: {NOT_EXIST} (not found, as expected)")
         return Observation(SUCCESS, f"{which}: trade_state {fields['trade_state'][:40]}")
@@ -68,14 +70,19 @@ class WxpayAdapter(ProbeAdapter[WxpayClient]):
 
         async def create() -> Observation:
             # A return_code FAIL (the request was not processed) is a business_error: nothing to close either.
-            fields = await self.client.call(ctx, "pay/unifiedorder", order, timeout)
+            try:
+                fields = await self.client.call(ctx, "pay/unifiedorder", order, timeout)
+            except ProbeFailure as failure:  # an answer that fails verification may still mean a made order
+                raise self.failed_create(out_trade_no, failure) from None
             if fields["result_code"] != SUCCESS:
                 raise business_failure("pay/unifiedorder", fields)  # refused: there is nothing to close
+            self.remember_order(out_trade_no)
             code_url = fields.get("code_url", "")
             if not code_url.startswith("weixin://"):
-                raise ProbeFailure("bad_response", "pay/unifiedorder: no weixin:// code_url in a SUCCESS answer")
-            self.last_order = out_trade_no
-            return Observation(SUCCESS, f"unifiedorder NATIVE {fee} fen: code_url {code_url[:60]}")
+                raise ProbeFailure("bad_response", f"pay/unifiedorder: no weixin:// code_url in a SUCCESS answer "
+                                                   f"(order {out_trade_no})")
+            return Observation(SUCCESS, f"unifiedorder NATIVE order {out_trade_no} {fee} fen: code_url "
+                                        f"{code_url[:60]}")
 
         return await create_and_close(create, lambda: self.client.close_order(ctx, out_trade_no, timeout),
                                       close_after=spec is None or spec.close)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from monitor.alerts.muting import inhibited_by
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.models import AlertState, RoutingRow
@@ -31,7 +32,10 @@ def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState
                 wishes.append(Wish(channel, rule, a.factor))
     wishes += [Wish(channel, "maintenance", 0.0, "maintenance window") for channel, w in maintenance.items()
                if w.drain]
-    return wishes
+    # The policy keeps the first of equal wishes: let a rule that inhibits another go first, so a change both
+    # ask for names the rule that says why (merchant_banned, not the channel_down it inhibits).
+    inhibited = inhibited_by({r.name: r.inhibits for r in cfg.monitor.rules}, states)
+    return sorted(wishes, key=lambda w: (w.rule, w.channel) in inhibited)
 
 
 def plan(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],

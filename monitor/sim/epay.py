@@ -206,7 +206,8 @@ class EpayGateway(EpaySite[EpayChannel]):
     def _act_query(self, channel: EpayChannel, old: bool) -> Response:
         info: dict[str, object] = {
             "code": v1.CODE_OK, "pid": channel.pid, "key": channel.key,  # real servers echo the key (§9 Q7)
-            "active": 1, "money": f"{self._accrue(channel):.2f}", "type": 1, "account": "sim@example.com",
+            "active": 0 if channel.faults.merchant_banned else 1,  # merchant_banned: 封禁, act=order still answers
+            "money": f"{self._accrue(channel):.2f}", "type": 1, "account": "sim@example.com",
             "username": "模拟商户", "orders": len(channel.orders),
         }
         today, lastday = self._paid_on(channel, 0), self._paid_on(channel, 1)

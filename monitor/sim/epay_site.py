@@ -27,11 +27,14 @@ from monitor.sim.core import HANG_SECONDS, GatewayBase, NotifyAttempt, OrderTrut
 from monitor.sim.faults import Faults, roll
 from monitor.sim.php import text
 
-__all__ = ["MAINTENANCE_MSG", "EpayChannel", "EpayMerchant", "EpayOrder", "EpaySite", "Flavour", "corrupt_sign"]
+__all__ = ["BANNED_MSG", "MAINTENANCE_MSG", "EpayChannel", "EpayMerchant", "EpayOrder", "EpaySite", "Flavour",
+           "corrupt_sign"]
 
 Flavour = Literal["old", "new"]
 
 MAINTENANCE_MSG = "系统维护中，请稍后再试"
+#: What epay answers a create for a banned merchant (``pre_user.status`` 0, §2.2).
+BANNED_MSG = "商户已封禁，无法支付！"
 
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 _OUT_TRADE_NO = re.compile(r"^[a-zA-Z0-9._\-|]+$")
@@ -224,7 +227,10 @@ class EpaySite(GatewayBase[M]):
 
     def _create_order(self, request: Request, channel: M, params: dict[str, str]) -> EpayOrder | str:
         """``Pay::create`` after authentication: validate, then create the order or reuse an unpaid one with
-        the same ``out_trade_no`` (§2.2). Returns the order, or the error message epay answers."""
+        the same ``out_trade_no`` (§2.2). Returns the order, or the error message epay answers (a banned
+        merchant's create is refused before anything else is checked)."""
+        if channel.faults.merchant_banned:
+            return BANNED_MSG
         out_trade_no = params.get("out_trade_no", "")
         notify_url = params.get("notify_url", "")
         return_url = params.get("return_url", "")

@@ -13,7 +13,8 @@ Each channel is one EP-new site + merchant under its own path prefix, serving th
 - a paid order's notify is a GET RSA-signed by the platform key, acknowledged when the body contains
   ``success``, retried on the cron schedule like V1 (the shared machinery is :class:`~monitor.sim.epay_site.EpaySite`).
 
-Fault knobs behave as on V1; a bad-signature fault corrupts the ``sign`` of successful replies and notifies.
+Fault knobs behave as on V1 (``merchant_banned``: ``api/merchant/info`` says ``status`` 0, creates are refused,
+queries answer normally); a bad-signature fault corrupts the ``sign`` of successful replies and notifies.
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ class EpayV2Gateway(EpaySite[EpayV2Channel]):
         """``api/merchant/info``, without the settle_* fields real servers never fill in (§9 Q11)."""
         today, lastday = self._paid_on(channel, 0), self._paid_on(channel, 1)
         return {
-            "code": v2.CODE_OK, "pid": channel.pid, "status": 1, "pay_status": 1, "settle_status": 1,
+            "code": v2.CODE_OK, "pid": channel.pid, "status": 0 if channel.faults.merchant_banned else 1,
+            "pay_status": 1, "settle_status": 1,
             "money": f"{self._accrue(channel):.2f}", "order_num": len(channel.orders),
             "order_num_today": len(today), "order_num_lastday": len(lastday),
             "order_money_today": v1.format_money(sum(o.money for o in today)),  # strval(round(sum, 2))

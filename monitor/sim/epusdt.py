@@ -59,7 +59,10 @@ from monitor.protocols.epusdt import (
 from monitor.sim.core import HANG_SECONDS, GatewayBase, NotifyAttempt, OrderTruth, truth_from_attempts
 from monitor.sim.faults import Faults, roll
 
-__all__ = ["EpusdtChannel", "EpusdtGateway"]
+__all__ = ["PROBE_ORDER_PREFIX", "EpusdtChannel", "EpusdtGateway"]
+
+#: The ``order_id`` prefix of the orders paymon's probes create (``monitor.probes.epusdt``).
+PROBE_ORDER_PREFIX = "paymon-probe-"
 
 _JSON_TYPE = "application/json; charset=UTF-8"
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -185,6 +188,11 @@ class EpusdtGateway(GatewayBase[EpusdtChannel]):
         copies = 2 if roll(faults.duplicate_callback_rate, self._rng) else 1
         self.schedule(self._notify(channel, order, faults.callback_delay(self._rng), copies))
         return True
+
+    def probe_orders(self, channel_id: str) -> int:
+        """How many orders paymon's probes created on the channel (their ``order_id`` starts with
+        :data:`PROBE_ORDER_PREFIX`): what the probes cost the operator in waiting orders."""
+        return sum(1 for o in self.channel(channel_id).orders.values() if o.order_id.startswith(PROBE_ORDER_PREFIX))
 
     def ground_truth(self) -> list[OrderTruth]:
         """Every order of every channel as it really stands (``trade_no`` = ``trade_id``, money in CNY)."""

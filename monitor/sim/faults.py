@@ -25,7 +25,7 @@ _RATES = frozenset({
 })
 _DURATIONS = frozenset({"latency_s", "latency_jitter_s", "callback_delay_s", "callback_jitter_s"})
 _AMOUNTS = frozenset({"balance_growth_per_min"})
-_FLAGS = frozenset({"settlement_stall"})
+_FLAGS = frozenset({"settlement_stall", "merchant_banned"})
 
 
 def roll(rate: float, rng: random.Random) -> bool:
@@ -79,6 +79,10 @@ class Faults:
     settlement_stall: bool = False
     #: Unsettled balance added per minute by sales the simulator does not model (money units, >= 0).
     balance_growth_per_min: float = 0.0
+    #: The gateway has banned the merchant (epay and epay_v2 only; ``pre_user.status`` 0). As on the real
+    #: EP-old/EP-new servers, V1 ``act=query`` says ``active`` 0, V2 ``api/merchant/info`` says ``status`` 0,
+    #: every create is refused with 商户已封禁，无法支付！, and order queries still answer normally.
+    merchant_banned: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):

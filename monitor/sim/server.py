@@ -187,7 +187,8 @@ class SimServer:
     by the gateway of its protocol; several protocols share one port. Channels can be added before or after
     start. A small control API under ``/_sim/`` changes fault knobs and exports the ground truth over HTTP:
 
-    - ``GET /_sim/channels``: every channel with its kind and fault knobs;
+    - ``GET /_sim/channels``: every channel with its kind and fault knobs (and, on epusdt, ``probe_orders``: how
+      many orders paymon's probes created there);
     - ``POST /_sim/channels/{id}/faults`` with a JSON object of knobs: change them (400 on a bad knob);
     - ``GET /_sim/truth[?channel=ID]``: what really happened to every order.
     """
@@ -325,7 +326,7 @@ class SimServer:
 
     async def _list_channels(self, request: Request) -> Response:
         return JSONResponse([
-            {"id": ch, "kind": gw.kind, "faults": dataclasses.asdict(gw.faults(ch))}
+            {"id": ch, "kind": gw.kind, "faults": dataclasses.asdict(gw.faults(ch)), **_probe_orders(gw, ch)}
             for gw in self.gateways.values() for ch in gw.channels
         ])
 
@@ -349,3 +350,10 @@ class SimServer:
         channel = request.query_params.get("channel")
         rows = [t.as_dict() for t in self.ground_truth() if channel is None or t.channel == channel]
         return JSONResponse(rows)
+
+
+def _probe_orders(gateway: Gateway, channel: str) -> dict[str, int]:
+    """``{"probe_orders": n}`` for a gateway that counts the orders paymon's probes created on a channel (epusdt),
+    else nothing."""
+    count = getattr(gateway, "probe_orders", None)
+    return {"probe_orders": int(count(channel))} if callable(count) else {}

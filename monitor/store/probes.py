@@ -1,4 +1,5 @@
-"""Probe results: every probe call and how it ended, appended as they come and read back for rules and status."""
+"""Probe results: every probe call and how it ended, appended as they come and read back for rules and status; and
+the one thing probes read from the orders: a recent paid order their ``query`` can ask the gateway about."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ __all__ = ["ProbesFacet"]
 
 class ProbesFacet(Facet):
     """Appending probe results and the three ways they are read: a window, the newest, the failure streak."""
+
+    def newest_paid_order(self, channel: str) -> tuple[str, datetime] | None:
+        """The channel's newest order with a verified callback, and when the callback came; None when it has none.
+        The gateway knows such an order for good (it was paid; epay purges only unpaid orders), so a query probe
+        can ask about it and get a signed answer."""
+        o = t.orders
+        q = (select(o.c.order_id, o.c.callback_at)
+             .where(o.c.channel == channel, o.c.callback_at.is_not(None))
+             .order_by(o.c.created_at.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else (str(row.order_id), row.callback_at)
 
     def add_probe_results(self, results: Iterable[ProbeResult]) -> None:
         rows = [

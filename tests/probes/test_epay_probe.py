@@ -16,6 +16,7 @@ import pytest
 
 from monitor.clock import FixedClock
 from monitor.config import ChannelConfig
+from monitor.models import MERCHANT_BANNED
 from monitor.probes import ADAPTERS, Observation, ProbeContext, run_probe
 from monitor.probes.base import MAX_BODY, ProbeFailure, Reply, fetch, parse_json
 from monitor.probes.epay import EpayAdapter
@@ -101,6 +102,8 @@ async def test_found_order_and_unknown_code(ctx: ProbeContext) -> None:
     ])
 
     async def api(request: Request) -> Response:
+        if request.query_params["act"] == "query":  # the standing check: active, the key echoed (§9 Q7)
+            return PlainTextResponse('{"code":1,"active":1,"money":"0.00","key":"' + KEY + '"}')
         assert request.query_params["act"] == "order"
         return PlainTextResponse(next(answers), media_type="text/html")
 
@@ -111,6 +114,7 @@ async def test_found_order_and_unknown_code(ctx: ProbeContext) -> None:
         ("ok", "1"), ("business_error", "-5"), ("bad_response", None), ("bad_response", None),
         ("bad_response", None),
     ]
+    assert results[0].detail.endswith("; merchant active")
     assert all(KEY not in r.detail for r in results)
 
 
@@ -329,7 +333,7 @@ async def test_answers_only_real_servers_give(ctx: ProbeContext, clock: FixedClo
         balances = [await run_probe(adapter, "c", "balance", ctx) for _ in range(3)]
         orders = [await run_probe(adapter, "c", "test_order", ctx) for _ in range(4)]
     assert [(r.outcome, r.code, r.value) for r in balances] == [
-        ("ok", "1", 5.0), ("business_error", "active=0", None), ("bad_response", None, None)]
+        ("ok", "1", 5.0), ("business_error", MERCHANT_BANNED, None), ("bad_response", None, None)]
     assert "last completed settlement " + done in balances[0].detail and "STALL" not in balances[0].detail
     assert [(r.outcome, r.code) for r in orders] == [
         ("business_error", "1"), ("bad_response", None), ("ok", "1"), ("maintenance", "-2")]
@@ -341,3 +345,25 @@ def test_money_is_sent_as_php_prints_it() -> None:
     adapter = EpayAdapter(full_channel("http://127.0.0.1:1/"))
     assert adapter.supports == ("query", "test_order", "balance")
     assert format_money(Decimal("10.00")) == "10"
+
+
+@pytest.mark.parametrize("flavour", ["new", "old"])
+async def test_a_banned_merchant(both: SimServer, ctx: ProbeContext, flavour: str) -> None:
+    """The simulator's merchant_banned knob behaves as the real servers (act=query active 0, creates refused with
+    商户已封禁, act=order still normal), and every probe says merchant_banned, the query probe included."""
+    adapter = EpayAdapter(full_channel(both.endpoint(flavour)))
+    assert (await run_probe(adapter, flavour, "test_order", ctx)).outcome == "ok"
+    healthy = await run_probe(adapter, flavour, "query", ctx)
+    assert healthy.outcome == "ok" and healthy.detail.endswith("; merchant active")
+    both.faults(flavour).update(merchant_banned=True)
+    results = {p: await run_probe(adapter, flavour, p, ctx) for p in PROBES}
+    assert {p: (r.outcome, r.code) for p, r in results.items()} == {
+        p: ("business_error", MERCHANT_BANNED) for p in PROBES}
+    assert "merchant banned at the gateway (active 0)" in results["query"].detail
+    assert "商户已封禁" in results["test_order"].detail
+    assert all(KEY not in r.detail for r in results.values())
+    assert len(both.ground_truth()) == 1  # the refused create made no order
+    async with httpx.AsyncClient(trust_env=False) as http:  # the order query itself still answers normally
+        doc = (await http.get(both.endpoint(flavour) + "api.php", params={
+            "act": "order", "pid": "1001", "key": KEY, "out_trade_no": adapter.last_order or ""})).json()
+    assert str(doc["code"]) == "1" and doc["out_trade_no"] == adapter.last_order

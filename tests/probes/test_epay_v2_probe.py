@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from monitor.clock import FixedClock
 from monitor.config import ChannelConfig
-from monitor.models import ProbeResult
+from monitor.models import MERCHANT_BANNED, ProbeResult
 from monitor.probes import ADAPTERS, ProbeContext, run_probe
 from monitor.probes.epay_v2 import EpayV2Adapter
 from monitor.protocols.epay_v2 import base64_from_pem, private_key_pem, public_key_pem, signed_reply
@@ -194,7 +194,7 @@ async def test_merchant_states_from_a_stub(ctx: ProbeContext, clock: FixedClock)
         adapter = EpayV2Adapter(channel(server.base_url))
         results = [await run_probe(adapter, "v2", "balance", ctx) for _ in range(5)]
     assert [(r.outcome, r.code, r.value) for r in results] == [
-        ("business_error", "status=0", None), ("ok", "0", 12.5), ("bad_response", None, None),
+        ("business_error", MERCHANT_BANNED, None), ("ok", "0", 12.5), ("bad_response", None, None),
         ("bad_signature", "0", None), ("business_error", "-5", None)]
     assert "settlement STALL" in results[1].detail and "pay_status 0" in results[1].detail
     assert_no_secret(*results)

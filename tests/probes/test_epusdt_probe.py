@@ -1,11 +1,13 @@
-"""The epusdt probes (create + check-status for both query and test_order) over real HTTP against the simulator:
-every fault maps to its SPEC §2.6 outcome, each probe makes a fresh order of the smallest accepted amount, and
-the API token never appears in a result."""
+"""The epusdt probes over real HTTP against the simulator: test_order creates + checks a fresh order of the
+smallest accepted amount, query only reads (the last test order's status, else a sentinel's "not found"); every
+fault maps to its SPEC §2.6 outcome, a 10-minute schedule creates at most the test orders it schedules, and the
+API token never appears in a result."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +20,9 @@ from starlette.routing import Route
 
 from monitor.clock import FixedClock
 from monitor.config import ChannelConfig
+from monitor.daemon import build_probe_jobs
 from monitor.probes import ADAPTERS, ProbeContext, run_probe
-from monitor.probes.epusdt import MIN_AMOUNT, EpusdtAdapter
+from monitor.probes.epusdt import MIN_AMOUNT, SENTINEL_TRADE_ID, EpusdtAdapter
 from monitor.protocols.epusdt import verify
 from monitor.secret import Redactor
 from monitor.sim.epusdt import EpusdtGateway
@@ -40,9 +43,9 @@ def channel(endpoint: str, token: str = TOKEN, timeout: str = "2s", amount: str 
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[tuple[SimServer, EpusdtGateway]]:
-    async with SimServer() as server:
-        gw = EpusdtGateway()
+async def sim(clock: FixedClock) -> AsyncIterator[tuple[SimServer, EpusdtGateway]]:
+    async with SimServer(clock=clock) as server:
+        gw = EpusdtGateway(clock=clock)
         gw.add_channel("usdt", token=TOKEN)
         server.add_gateway(gw)
         yield server, gw
@@ -85,27 +88,73 @@ async def test_outcomes(sim: tuple[SimServer, EpusdtGateway], ctx: ProbeContext,
     gw.faults("usdt").update(**faults)
     timeout = "0.3s" if "hang_rate" in faults else "2s"
     result = await run_probe(EpusdtAdapter(channel(server.endpoint("usdt"), token, timeout)), "usdt", probe, ctx)
+    if probe == "query" and code in ("200", "401"):
+        # query reads the public check-status of a sentinel (no test order yet): no token, no order involved
+        outcome, code = "ok", "10008"
     assert (result.outcome, result.code) == (outcome, code), result.detail
     assert TOKEN not in result.detail and TOKEN not in (result.code or "")
     if outcome == "timeout":  # cut by the probe's own 0.3 s deadline (waiting the hang out would be HTTP 504)
         assert "no complete answer within 0." in result.detail, result.detail
     created = gw.ground_truth()
-    assert len(created) == (1 if outcome == "ok" else 0)
-    if outcome == "ok":
+    assert len(created) == (1 if outcome == "ok" and probe == "test_order" else 0)
+    assert gw.probe_orders("usdt") == len(created)
+    if outcome == "ok" and probe == "test_order":
         assert "status 1 (waiting)" in result.detail and created[0].trade_no in result.detail
+    if probe == "query" and outcome == "ok":
+        assert "no test order yet" in result.detail and "nothing created" in result.detail
 
 
-async def test_every_probe_is_a_fresh_order_of_the_minimum(sim: tuple[SimServer, EpusdtGateway],
-                                                           ctx: ProbeContext) -> None:
+async def test_test_order_is_a_fresh_order_of_the_minimum_and_query_reads_it(sim: tuple[SimServer, EpusdtGateway],
+                                                                             ctx: ProbeContext,
+                                                                             clock: FixedClock) -> None:
     server, gw = sim
     adapter = EpusdtAdapter(channel(server.endpoint("usdt").rstrip("/")))  # a base URL without the slash works
-    results = [await run_probe(adapter, "usdt", p, ctx) for p in ("query", "test_order", "query")]
-    assert [r.outcome for r in results] == ["ok"] * 3
+    results = [await run_probe(adapter, "usdt", p, ctx) for p in ("query", "test_order", "query", "test_order")]
+    assert [r.outcome for r in results] == ["ok"] * 4
     orders = gw.ground_truth()
-    assert len({o.out_trade_no for o in orders}) == 3
+    assert len(orders) == 2 == gw.probe_orders("usdt")  # only test_order creates
+    assert len({o.out_trade_no for o in orders}) == 2
     assert all(o.out_trade_no.startswith("paymon-probe-") and len(o.out_trade_no) <= 32 for o in orders)
     assert all(o.money == MIN_AMOUNT == Decimal("0.02") and not o.paid for o in orders)
     assert adapter.last_trade_id == orders[-1].trade_no
+    assert results[2].detail == f"check-status: last test trade {orders[0].trade_no} has status 1 (waiting); " \
+                                "nothing created"
+    clock.advance(timedelta(minutes=11))  # the simulator expires unpaid orders after 10 minutes
+    expired = await run_probe(adapter, "usdt", "query", ctx)
+    assert (expired.outcome, expired.code) == ("ok", "200")
+    assert f"last test trade {orders[1].trade_no} has status 3 (expired)" in expired.detail
+    assert gw.probe_orders("usdt") == 2
+
+
+async def test_ten_minutes_of_the_schedule_create_at_most_two_orders(ctx: ProbeContext, clock: FixedClock) -> None:
+    """``query every: 30s`` and ``test_order every: 10m`` over 10 simulated minutes, each job run when the
+    scheduler would run it (first run at the start, then every interval): the simulator counts the orders."""
+    async with SimServer(clock=clock) as server:
+        gw = EpusdtGateway(clock=clock)
+        gw.add_channel("usdt", token=TOKEN)
+        server.add_gateway(gw)
+        cfg = ChannelConfig.model_validate({
+            "id": "usdt", "kind": "epusdt", "weight": 10, "endpoint": server.endpoint("usdt"),
+            "credentials": {"token": TOKEN},
+            "probes": {"query": {"every": "30s"}, "test_order": {"every": "10m"}},
+        })
+        jobs = build_probe_jobs((cfg,))
+        assert sorted((j.probe, j.every) for j in jobs) == [("query", timedelta(seconds=30)),
+                                                            ("test_order", timedelta(minutes=10))]
+        start, end = clock.now(), clock.now() + timedelta(minutes=10)
+        due = {j.probe: start for j in jobs}
+        outcomes: list[str] = []
+        while min(due.values()) <= end:
+            clock.set(min(due.values()))
+            for job in jobs:
+                if due[job.probe] == clock.now():
+                    outcomes.append((await run_probe(job.adapter, "usdt", job.probe, ctx)).outcome)
+                    due[job.probe] += job.every
+        assert outcomes.count("ok") == len(outcomes) == 21 + 2  # 21 queries, 2 test orders (at 0 and 10 min)
+        assert gw.probe_orders("usdt") == 2
+        async with httpx.AsyncClient(trust_env=False) as http:
+            listed = (await http.get(server.base_url + "/_sim/channels")).json()
+        assert [(c["id"], c["probe_orders"]) for c in listed] == [("usdt", 2)]
 
 
 async def test_a_larger_configured_amount_is_used(sim: tuple[SimServer, EpusdtGateway], ctx: ProbeContext) -> None:
@@ -171,6 +220,37 @@ async def test_answers_the_simulator_does_not_give(ctx: ProbeContext, scripted: 
     request = received[0]
     assert verify(request, TOKEN) and request["amount"] == 0.02
     assert request["notify_url"].startswith("https://") and ".invalid/" in request["notify_url"]
+
+
+_TRADE = "202611261112001"
+
+
+@pytest.mark.parametrize(
+    ("last", "answer", "outcome", "code", "says"),
+    [
+        (None, {"status_code": 200, "data": {"trade_id": SENTINEL_TRADE_ID, "status": 1}}, "bad_response", None,
+         "sentinel trade id was answered"),
+        (_TRADE, {"status_code": 200, "data": {"trade_id": _TRADE, "status": 9}}, "bad_response", None, "status 9"),
+        (_TRADE, {"status_code": 200, "data": {"trade_id": "999", "status": 1}}, "bad_response", None,
+         "another trade"),
+        (_TRADE, {"status_code": 200, "data": {"trade_id": _TRADE, "status": "2"}}, "ok", "200", "2 (paid)"),
+        (_TRADE, {"status_code": 10008, "message": "订单不存在", "data": None}, "ok", "10008",
+         f"last test trade {_TRADE} is unknown"),
+        (_TRADE, {"status_code": 400, "message": "系统错误", "data": None}, "maintenance", "400", "系统错误"),
+    ],
+)
+async def test_query_answers_the_simulator_does_not_give(ctx: ProbeContext, scripted: tuple[list[str], list[Any]],
+                                                         last: str | None, answer: dict[str, Any], outcome: str,
+                                                         code: str | None, says: str) -> None:
+    queue, received = scripted
+    queue.append(json.dumps(answer))
+    async with AppServer(_app(queue, received)) as server:
+        adapter = EpusdtAdapter(channel(server.base_url + "/"))
+        adapter.last_trade_id = last
+        result = await run_probe(adapter, "usdt", "query", ctx)
+    assert (result.outcome, result.code) == (outcome, code), result.detail
+    assert says in result.detail
+    assert received == []  # query never creates
 
 
 async def test_unsupported_probe_type(ctx: ProbeContext) -> None:
