@@ -9,8 +9,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from monitor.cli import App, build_app
-from monitor.clock import FixedClock
-from monitor.config import load_config
-from monitor.metrics.prom import Metrics
-from monitor.probes.base import ProbeContext
+from monitor.cli import App
 from monitor.protocols.alipay import generate_private_key_pem, public_key_pem
 from monitor.reconcile.reconciler import ReconcileReport
 from monitor.sim import Shop, SimServer
@@ -32,6 +27,7 @@ from monitor.sim.wxpay import WxpayGateway
 from monitor.status import status_view
 from monitor.store import tables as t
 from monitor.store.reconcile import ReconcileStore
+from tests.reconcile.simenv import SimEnv, paymon_clock
 
 KEY = "held-funds-test-key-0123"
 APP_KEY = generate_private_key_pem()
@@ -66,28 +62,14 @@ def channels_yaml(sim: SimServer, shop: Shop) -> str:
 """
 
 
-@dataclass
-class Env:
-    folder: Path
-    sim: SimServer
-    shop: Shop
-    clock: FixedClock
-    client: httpx.AsyncClient
-    out: io.StringIO
-    app: App | None = None
-
+class Env(SimEnv):
     def start(self) -> App:
         (self.folder / "monitor.yaml").write_text(MONITOR, encoding="utf-8")
         (self.folder / "channels.yaml").write_text(channels_yaml(self.sim, self.shop), encoding="utf-8")
-        cfg = load_config(self.folder / "monitor.yaml", env={})
-        self.app = build_app(cfg, clock=self.clock, stream=self.out, metrics=Metrics())
-        return self.app
+        return self.build()
 
     async def round(self) -> ReconcileReport:
-        assert self.app is not None and self.app.reconciler is not None
-        self.app.pipeline.ingest()
-        ctx = {ch: ProbeContext(self.client, self.clock, self.app.cfg.redactor) for ch in self.app.reconciler.queriers}
-        return await self.app.reconciler.run(ctx)
+        return await self.reconcile()
 
     async def order(self, channel: str, **knobs: float) -> ShopOrder:
         """An order the buyer reaches the pay page of, with the channel's knobs set to ``knobs`` (+ no notify)."""
@@ -98,13 +80,9 @@ class Env:
         self.sim.gateway_of(channel).buyer_visits(channel, order.trade_no)
         return order
 
-    def lines(self) -> list[str]:
-        return [line.split(" ", 2)[2] for line in self.out.getvalue().splitlines()]
-
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    clock = FixedClock(datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=6))
     folder = tmp_path / "cfg"
     (folder / "var").mkdir(parents=True)
     async with SimServer() as sim, Shop(folder / "var" / "orders.jsonl") as shop, httpx.AsyncClient() as client:
@@ -119,11 +97,9 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             gw = sim.gateway_of(ch)
             shop.add_channel(ch, endpoint=sim.endpoint(ch), kind=gw.kind,
                              **shop.adapters[gw.kind].credentials_of(gw, ch))
-        e = Env(folder, sim, shop, clock, client, io.StringIO())
+        e = Env(folder, sim, shop, paymon_clock(), client, io.StringIO())
         yield e
-        if e.app is not None:
-            e.app.pipeline.close()
-            e.app.store.close()
+        e.close()
 
 
 async def test_held_refunded_and_closed_orders_are_never_lost_paid_or_replayed(env: Env) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import pytest
 from monitor.cli import App, build_app
 from monitor.clock import FixedClock
 from monitor.config import load_config
-from monitor.metrics.prom import Metrics
 from monitor.probes.base import ProbeContext
 from monitor.reconcile import QUERIERS
 from monitor.reconcile.reconciler import MAX_FAILURES, build_queriers
 from monitor.sim import Faults, Shop, SimServer
 from monitor.sim.shop import ShopOrder
 from monitor.store.reconcile import ReconcileStore
+from tests.reconcile.simenv import SimEnv, paymon_clock
 
 KEY = "reconciler-test-key-0123"
 
@@ -48,38 +47,18 @@ channels:
 """
 
 
-@dataclass
-class Env:
-    folder: Path
-    sim: SimServer
-    shop: Shop
-    clock: FixedClock
-    client: httpx.AsyncClient
-    out: io.StringIO
-    app: App | None = None
-
+class Env(SimEnv):
     def start(self, *, replay: bool = False, per_round: int = 100) -> App:
         notify = f'notify_url: "{self.shop.notify_url}"' if replay else ""
         (self.folder / "monitor.yaml").write_text(
             MONITOR.format(replay="true" if replay else "false", per_round=per_round), encoding="utf-8")
         (self.folder / "channels.yaml").write_text(
             CHANNELS.format(endpoint=self.sim.endpoint("shop-epay"), key=KEY, notify=notify), encoding="utf-8")
-        if self.app is not None:
-            self.app.pipeline.close()
-            self.app.store.close()
-        cfg = load_config(self.folder / "monitor.yaml", env={})
-        self.app = build_app(cfg, clock=self.clock, stream=self.out, metrics=Metrics())
-        return self.app
+        return self.build()
 
     async def round(self) -> tuple[int, list[str], dict[str, str], dict[str, bool]]:
-        assert self.app is not None and self.app.reconciler is not None
-        self.app.pipeline.ingest()
-        ctx = {ch: ProbeContext(self.client, self.clock, self.app.cfg.redactor) for ch in self.app.reconciler.queriers}
-        r = await self.app.reconciler.run(ctx)
+        r = await self.reconcile()
         return r.asked, sorted(r.paid), r.errors, r.replayed
-
-    def lines(self) -> list[str]:
-        return [line.split(" ", 2)[2] for line in self.out.getvalue().splitlines()]
 
     async def order(self, *, pays: bool) -> ShopOrder:
         order = await self.shop.place_order("shop-epay", "alipay", "10.00")
@@ -91,19 +70,14 @@ class Env:
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    # The simulator and the shop run on the real clock (the gateway stamps endtime with it); paymon's clock is
-    # fixed a little later, and moved by hand.
-    clock = FixedClock(datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=6))
     folder = tmp_path / "cfg"
     (folder / "var").mkdir(parents=True)
     async with SimServer() as sim, Shop(folder / "var" / "orders.jsonl") as shop, httpx.AsyncClient() as client:
         sim.add_channel("shop-epay", "1001", KEY, Faults(pay_probability=1.0, callback_drop_rate=1.0))
         shop.add_channel("shop-epay", endpoint=sim.endpoint("shop-epay"), kind="epay", pid="1001", key=KEY)
-        e = Env(folder, sim, shop, clock, client, io.StringIO())
+        e = Env(folder, sim, shop, paymon_clock(), client, io.StringIO())
         yield e
-        if e.app is not None:
-            e.app.pipeline.close()
-            e.app.store.close()
+        e.close()
 
 
 async def test_lost_orders_are_found_reported_and_replayed_once(env: Env) -> None:
