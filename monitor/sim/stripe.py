@@ -492,11 +492,14 @@ class StripeGateway(GatewayBase[StripeChannel]):
     # ---- webhooks ----------------------------------------------------------------------------------------
 
     def _event(self, intent: _Intent) -> dict[str, Any]:
+        """The ``payment_intent.succeeded`` event, stamped (as Stripe stamps an event) when the intent changed
+        state: its ``created`` is the pay time in whole seconds, not a second clock reading."""
+        at = intent.paid_at or self._clock.now()
         return {
             "id": "evt_" + self._token(24),
             "object": "event",
             "api_version": DEFAULT_API_VERSION,
-            "created": int(self._clock.now().timestamp()),
+            "created": int(at.timestamp()),
             "data": {"object": intent.as_json()},
             "livemode": intent.livemode,
             "pending_webhooks": 1,
