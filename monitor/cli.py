@@ -212,7 +212,10 @@ def cmd_once(args: argparse.Namespace) -> int:
                 results = await d.probe_all()
                 await asyncio.to_thread(app.pipeline.ingest)  # what the shop already knows is not asked about
                 rec = await d.reconcile()
-            report = await asyncio.to_thread(app.pipeline.cycle)
+                report = await asyncio.to_thread(app.pipeline.cycle)
+                if rec is not None and report.lost:
+                    # A deadline that passed after the round's own report: replayed in this run, not the next.
+                    await d.replay_lost(rec)
             await asyncio.to_thread(app.pipeline.prune)
             held = await asyncio.to_thread(ReconcileStore(app.store).held_funds, open_only=True)
             lost = len(report.lost) + (0 if rec is None else len(rec.reported.found))

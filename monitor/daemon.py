@@ -183,6 +183,14 @@ class Daemon:
             self.on_cycle(report)
         return report
 
+    async def replay_lost(self, report: ReconcileReport) -> None:
+        """Replay the notifies of lost orders reported since ``report``'s round (added to it); skipped while a
+        round runs, which replays them itself."""
+        if self.reconciler is None or self._reconcile_lock.locked():
+            return
+        async with self._reconcile_lock:
+            await self.reconciler.replay(self._contexts, report)
+
     async def reconcile(self) -> ReconcileReport | None:
         """One reconciliation round; overlapping calls are skipped, a failing round is logged and retried."""
         if self.reconciler is None or self._reconcile_lock.locked():

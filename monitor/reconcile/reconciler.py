@@ -162,6 +162,13 @@ class Reconciler:
         return CheckAnswer(order_id, got.status or state, state, got.paid_at if state == "paid" else None,
                            got.trade_no if state in ("paid", "held") else None)
 
+    async def replay(self, contexts: Mapping[str, ProbeContext], report: ReconcileReport) -> None:
+        """Only the replay step (with ``replay_notify`` on), adding to ``report``: for lost orders reported after
+        this round's own report (a deadline that passed before the cycle's report), so they too go out in the
+        run that found them."""
+        if self.cfg.monitor.reconcile.replay_notify:
+            await self._replay_lost(contexts, report)
+
     async def _replay_lost(self, contexts: Mapping[str, ProbeContext], report: ReconcileReport) -> None:
         for lost in await asyncio.to_thread(self.store.lost_orders, open_only=True, unreplayed=True, limit=1000):
             ch = self.channels.get(lost.channel)

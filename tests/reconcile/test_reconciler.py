@@ -13,15 +13,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from monitor.cli import App, build_app
-from monitor.clock import FixedClock
+from monitor.clock import FixedClock, utc
 from monitor.config import load_config
 from monitor.probes.base import ProbeContext
 from monitor.reconcile import QUERIERS
 from monitor.reconcile.reconciler import MAX_FAILURES, build_queriers
 from monitor.sim import Faults, Shop, SimServer
 from monitor.sim.shop import ShopOrder
+from monitor.store import tables as t
 from monitor.store.reconcile import ReconcileStore
 from tests.reconcile.simenv import SimEnv, paymon_clock
 
@@ -251,3 +253,28 @@ async def test_a_querier_that_crashes_costs_its_channel_only(env: Env, caplog: p
     asked, _, errors, _ = await env.round()
     assert (asked, errors) == (0, {"shop-epay": "querier error: RuntimeError"})
     assert "reconcile shop-epay crashed" in caplog.text
+
+
+async def test_a_loss_reported_by_the_cycle_after_the_round_is_replayed_in_the_same_run(env: Env) -> None:
+    [lost] = [await env.order(pays=True)]
+    assert lost.trade_no is not None
+    paid_at = env.sim.gateway.channel("shop-epay").orders[lost.trade_no].paid_at
+    assert paid_at is not None
+    app = env.start(replay=True)
+    assert app.reconciler is not None
+    # the round asks (the order is exactly older_than, 5 min, old) but the callback deadline, from the end of
+    # the whole-second pay time after the creation, has not passed yet: nothing is lost when the round reports
+    app.pipeline.ingest()
+    o = t.orders
+    with app.store.engine.connect() as conn:    # the creation time paymon read from the shop's log
+        created = conn.execute(select(o.c.created_at).where(o.c.order_id == lost.order_id)).scalar_one()
+    env.clock.set(utc(created) + timedelta(minutes=5))
+    ctx = {ch: ProbeContext(env.client, env.clock, app.cfg.redactor) for ch in app.reconciler.queriers}
+    report = await app.reconciler.run(ctx)
+    assert (report.paid, report.reported.found, report.replayed) == ([lost.order_id], [], {})
+    # the deadline passes before the cycle's own report
+    env.clock.set(paid_at.replace(microsecond=0) + timedelta(minutes=5, seconds=1))
+    assert [lo.order_id for lo in app.pipeline.cycle().lost] == [lost.order_id]
+    await app.reconciler.replay(ctx, report)              # what `paymon once` does after such a cycle
+    assert report.replayed == {lost.order_id: True}
+    assert env.shop.order(lost.order_id).status == "completed"  # type: ignore[union-attr]
