@@ -9,6 +9,7 @@ rather than ignore it: a channel configured in USD whose probes charge CNY would
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -31,6 +32,7 @@ __all__ = [
     "CHANNEL_KINDS",
     "DEFAULT_CURRENCY",
     "FIXED_CURRENCY",
+    "MAX_WEIGHT",
     "TIERS",
     "BalanceProbe",
     "ChannelConfig",
@@ -57,6 +59,8 @@ DEFAULT_CURRENCY: dict[str, str] = {
 }
 #: Kinds whose protocol fixes the currency (CNY: epay, Alipay and WeChat Pay amounts; epusdt's CNY ``amount``).
 FIXED_CURRENCY: frozenset[str] = frozenset({"epay", "epay_v2", "alipay_f2f", "wxpay_v2", "epusdt"})
+#: The largest routing weight a channel may have (shops weigh channels in the tens or hundreds).
+MAX_WEIGHT = 10_000
 _ISO_4217 = re.compile(r"^[A-Za-z]{3}$")
 
 
@@ -70,6 +74,8 @@ Currency = Annotated[str, AfterValidator(_currency)]
 
 
 def _json_scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid("expected a finite number")
     if isinstance(value, str | int | float | bool):
         return value
     raise invalid("expected a string, a number or true/false")
@@ -117,7 +123,7 @@ class TestOrderProbe(ConfigModel):
 
     every: PositiveDuration = timedelta(minutes=5)
     timeout: PositiveDuration = timedelta(seconds=10)
-    amount: Annotated[Decimal, Field(gt=0)] = Decimal("0.01")
+    amount: Annotated[Decimal, Field(gt=0, le=1_000_000, allow_inf_nan=False)] = Decimal("0.01")
     close: bool = True
 
 
@@ -144,8 +150,8 @@ class ChannelConfig(ConfigModel):
     kind: ChannelKind
     tier: Tier = "primary"
     methods: Annotated[tuple[Slug, ...], AfterValidator(_unique)] = ()
-    weight: Annotated[int, Field(ge=0)]
-    fee_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT)]
+    fee_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     #: ISO 4217, uppercase; the kind's default (:data:`DEFAULT_CURRENCY`) when not given.
     currency: Currency | None = None
     settlement: str | None = None

@@ -15,15 +15,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainValidator, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 from monitor.config.durations import parse_duration
+from monitor.config.zones import check_zone
 from monitor.secret import Secret
 
 __all__ = [
+    "MAX_DURATION",
     "ConfigModel",
     "Duration",
     "HttpUrl",
@@ -81,15 +82,28 @@ def resolve_path(value: Path, info: ValidationInfo) -> Path:
     return Path(os.path.normpath(ctx.base_dir / value))
 
 
+#: The longest duration a config may give (a retention, a window, an interval): longer ones are typos, and
+#: adding one to a date could leave the calendar.
+MAX_DURATION = timedelta(days=366)
+
+
 def _duration(value: Any) -> Any:
     if isinstance(value, timedelta):
         if value < timedelta(0):
             raise invalid("durations cannot be negative")
-        return value
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise invalid(str(exc)) from None
+        parsed = value
+    else:
+        try:
+            parsed = parse_duration(value)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+    if parsed > MAX_DURATION:
+        raise invalid(f"{_as_text(value)} is too long: at most 366d")
+    return parsed
+
+
+def _as_text(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _positive(value: timedelta) -> timedelta:
@@ -124,12 +138,9 @@ def _local_path(value: Any) -> Any:
 
 def _timezone(value: str) -> str:
     try:
-        ZoneInfo(value)
-    except (KeyError, ValueError, OSError):
-        raise invalid(
-            f"unknown time zone {value!r} (expected an IANA name like 'Asia/Shanghai' or 'UTC')"
-        ) from None
-    return value
+        return check_zone(value)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
 
 
 def _slug(value: str) -> str:
@@ -155,6 +166,8 @@ def _window(value: str) -> str:
         raise invalid(str(exc)) from None
     if length <= timedelta(0):
         raise invalid("a window must be longer than 0s")
+    if length > MAX_DURATION:
+        raise invalid(f"{value!r} is too long: at most 366d")
     return value
 
 

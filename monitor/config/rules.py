@@ -52,7 +52,7 @@ class Action(ConfigModel):
     """What a firing rule does. YAML writes ``notify``, ``drain`` or ``{reduce_weight: 0.5}``."""
 
     kind: ActionKind
-    factor: float | None = None
+    factor: Annotated[float, Field(allow_inf_nan=False)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -98,18 +98,18 @@ class Rule(ConfigModel):
     probe: Literal["query", "test_order", "balance"] | None = None
     window: WindowText | None = None
     op: Op = ">="
-    threshold: float | None = None
-    recover: float | None = None
-    min_orders: Annotated[int, Field(ge=0)] | None = None
+    threshold: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    recover: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    min_orders: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     for_: Duration = Field(default=timedelta(0), alias="for")
     repeat: PositiveDuration = timedelta(hours=1)
-    max_reminders: Annotated[int, Field(ge=0)] | None = None
+    max_reminders: Annotated[int, Field(ge=0, le=10_000)] | None = None
     severity: Severity = "warning"
     actions: tuple[Action, ...] = (Action(kind="notify"),)
     channels: tuple[str, ...] | None = None
     tier: Literal["primary", "backup", "special"] | None = None
     detector: Literal["cusum"] | None = None
-    false_alarms_per_week: Annotated[float, Field(gt=0)] | None = None
+    false_alarms_per_week: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)] | None = None
     inhibits: tuple[str, ...] = ()
 
     @model_validator(mode="before")

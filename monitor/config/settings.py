@@ -65,6 +65,12 @@ EVENT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+#: A row id of a shop table (dujiaoka's ``pays.id``): a positive unsigned 32-bit integer.
+RowId = Annotated[int, Field(ge=1, le=2**32 - 1)]
+#: Telegram user ids are positive and fit in 52 bits.
+MAX_TELEGRAM_ID = 2**52
+
+
 def _section() -> Any:
     """An optional section that is validated (with the load context) even when the file leaves it out."""
     return Field(default_factory=dict, validate_default=True)
@@ -204,7 +210,7 @@ class Defaults(ConfigModel):
 
     pay_timeout: PositiveDuration = timedelta(minutes=15)
     callback_deadline: PositiveDuration = timedelta(minutes=5)
-    min_orders: Annotated[int, Field(ge=0)] = 20
+    min_orders: Annotated[int, Field(ge=0, le=1_000_000)] = 20
     windows: Annotated[tuple[WindowText, ...], AfterValidator(_unique_windows)] = ("5m", "15m", "1h", "24h")
 
 
@@ -251,7 +257,7 @@ class DujiaokaSource(ConfigModel):
 
     kind: Literal["dujiaoka"] = "dujiaoka"
     url: Annotated[SecretValue, AfterValidator(_secret_db_url)]
-    channels: Annotated[dict[int, str], AfterValidator(_not_empty)]
+    channels: Annotated[dict[RowId, str], AfterValidator(_not_empty)]
     every: PositiveDuration = timedelta(seconds=30)
     name: Slug | None = None
 
@@ -274,7 +280,7 @@ class Reconcile(ConfigModel):
     #: At most this many questions per channel per round (newest orders first); the rest wait for the next.
     per_round: Annotated[int, Field(ge=1, le=10_000)] = 100
     #: Questions per second per channel, so reconciliation never looks like an attack on the gateway.
-    rate: Annotated[float, Field(gt=0, le=1000)] = 5.0
+    rate: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 5.0
 
 
 Severity = Literal["critical", "warning", "info"]
@@ -298,7 +304,7 @@ class Telegram(ConfigModel):
 
     token: SecretValue
     chats: Annotated[tuple[Chat, ...], AfterValidator(_at_least_one_chat)]
-    admins: tuple[int, ...] = ()
+    admins: tuple[Annotated[int, Field(ge=1, le=MAX_TELEGRAM_ID)], ...] = ()
     api_base: Annotated[HttpUrl, AfterValidator(lambda url: url.rstrip("/"))] = "https://api.telegram.org"
 
 
@@ -358,7 +364,7 @@ class SqlSink(ConfigModel):
     key_column: Annotated[str, AfterValidator(_identifier)] = "id"
     open_column: Annotated[str, AfterValidator(_identifier)] = "is_open"
     weight_column: Annotated[str, AfterValidator(_identifier)] | None = None
-    channels: Annotated[dict[int, str], AfterValidator(_not_empty)]
+    channels: Annotated[dict[RowId, str], AfterValidator(_not_empty)]
 
 
 class WebhookSink(ConfigModel):
@@ -377,8 +383,8 @@ class Routing(ConfigModel):
 
     mode: Literal["auto", "suggest", "off"] = "auto"
     sink: RoutingSink = Field(default_factory=lambda: {"kind": "yaml"}, validate_default=True)
-    min_active_per_method: Annotated[int, Field(ge=1)] = 1
-    max_changes_per_hour: Annotated[int, Field(ge=0)] = 6
+    min_active_per_method: Annotated[int, Field(ge=1, le=1000)] = 1
+    max_changes_per_hour: Annotated[int, Field(ge=0, le=3600)] = 6
     restore: Restore = Field(default_factory=Restore)
 
 
