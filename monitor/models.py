@@ -18,6 +18,7 @@ __all__ = [
     "MERCHANT_BANNED",
     "OUTCOMES",
     "PROBE_TYPES",
+    "REJECTED_LINES_KEPT",
     "AlertEvent",
     "AlertState",
     "Candidate",
@@ -112,6 +113,10 @@ class OrderEvent(NamedTuple):
     detail: str | None = None
 
 
+#: How many rejected line numbers an :class:`IngestResult` keeps per reason (enough to find the writer's bug).
+REJECTED_LINES_KEPT = 5
+
+
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """Counts of one ingestion batch (SPEC §2.6 ``paymon_ingest_events_total`` results)."""
@@ -120,16 +125,23 @@ class IngestResult:
     duplicate: int = 0
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: The line numbers (from 1) of the first :data:`REJECTED_LINES_KEPT` rejected lines per reason, where the
+    #: reader knows them; added results should be in file order. Not compared: where is not what was counted.
+    rejected_lines: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
 
     def __add__(self, other: IngestResult) -> IngestResult:
         reasons = dict(self.reasons)
         for k, v in other.reasons.items():
             reasons[k] = reasons.get(k, 0) + v
+        lines = dict(self.rejected_lines)
+        for k, numbers in other.rejected_lines.items():
+            lines[k] = (lines.get(k, ()) + numbers)[:REJECTED_LINES_KEPT]
         return IngestResult(
             self.accepted + other.accepted,
             self.duplicate + other.duplicate,
             self.rejected + other.rejected,
             reasons,
+            lines,
         )
 
 

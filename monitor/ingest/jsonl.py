@@ -3,7 +3,13 @@
 Each call to :meth:`JsonlSource.poll` reads the complete lines appended since the checkpoint and commits the
 parsed events *together with* the new checkpoint (file identity + byte offset), so a crash re-reads at most the
 uncommitted lines and the store's per-order merge makes that re-read a no-op. A partial last line waits for its
-newline. Rotation: when the path names a new file (rename rotation), the rest of the old file is read through the
+newline, except in a source built ``complete=True`` (a backfill of a finished file), which reads a last line
+without one and puts its checkpoint after it: a newline appended later is then an empty line, so lines the writer
+adds afterwards are read once, and none twice. Rejected lines are counted per reason, and the first few of each are
+named by line number (known when reading starts at the file's beginning, follows a previous poll, or is a
+backfill, which counts the lines before its checkpoint).
+
+Rotation: when the path names a new file (rename rotation), the rest of the old file is read through the
 descriptor still open on it, then reading starts at the new file's beginning. Copytruncate (the file emptied in
 place, same inode) is seen two ways: the file is shorter than the checkpoint's offset, or its first bytes differ
 from the checkpoint's fingerprint (a hash of the first up to :data:`FINGERPRINT_BYTES` bytes already read, saved
@@ -20,6 +26,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -29,7 +36,7 @@ import orjson
 
 from monitor.clock import Clock
 from monitor.ingest.events import Rejected, parse_event, remap
-from monitor.models import IngestResult, OrderEvent
+from monitor.models import REJECTED_LINES_KEPT, IngestResult, OrderEvent
 from monitor.store import Checkpoint, Store
 
 __all__ = ["FINGERPRINT_BYTES", "MAX_LINE", "JsonlSource", "fingerprint"]
@@ -69,7 +76,7 @@ class JsonlSource:
 
     def __init__(self, *, source_id: str, path: str | Path, timezone: str, store: Store, clock: Clock,
                  channels: Collection[str] | None = None, fields: Mapping[str, str] | None = None,
-                 batch_lines: int = 5000) -> None:
+                 batch_lines: int = 5000, complete: bool = False) -> None:
         self.source_id = source_id
         self.path = Path(path)
         self.tz = ZoneInfo(timezone)
@@ -78,6 +85,10 @@ class JsonlSource:
         self.channels = frozenset(channels) if channels is not None else None
         self.fields = dict(fields or {})
         self.batch_lines = batch_lines
+        #: The file is finished (a backfill): a last line without a newline is read, not waited for.
+        self.complete = complete
+        #: (file identity, byte offset, lines before it) where the last batch ended: the next one goes on counting.
+        self._lines_at: tuple[str, int, int] | None = None
         #: Called after every committed batch with (bytes read so far, file size): progress for backfills.
         self.on_progress: Callable[[int, int], None] | None = None
         self._fh: IO[bytes] | None = None
@@ -177,13 +188,35 @@ class JsonlSource:
 
     def _drain(self, fh: IO[bytes], file_id: str, position: int) -> IngestResult:
         total = IngestResult()
+        line = self._line_number(fh, file_id, position)
         while True:
-            result, position, more = self._batch(fh, file_id, position)
-            total += result
+            result, position, more = self._batch(fh, file_id, position, line)
+            if line is not None:
+                line += result.lines_read
+                self._lines_at = (file_id, position, line)
+            total += result.counts
             if self.on_progress is not None:
                 self.on_progress(position, os.fstat(fh.fileno()).st_size)
             if not more:
                 return total
+
+    def _line_number(self, fh: IO[bytes], file_id: str, position: int) -> int | None:
+        """How many lines come before ``position``: 0 at the start, carried on from the previous batch, or
+        counted in a backfill; None when unknown (a follower resuming mid-file does not read it all again)."""
+        if position == 0:
+            return 0
+        if self._lines_at is not None and self._lines_at[:2] == (file_id, position):
+            return self._lines_at[2]
+        if not self.complete:
+            return None
+        lines, done = 0, 0
+        while done < position:
+            chunk = os.pread(fh.fileno(), min(_BLOCK, position - done), done)
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            done += len(chunk)
+        return lines
 
     def parse_line(self, text: str, now: datetime) -> OrderEvent:
         """One complete line → an event, or :class:`Rejected` with a reason. Subclasses read other formats."""
@@ -197,21 +230,25 @@ class JsonlSource:
             rec = remap(rec, self.fields)
         return parse_event(rec, tz=self.tz, now=now, channels=self.channels)
 
-    def _read_lines(self, fh: IO[bytes], position: int) -> tuple[list[bytes], int, int]:
-        """Up to ``batch_lines`` complete lines from ``position`` (without their newlines), the position after
-        them, and how many lines longer than :data:`MAX_LINE` were skipped on the way (they count as lines)."""
-        lines: list[bytes] = []
-        too_long = 0
-        while (room := self.batch_lines - len(lines) - too_long) > 0:
+    def _read_lines(self, fh: IO[bytes], position: int) -> tuple[list[bytes | None], int]:
+        """Up to ``batch_lines`` complete lines from ``position`` (without their newlines) and the position after
+        them. A line longer than :data:`MAX_LINE` is skipped on the way and stands as None (it counts as a line).
+        In a ``complete`` file the last line needs no newline."""
+        lines: list[bytes | None] = []
+        while (room := self.batch_lines - len(lines)) > 0:
             fh.seek(position)
             block = fh.read(_BLOCK)
-            parts = block.split(b"\n", room)
+            parts: list[bytes | None] = list(block.split(b"\n", room))
             tail = parts.pop()  # after the last newline split at: a partial line, or lines left for later
             if parts:
                 lines += parts
+                assert tail is not None
                 position += len(block) - len(tail)
                 continue
             if len(block) < _BLOCK:
+                if self.complete and block:  # the file's last line, without a newline
+                    lines.append(block)
+                    position += len(block)
                 break  # nothing new, or a partial last line: wait for its newline
             # A line longer than a block: skip to its end without holding it.
             skipped = len(block)
@@ -222,36 +259,59 @@ class JsonlSource:
                     skipped += nl + 1
                     break
                 if not chunk:
-                    return lines, position, too_long  # still being written; come back later
+                    if not self.complete:
+                        return lines, position  # still being written; come back later
+                    break  # the file's last line
                 skipped += len(chunk)
             position += skipped
-            too_long += 1
-        return lines, position, too_long
+            lines.append(None)
+        return lines, position
 
-    def _batch(self, fh: IO[bytes], file_id: str, position: int) -> tuple[IngestResult, int, bool]:
-        """Read up to ``batch_lines`` complete lines from ``position``; commit them with the new position."""
-        lines, position, too_long = self._read_lines(fh, position)
-        if not lines and not too_long:
-            return IngestResult(), position, False
+    def _batch(self, fh: IO[bytes], file_id: str, position: int, line: int | None
+                ) -> tuple[_Batch, int, bool]:
+        """Read up to ``batch_lines`` complete lines from ``position``; commit them with the new position.
+        ``line`` is how many lines come before ``position`` (None: unknown, no line numbers are kept)."""
+        lines, position = self._read_lines(fh, position)
+        if not lines:
+            return _Batch(IngestResult(), 0), position, False
         events: list[OrderEvent] = []
         append = events.append
         reasons: Counter[str] = Counter()
-        if too_long:
-            reasons["line_too_long"] = too_long
+        numbers: dict[str, list[int]] = {}
         now = self.clock.now()
         parse = self.parse_line
-        for raw in lines:
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                append(parse(line.decode("utf-8"), now))
-            except UnicodeDecodeError:
-                reasons["bad_utf8"] += 1
-            except Rejected as r:
-                reasons[r.reason] += 1
+        for index, raw in enumerate(lines, start=1):
+            reason = None
+            if raw is None:
+                reason = "line_too_long"
+            else:
+                text = raw.strip()
+                if not text:
+                    continue
+                try:
+                    append(parse(text.decode("utf-8"), now))
+                    continue
+                except UnicodeDecodeError:
+                    reason = "bad_utf8"
+                except Rejected as r:
+                    reason = r.reason
+            reasons[reason] += 1
+            if line is not None and len(kept := numbers.setdefault(reason, [])) < REJECTED_LINES_KEPT:
+                kept.append(line + index)
         result = self.store.apply_events(
             events, checkpoint=self._checkpoint(fh, file_id, position),
             rejected=sum(reasons.values()), reasons=dict(reasons),
         )
-        return result, position, len(lines) + too_long >= self.batch_lines
+        if numbers:
+            result = replace(result, rejected_lines={k: tuple(v) for k, v in numbers.items()})
+        return _Batch(result, len(lines)), position, len(lines) >= self.batch_lines
+
+
+class _Batch:
+    """One committed batch: its counts and how many lines it read (blank and too-long ones included)."""
+
+    __slots__ = ("counts", "lines_read")
+
+    def __init__(self, counts: IngestResult, lines_read: int) -> None:
+        self.counts = counts
+        self.lines_read = lines_read

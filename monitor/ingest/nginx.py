@@ -40,9 +40,9 @@ class NginxSource(JsonlSource):
 
     def __init__(self, *, source_id: str, path: str | Path, timezone: str, store: Store, clock: Clock,
                  callbacks: Mapping[str, str], channels: Collection[str] | None = None,
-                 pattern: str | None = None, batch_lines: int = 5000) -> None:
+                 pattern: str | None = None, batch_lines: int = 5000, complete: bool = False) -> None:
         super().__init__(source_id=source_id, path=path, timezone=timezone, store=store, clock=clock,
-                         channels=channels, batch_lines=batch_lines)
+                         channels=channels, batch_lines=batch_lines, complete=complete)
         self.callbacks = {p.rstrip("/") or "/": ch for p, ch in callbacks.items()}
         self.pattern = re.compile(pattern or COMBINED)
 
