@@ -18,11 +18,12 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from monitor import __version__
+from monitor import __version__, argtypes
 from monitor.alerts.console import ConsoleSink
 from monitor.alerts.dispatch import Sink
+from monitor.argtypes import OneLineParser
 from monitor.clock import Clock, SystemClock
 from monitor.config import ChannelConfig, LoadedConfig, YamlSink, load_config
 from monitor.config import DujiaokaSource as DujiaokaSourceConfig
@@ -244,7 +245,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.redactor, verbose=args.verbose)
     with run_lock(cfg):
-        app = build_app(cfg)
+        clock = SystemClock()
+        metrics = Metrics(clock=clock)
+        # Bound before anything else is built: a port in use is one line and nothing is left half-started. It
+        # serves only once the daemon exists (``started`` holds it and the app by then).
+        started: dict[str, Any] = {}
+        http = None
+        if cfg.monitor.http.enabled:
+            http = HttpServer(cfg.monitor.http.host, cfg.monitor.http.port, registry=metrics.registry,
+                              health=lambda: started["daemon"].health(), status=lambda: _status(started["app"]))
+        try:
+            app = build_app(cfg, clock=clock, metrics=metrics)
+        except BaseException:
+            if http is not None:
+                http.stop()
+            raise
+        started["app"] = app
 
         async def serve() -> int:
             stop = asyncio.Event()
@@ -253,12 +269,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             async with Daemon(cfg, app.pipeline, app.store, clock=app.clock, metrics=app.metrics,
                               reconciler=app.reconciler) as d:
-                http = None
-                if cfg.monitor.http.enabled:
-                    http = HttpServer(
-                        cfg.monitor.http.host, cfg.monitor.http.port, registry=app.metrics.registry,
-                        health=d.health, status=lambda: _status(app),
-                    ).start()
+                started["daemon"] = d
+                if http is not None:
+                    http.start()
                     log.info("http on http://%s:%d (/metrics /healthz /api/status)", http.host, http.port)
                 d.start()
                 try:
@@ -266,12 +279,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 finally:
                     log.info("stopping")
                     if http is not None:
-                        http.stop()
+                        http.stop()  # before the daemon stops: no view is asked of a stopping daemon
             return 0
 
         try:
             return asyncio.run(serve())
         finally:
+            if http is not None:
+                http.stop()
             app.pipeline.close()
             app.store.close()
 
@@ -347,6 +362,8 @@ def _lost_when(lo: Mapping[str, object]) -> str:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from monitor.ingest import JsonlSource
+    from monitor.ingest.files import input_problem
+    from monitor.ingest.report import rejected_lines
     from monitor.models import IngestResult
 
     cfg = load_config(args.config)
@@ -355,9 +372,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.source == "nginx" and nginx is None:
         raise UsageError("--source nginx needs an nginx source in monitor.yaml (its callbacks say which URL is "
                          "which channel)")
-    missing = [p for p in args.paths if not Path(p).is_file()]
-    if missing:
-        raise UsageError(f"no such file: {', '.join(missing)}")
+    for name in args.paths:  # every file is checked before any is read
+        problem = input_problem(Path(name))
+        if problem is not None:
+            raise UsageError(problem)
     defaults = next((s for s in cfg.monitor.sources if isinstance(s, JsonlSourceConfig)), None)
     app = build_app(cfg)
     total = IngestResult()
@@ -371,12 +389,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 assert nginx is not None
                 src = NginxSource(source_id=f"backfill:{path}", path=path, timezone=args.timezone or nginx.timezone,
                                   store=app.store, clock=app.clock, channels=[c.id for c in cfg.channels],
-                                  callbacks=nginx.callbacks, pattern=nginx.pattern, batch_lines=20_000)
+                                  callbacks=nginx.callbacks, pattern=nginx.pattern, batch_lines=20_000,
+                                  complete=True)
             else:
                 src = JsonlSource(source_id=f"backfill:{path}", path=path,
                                   timezone=args.timezone or (defaults.timezone if defaults else "UTC"),
                                   store=app.store, clock=app.clock, channels=[c.id for c in cfg.channels],
-                                  fields=defaults.fields if defaults else None, batch_lines=20_000)
+                                  fields=defaults.fields if defaults else None, batch_lines=20_000,
+                                  complete=True)
 
             def progress(done: int, size: int, label: str = path.name) -> None:
                 pct = 100.0 * done / size if size else 100.0
@@ -392,6 +412,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             if tty:
                 print(file=sys.stderr)
             print(f"{path.name}: {result.accepted} accepted, {result.duplicate} duplicate, {result.rejected} rejected")
+            if (where := rejected_lines(result)) is not None:
+                print(f"{path.name}: {where}")
             total += result
     finally:
         app.pipeline.close()
@@ -453,10 +475,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="paymon",
         description="paymon watches payment channels (probes, order log), alerts, and moves routing weights.",
-        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Secrets come from ${ENV} only.",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage, config or input error. Secrets come from ${ENV} "
+               "only.",
     )
     p.add_argument("--version", action="version", version=f"paymon {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -480,7 +503,8 @@ def parser() -> argparse.ArgumentParser:
               "(accepted / duplicate / rejected); re-running it never counts an order twice")
     ing.add_argument("paths", nargs="+", metavar="PATH", help="JSONL event files (SPEC 2.7)")
     ing.add_argument("--source", choices=["jsonl", "nginx"], default="jsonl", help="file format (default jsonl)")
-    ing.add_argument("--timezone", help="for timestamps without an offset (default: the jsonl source's, else UTC)")
+    ing.add_argument("--timezone", type=argtypes.timezone,
+                     help="for timestamps without an offset (default: the jsonl source's, else UTC)")
     ing.set_defaults(func=cmd_ingest)
     bt = add("backtest", "replay stored history through the rules: what would have fired, resolved, and which "
              "weights would have moved (writes nothing)")
@@ -491,14 +515,17 @@ def parser() -> argparse.ArgumentParser:
     sim = add("sim", "run the simulated gateways and shop traffic for the channels of the config, on their own "
               "(with `paymon run` on the same config: a complete local setup)")
     sim.add_argument("--scenario", metavar="FILE", help="a YAML timeline of fault changes (config/scenarios/*.yaml)")
-    sim.add_argument("--port", type=int, help="listen port (default: the port of the channels' loopback endpoints)")
-    sim.add_argument("--rate", type=float, help="shop orders per second (default: the scenario's, else 2)")
+    sim.add_argument("--port", type=argtypes.port,
+                     help="listen port (default: the port of the channels' loopback endpoints)")
+    sim.add_argument("--rate", type=argtypes.positive_rate,
+                     help="shop orders per second, at most 1000 (default: the scenario's, else 2)")
     sim.add_argument("--truth", metavar="FILE", help="write the ground truth of every order as JSON on exit")
     sim.set_defaults(func=cmd_sim)
     demo = sub.add_parser("demo", help="simulated channels + shop traffic + the daemon; one channel fails and "
                           "recovers, and paymon says what it saw and did",
                           description="Runs everything on loopback with a temporary copy of the configs.")
-    demo.add_argument("--duration", type=float, default=75.0, help="seconds the scenario runs (default 75)")
+    demo.add_argument("--duration", type=argtypes.positive_float, default=75.0,
+                      help="seconds the scenario runs (default 75)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     demo.add_argument("--language", choices=["en", "zh"], default="en", help="language of the alert lines")
     demo.set_defaults(func=cmd_demo)
@@ -511,7 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         n = len(exc.problems)
-        print(f"paymon: the configuration is invalid ({n} problem{'s' if n != 1 else ''}):", file=sys.stderr)
+        if n == 1:  # one mistake, one line
+            print(f"paymon: the configuration is invalid: {exc.problems[0]}", file=sys.stderr)
+            return exc.exit_code
+        print(f"paymon: the configuration is invalid ({n} problems):", file=sys.stderr)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return exc.exit_code

@@ -6,8 +6,10 @@ database never stalls the asyncio loop that runs the probes. It binds 127.0.0.1 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +17,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-__all__ = ["HttpServer"]
+from monitor.errors import PaymonError
+
+__all__ = ["HttpServer", "cannot_listen"]
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +72,26 @@ class _Server(ThreadingHTTPServer):
         super().__init__(addr, _Handler)
 
 
+def cannot_listen(host: str, port: int, exc: OSError) -> PaymonError:
+    """The one-line error (exit 1) for an address that cannot be bound: ``cannot listen on 127.0.0.1:9108:
+    address already in use``."""
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    if exc.errno == errno.EADDRINUSE:
+        reason += " (another process listens there: stop it, or choose another port)"
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return PaymonError(f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}")
+
+
 class HttpServer:
-    """Start with :meth:`start`, stop with :meth:`stop`; ``port`` is the bound port (useful with port 0)."""
+    """Binds when built (an address in use raises :func:`cannot_listen`'s error); serves after :meth:`start`,
+    until :meth:`stop`; ``port`` is the bound port (useful with port 0)."""
 
     def __init__(self, host: str, port: int, *, registry: CollectorRegistry, health: HealthFn,
                  status: StatusFn) -> None:
-        self._server = _Server((host, port), registry, health, status)
+        try:
+            self._server = _Server((host, port), registry, health, status)
+        except OSError as exc:
+            raise cannot_listen(host, port, exc) from None
         self._thread = threading.Thread(target=self._server.serve_forever, name="paymon-http", daemon=True)
 
     @property
@@ -89,6 +107,10 @@ class HttpServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving and release the port; safe to call again, and on a server never started."""
+        started = self._thread.is_alive()  # shutdown() waits for a serve loop: only when one runs
+        if started:
+            self._server.shutdown()
         self._server.server_close()
-        self._thread.join(timeout=5)
+        if started:
+            self._thread.join(timeout=5)

@@ -10,16 +10,19 @@ complete local setup. On exit it can write the ground truth (what really happene
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
 from monitor.config import ChannelConfig, JsonlSource, LoadedConfig
 from monitor.errors import ConfigError, SinkError
+from monitor.http import cannot_listen
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.sim.gateways import add_channel
 from monitor.sim.scenario import Scenario, Step, play
@@ -51,6 +54,20 @@ def listen_port(cfg: LoadedConfig) -> int:
     return ports.pop()
 
 
+@contextlib.asynccontextmanager
+async def _serving(port: int) -> AsyncIterator[SimServer]:
+    """The simulator, started on ``port``; a port that cannot be bound is one line (exit 1), nothing started."""
+    sim = SimServer(port=port)
+    try:
+        await sim.start()
+    except OSError as exc:
+        raise cannot_listen("127.0.0.1", port, exc) from None
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
 async def _serve(cfg: LoadedConfig, scenario: Scenario | None, port: int, rate: float, truth: Path | None,
                  out: TextIO) -> int:
     stop = asyncio.Event()
@@ -59,7 +76,7 @@ async def _serve(cfg: LoadedConfig, scenario: Scenario | None, port: int, rate: 
         loop.add_signal_handler(sig, stop.set)
     sources = [s for s in cfg.monitor.sources if isinstance(s, JsonlSource)]
     weights = YamlWeightSink(cfg.channels_path)
-    async with SimServer(port=port) as sim:
+    async with _serving(port) as sim:
         served, traffic_channels = [], []
         for ch in simulated(cfg):
             if add_channel(sim, ch):
