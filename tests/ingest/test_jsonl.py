@@ -23,7 +23,9 @@ from sqlalchemy import event, select
 from monitor.clock import FixedClock
 from monitor.ingest import JsonlSource
 from monitor.ingest.events import Rejected, parse_event
-from monitor.ingest.jsonl import FINGERPRINT_BYTES
+from monitor.ingest.files import binary_reason
+from monitor.ingest.jsonl import FINGERPRINT_BYTES, MAX_LINE
+from monitor.ingest.report import rejected_lines
 from monitor.models import IngestResult, OrderEvent
 from monitor.store import Checkpoint, Store
 from monitor.store import tables as t
@@ -362,7 +364,9 @@ from datetime import datetime
 from sqlalchemy import event
 from monitor.clock import FixedClock
 from monitor.ingest import JsonlSource
-from monitor.ingest.jsonl import FINGERPRINT_BYTES
+from monitor.ingest.files import binary_reason
+from monitor.ingest.jsonl import FINGERPRINT_BYTES, MAX_LINE
+from monitor.ingest.report import rejected_lines
 from monitor.store import Store
 
 url, log, kill_at, now = sys.argv[1], sys.argv[2], int(sys.argv[3]), datetime.fromisoformat(sys.argv[4])
@@ -588,3 +592,75 @@ def test_field_mapping_adapts_another_shops_log(tmp_path: Path, sqlite_store: St
         assert src.poll().accepted == 1
     row = sqlite_store.orders_frame(clock.now() - timedelta(hours=1)).iloc[0]
     assert (row["order_id"], row["channel"], row["amount"]) == ("X1", "c1", "9.90")
+
+
+def test_a_finished_file_is_read_to_its_last_line_without_a_newline(tmp_path: Path, store: Store,
+                                                                     clock: FixedClock) -> None:
+    """A backfill (``complete``) reads a last line that has no newline; the follower still waits for it. A
+    newline and more lines appended later are read once: nothing twice, nothing lost."""
+    log = tmp_path / "orders.jsonl"
+    log.write_text(line(clock, "order_created", "A") + line(clock, "order_created", "B").rstrip("\n"),
+                   encoding="utf-8")
+    follower = source(log, store, clock, source_id="follow")
+    assert follower.poll().accepted == 1  # B may still be being written
+    backfill = source(log, store, clock, source_id="backfill", complete=True)
+    assert backfill.poll() == IngestResult(accepted=1, duplicate=1)  # B new, A known from the follower
+    assert store.checkpoint("backfill").position == log.stat().st_size  # type: ignore[union-attr]
+    with open(log, "a", encoding="utf-8") as f:
+        f.write("\n" + line(clock, "order_created", "C"))
+    assert backfill.poll() == IngestResult(accepted=1)  # C only: B is not read again
+    assert follower.poll() == IngestResult(duplicate=2)  # B and C, both known
+    backfill.close()
+    follower.close()
+    assert [row["order_id"] for row in orders_table(store)] == ["A", "B", "C"]
+
+
+def test_a_finished_file_ending_in_an_overlong_line_is_read_to_its_end(tmp_path: Path, store: Store,
+                                                                       clock: FixedClock) -> None:
+    log = tmp_path / "orders.jsonl"
+    log.write_bytes(line(clock, "order_created", "A").encode() + b"x" * (MAX_LINE + 10))
+    with source(log, store, clock, complete=True) as src:
+        result = src.poll()
+    assert (result.accepted, result.reasons, result.rejected_lines) == (1, {"line_too_long": 1},
+                                                                        {"line_too_long": (2,)})
+    assert store.checkpoint("jsonl:test").position == log.stat().st_size  # type: ignore[union-attr]
+
+
+def test_rejected_lines_are_numbered_across_batches_and_polls(tmp_path: Path, store: Store,
+                                                              clock: FixedClock) -> None:
+    """The first five rejected lines per reason keep their line numbers (from 1), whatever the batch size and
+    however many polls it took; a backfill resuming at a checkpoint counts the lines before it."""
+    log = tmp_path / "orders.jsonl"
+    rows = [line(clock, "order_created", f"O{i}") for i in range(12)]
+    for n in (2, 5, 6, 7, 8, 9, 11):  # line numbers of the broken lines
+        rows[n - 1] = "{broken\n"
+    rows[3] = "\n"  # a blank line counts as a line, and is not rejected
+    rows[9] = json.dumps({"ts": "2026-11-20T10:00:00", "event": "order_created", "channel": "c1"}) + "\n"
+    log.write_text("".join(rows[:8]), encoding="utf-8")
+    with source(log, store, clock, batch_lines=3) as src:
+        first = src.poll()
+        log.write_text("".join(rows), encoding="utf-8")
+        result = first + src.poll()
+    assert result.reasons == {"bad_json": 7, "missing_order_id": 1}
+    assert result.rejected_lines == {"bad_json": (2, 5, 6, 7, 8), "missing_order_id": (10,)}
+    assert rejected_lines(result) == ("rejected 8 lines: bad_json at lines 2, 5, 6, 7, 8 and 2 more; "
+                                      "missing_order_id at line 10")
+
+    again = tmp_path / "again.jsonl"
+    again.write_text("".join(rows[:8]), encoding="utf-8")
+    with source(again, store, clock, source_id="first-part") as src:
+        src.poll()
+    cp = store.checkpoint("first-part")
+    assert cp is not None
+    store.save_checkpoint(Checkpoint("resumed", cp.file_id, cp.position, cp.fingerprint, cp.fingerprint_size))
+    again.write_text("".join(rows), encoding="utf-8")
+    with source(again, store, clock, source_id="resumed", complete=True) as src:
+        assert src.poll().rejected_lines == {"bad_json": (9, 11), "missing_order_id": (10,)}
+    assert rejected_lines(IngestResult()) is None
+
+
+def test_binary_input_is_told_from_text() -> None:
+    assert binary_reason(b'{"ts": "2026-11-20"}\n' + "订单".encode()[:-1]) is None  # a character cut at the end
+    assert "NUL" in (binary_reason(b"SQLite format 3\x00") or "")
+    assert "gzip" in (binary_reason(b"\x1f\x8b\x08\x00") or "")
+    assert "not UTF-8" in (binary_reason(b"ok\n\xff\xfe\n") or "")
