@@ -341,10 +341,12 @@ def _channels_file_default(cls: type, value: Any, info: ValidationInfo) -> Any:
 
 
 class YamlSink(ConfigModel):
-    """Write weights into a channels.yaml file (round-trip, atomic); default: the loaded channels file."""
+    """Write weights into a channels.yaml file (round-trip, atomic); default: the loaded channels file.
+    ``seed``: when ``path`` does not exist yet, it is created as a copy of this file (a shipped example)."""
 
     kind: Literal["yaml"] = "yaml"
     path: LocalPath = Field(default=None, validate_default=True)
+    seed: LocalPath | None = None
 
     _default_is_channels_file = field_validator("path", mode="before")(_channels_file_default)
 
