@@ -376,7 +376,8 @@ BROKEN = [
         "monitor.yaml:2 routing.sink.path", "no such file: w.yaml",
     ),
     Broken(
-        "missing sink seed", "monitor", "rules:", "routing: {sink: {kind: yaml, path: var/w.yaml, seed: x.yaml}}\nrules:",
+        "missing sink seed", "monitor", "rules:",
+        "routing: {sink: {kind: yaml, path: var/w.yaml, seed: x.yaml}}\nrules:",
         "monitor.yaml:2 routing.sink.seed", "no such file: x.yaml",
     ),
     Broken(

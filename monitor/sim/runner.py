@@ -4,7 +4,8 @@ It serves every channel of ``channels.yaml`` whose endpoint is on loopback (they
 where the simulator listens), drives shop traffic through the channels it can create orders on, choosing them
 by the weights paymon writes (the YAML routing sink's file, else ``channels.yaml``) as a shop does, writes the
 order log named by the first ``jsonl`` source of ``monitor.yaml``, and plays a scenario if one is given.
-Together with ``paymon run`` on the same config it is a complete local setup. On exit it can write the ground truth (what really happened to every order) as JSON.
+Together with ``paymon run`` on the same config it is a complete local setup. On exit it can write the ground
+truth (what really happened to every order) as JSON.
 """
 
 from __future__ import annotations
