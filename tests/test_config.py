@@ -376,6 +376,13 @@ BROKEN = [
         "monitor.yaml:2 routing.sink.path", "no such file: w.yaml",
     ),
     Broken(
+        "same source label", "monitor", "rules:",
+        "sources: [{kind: jsonl, path: a/o.jsonl}, {kind: jsonl, path: b/o.jsonl}]\nrules:",
+        "monitor.yaml:2 sources[1]",
+        "would have the same metric label as the source of line 2 ('jsonl:o.jsonl'); give one of them a distinct "
+        "'name'",
+    ),
+    Broken(
         "missing sink seed", "monitor", "rules:",
         "routing: {sink: {kind: yaml, path: var/w.yaml, seed: x.yaml}}\nrules:",
         "monitor.yaml:2 routing.sink.seed", "no such file: x.yaml",
@@ -593,6 +600,8 @@ def test_source_ids_hold_no_secrets() -> None:
     assert source.source_id == "dujiaoka:10.0.0.5"
     assert "pw-1234" not in repr(source)
     assert JsonlSource(path=Path("/x/o.jsonl"), name="shop").source_id == "shop"
+    assert JsonlSource(path=Path("/x/o.jsonl")).label == "jsonl:o.jsonl"  # the metric label names no folder
+    assert source.label == "dujiaoka:10.0.0.5"
 
 
 def test_test_order_amount_is_a_decimal(tmp_path: Path) -> None:

@@ -113,6 +113,7 @@ def _unknown(what: str, value: Any, known: list[str], known_label: str) -> str:
 
 def _source_ids(monitor: Document, config: MonitorConfig) -> Iterator[Problem]:
     first: dict[str, int] = {}
+    labelled: dict[str, int] = {}
     for index, source in enumerate(config.sources):
         path: DocPath = ("sources", index)
         if source.source_id in first:
@@ -121,8 +122,16 @@ def _source_ids(monitor: Document, config: MonitorConfig) -> Iterator[Problem]:
                 f"reads the same source as line {first[source.source_id]} ({source.source_id!r}); "
                 "give one of them a distinct 'name'",
             )
+            continue
+        first[source.source_id] = monitor.line_of(path)
+        if source.label in labelled:
+            yield monitor.problem(
+                path,
+                f"would have the same metric label as the source of line {labelled[source.label]} "
+                f"({source.label!r}); give one of them a distinct 'name'",
+            )
         else:
-            first[source.source_id] = monitor.line_of(path)
+            labelled[source.label] = monitor.line_of(path)
 
 
 def _sink_file(monitor: Document, channels: Document) -> Iterator[Problem]:

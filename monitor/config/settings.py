@@ -226,8 +226,13 @@ class JsonlSource(ConfigModel):
 
     @property
     def source_id(self) -> str:
-        """The ``source`` metric label and checkpoint key: ``name``, else ``jsonl:<path>``."""
+        """The checkpoint key: ``name``, else ``jsonl:<path>``."""
         return self.name or f"{self.kind}:{self.path}"
+
+    @property
+    def label(self) -> str:
+        """The ``source`` metric label: ``name``, else ``jsonl:<file name>`` (no folder: labels are short)."""
+        return self.name or f"{self.kind}:{self.path.name}"
 
 
 class NginxSource(ConfigModel):
@@ -245,6 +250,11 @@ class NginxSource(ConfigModel):
         """``name``, else ``nginx:<path>``."""
         return self.name or f"{self.kind}:{self.path}"
 
+    @property
+    def label(self) -> str:
+        """``name``, else ``nginx:<file name>``."""
+        return self.name or f"{self.kind}:{self.path.name}"
+
 
 class DujiaokaSource(ConfigModel):
     """dujiaoka's database, polled every ``every``; ``channels`` maps ``pays.id`` to a channel id."""
@@ -259,6 +269,11 @@ class DujiaokaSource(ConfigModel):
     def source_id(self) -> str:
         """``name``, else ``dujiaoka:<database host>`` (never the user or password)."""
         return self.name or f"{self.kind}:{urlsplit(self.url.reveal()).hostname or 'localhost'}"
+
+    @property
+    def label(self) -> str:
+        """The source id (it names no file)."""
+        return self.source_id
 
 
 Source = Annotated[JsonlSource | NginxSource | DujiaokaSource, Field(discriminator="kind")]
