@@ -94,7 +94,7 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
     sink_cfg = cfg.monitor.routing.sink
     if cfg.monitor.routing.mode != "off":
         if isinstance(sink_cfg, YamlSink):
-            weights = SINKS[sink_cfg.kind](sink_cfg.path)
+            weights = SINKS[sink_cfg.kind](sink_cfg.path, seed=sink_cfg.seed)
         else:
             log.warning("routing sink %s is not available yet; weights will not be changed", sink_cfg.kind)
     channel_ids = [c.id for c in cfg.channels]

@@ -25,7 +25,16 @@ from monitor.ingest import Source
 from monitor.metrics.counting import OnceCounter
 from monitor.metrics.prom import CycleView, Metrics
 from monitor.metrics.stats import order_facts
-from monitor.models import AlertEvent, AlertState, ChannelStats, HeldFunds, IngestResult, LostOrder, WeightChange
+from monitor.models import (
+    PROBE_TYPES,
+    AlertEvent,
+    AlertState,
+    ChannelStats,
+    HeldFunds,
+    IngestResult,
+    LostOrder,
+    WeightChange,
+)
 from monitor.reconcile.reporting import LostReport, report_held, report_lost
 from monitor.routing.stage import RoutingOutcome, RoutingStage
 from monitor.routing.yaml_file import YamlWeightSink
@@ -86,11 +95,20 @@ class Pipeline:
         self._report_lock = threading.Lock()
         self._counter = OnceCounter()
         started = clock.now()
+        #: Each source's ``source`` metric label (its configured name, else kind and file name; not a path).
+        self._labels = {s.source_id: s.label for s in cfg.monitor.sources}
         #: When each source last had new data (start time until then): ``paymon_ingest_lag_seconds``.
-        self._last_data = {src.source_id: started for src in self.sources}
+        self._last_data = {self._label(src): started for src in self.sources}
+        self.metrics.declare(channels=[c.id for c in cfg.channels], sources=list(self._last_data), sinks=self.sinks,
+                             probes=[(c.id, p) for c in cfg.channels for p in PROBE_TYPES
+                                     if getattr(c.probes, p) is not None])
         for rule in skipped_detectors(cfg):
             log.warning("rule %s: detector %s watches success_ratio or probe_success_ratio; rule skipped",
                         rule.name, rule.detector)
+
+    def _label(self, src: Source) -> str:
+        """The ``source`` metric label of a running source (its id when the config does not list it)."""
+        return self._labels.get(src.source_id, src.source_id)
 
     def close(self) -> None:
         """Release the sources' open files."""
@@ -128,9 +146,9 @@ class Pipeline:
                 r = IngestResult()
             for result in ("accepted", "duplicate", "rejected"):
                 if n := getattr(r, result):
-                    self.metrics.count_ingest(src.source_id, result, n)
+                    self.metrics.count_ingest(self._label(src), result, n)
             if r.accepted or r.duplicate or r.rejected:
-                self._last_data[src.source_id] = self.clock.now()
+                self._last_data[self._label(src)] = self.clock.now()
             total += r
         return total
 

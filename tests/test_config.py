@@ -86,11 +86,10 @@ def problems_of(path: Path | str, env: dict[str, str] | None = None) -> list[str
 def test_shipped_configs_load_with_an_empty_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     loaded = load_config("config/monitor.yaml", env={})
-    assert [c.id for c in loaded.channels] == ["epay-main", "epay-backup", "alipay-f2f"]
+    assert [c.id for c in loaded.channels] == ["epay-main", "epay-backup"]  # alipay-f2f needs real keys
     assert [(c.kind, c.tier, c.weight, c.methods) for c in loaded.channels] == [
         ("epay", "primary", 60, ("alipay", "wxpay")),
         ("epay", "backup", 40, ("alipay", "wxpay")),
-        ("alipay_f2f", "primary", 100, ("alipay",)),
     ]
     assert all(c.endpoint == f"http://127.0.0.1:8950/{c.id}/" for c in loaded.channels)
     assert loaded.monitor_path == ROOT / "config" / "monitor.yaml"
@@ -100,7 +99,13 @@ def test_shipped_configs_load_with_an_empty_environment(monkeypatch: pytest.Monk
         JsonlSource(path=ROOT / "var" / "shop" / "orders.jsonl", timezone="Asia/Shanghai"),
     )
     assert [r.name for r in loaded.monitor.rules] == ["channel_down", "merchant_banned", "low_success"]
-    assert loaded.monitor.routing.sink == YamlSink(path=ROOT / "config" / "channels.yaml")
+    assert loaded.monitor.rules[2].detector == "cusum" and loaded.monitor.rules[2].threshold is None
+    # paymon writes the operator's untracked copy, seeded from the shipped example, never the example itself.
+    assert loaded.monitor.routing.sink == YamlSink(path=ROOT / "var" / "channels.yaml",
+                                                   seed=ROOT / "config" / "channels.yaml")
+    assert loaded.monitor.http.listen == "127.0.0.1:9108"
+    assert load_config("config/monitor.yaml", env={"PAYMON_HTTP_LISTEN": "127.0.0.1:0"}).monitor.http.listen == (
+        "127.0.0.1:0")
     assert loaded.channel("epay-main").credentials["key"].reveal() == "sim-epay-main-key"
 
 
@@ -371,6 +376,23 @@ BROKEN = [
         "monitor.yaml:2 routing.sink.path", "no such file: w.yaml",
     ),
     Broken(
+        "same source label", "monitor", "rules:",
+        "sources: [{kind: jsonl, path: a/o.jsonl}, {kind: jsonl, path: b/o.jsonl}]\nrules:",
+        "monitor.yaml:2 sources[1]",
+        "would have the same metric label as the source of line 2 ('jsonl:o.jsonl'); give one of them a distinct "
+        "'name'",
+    ),
+    Broken(
+        "missing sink seed", "monitor", "rules:",
+        "routing: {sink: {kind: yaml, path: var/w.yaml, seed: x.yaml}}\nrules:",
+        "monitor.yaml:2 routing.sink.seed", "no such file: x.yaml",
+    ),
+    Broken(
+        "sink folder is a file", "monitor", "rules:",
+        "routing: {sink: {kind: yaml, path: channels.yaml/w.yaml, seed: channels.yaml}}\nrules:",
+        "monitor.yaml:2 routing.sink.path", "cannot create channels.yaml/w.yaml: ",
+    ),
+    Broken(
         "no channels", "channels", CHANNELS, "channels: []\n",
         "channels.yaml:1 channels", "list at least one channel",
     ),
@@ -427,6 +449,14 @@ def test_missing_files(tmp_path: Path, monitor: str | None, expected: str) -> No
 def test_missing_channels_file_beside_monitor_yaml(tmp_path: Path) -> None:
     (tmp_path / "monitor.yaml").write_text(MONITOR, encoding="utf-8")
     assert problems_of(tmp_path / "monitor.yaml") == [f"{tmp_path}/channels.yaml: no such file"]
+
+
+def test_a_sink_file_to_be_seeded_may_not_exist_yet(tmp_path: Path) -> None:
+    path = write(tmp_path, MONITOR.replace("rules:", "routing: {sink: {kind: yaml, path: var/w.yaml, "
+                                                     "seed: channels.yaml}}\nrules:", 1))
+    loaded = load_config(path, env={})
+    assert loaded.monitor.routing.sink == YamlSink(path=tmp_path / "var" / "w.yaml", seed=tmp_path / "channels.yaml")
+    assert not (tmp_path / "var").exists()  # checking creates nothing
 
 
 def test_a_missing_variable_is_reported_once(tmp_path: Path) -> None:
@@ -570,6 +600,8 @@ def test_source_ids_hold_no_secrets() -> None:
     assert source.source_id == "dujiaoka:10.0.0.5"
     assert "pw-1234" not in repr(source)
     assert JsonlSource(path=Path("/x/o.jsonl"), name="shop").source_id == "shop"
+    assert JsonlSource(path=Path("/x/o.jsonl")).label == "jsonl:o.jsonl"  # the metric label names no folder
+    assert source.label == "dujiaoka:10.0.0.5"
 
 
 def test_test_order_amount_is_a_decimal(tmp_path: Path) -> None:

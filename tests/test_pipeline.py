@@ -153,7 +153,7 @@ def test_low_success_ratio_reduces_weight_after_for(rig: Rig) -> None:
         "⚖️ weight main (main): 60 → 30 (rule low_success: reduce to 0.5× baseline)",
     ]
     counts = rig.app.metrics.registry.get_sample_value(
-        "paymon_ingest_events_total", {"source": rig.app.cfg.monitor.sources[0].source_id, "result": "accepted"})
+        "paymon_ingest_events_total", {"source": rig.app.cfg.monitor.sources[0].label, "result": "accepted"})
     assert counts == 13
     ratio = rig.app.metrics.registry.get_sample_value("paymon_success_ratio", {"channel": "main", "window": "15m"})
     assert ratio == pytest.approx(0.3)
@@ -269,7 +269,7 @@ def test_order_counters_latency_histogram_funnel_and_ingest_lag(rig: Rig) -> Non
     assert value("paymon_funnel_orders", {"channel": "main", "window": "15m", "stage": "delivered"}) == 1
     assert value("paymon_funnel_orders", {"channel": "main", "window": "15m", "stage": "created"}) == 2
     assert value("paymon_leader", {}) == 1
-    source = rig.app.cfg.monitor.sources[0].source_id
+    source = rig.app.cfg.monitor.sources[0].label
     assert value("paymon_ingest_lag_seconds", {"source": source}) == 0
     rig.clock.advance(90)
     rig.cycle()

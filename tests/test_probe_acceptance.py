@@ -30,7 +30,6 @@ from monitor.config import load_config
 from monitor.daemon import Daemon, ProbeJob
 from monitor.models import MERCHANT_BANNED, ProbeResult
 from monitor.protocols.epay_v2 import base64_from_pem, private_key_pem, public_key_pem
-from monitor.routing.yaml_file import YamlWeightSink
 from monitor.sim import SimServer
 from monitor.sim.epay_v2 import EpayV2Gateway
 from monitor.status import status_view
@@ -75,7 +74,8 @@ class Run:
                            for line in self.out.getvalue().splitlines()[before:]]
 
     def weight(self, channel: str) -> int:
-        return YamlWeightSink(self.folder / "channels.yaml").read()[channel]
+        assert self.app.weights is not None
+        return self.app.weights.read()[channel]  # the file the shipped sink writes (the operator's copy)
 
 
 @pytest.fixture
@@ -156,8 +156,7 @@ async def test_a_banned_merchant_is_down_with_the_reason_and_drained(
             sim.faults("main").update(merchant_banned=True)
             banned_at = min(run.due.values())  # the next probe run sees the ban
             await run.until(start + timedelta(minutes=4))
-            view = status_view(run.app.cfg, run.app.store, clock.now(), YamlWeightSink(
-                config_dir / "channels.yaml").read())
+            view = status_view(run.app.cfg, run.app.store, clock.now(), {c: run.weight(c) for c in ("main", "backup")})
     finally:
         run.app.pipeline.close()
         run.app.store.close()

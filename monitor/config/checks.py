@@ -113,6 +113,7 @@ def _unknown(what: str, value: Any, known: list[str], known_label: str) -> str:
 
 def _source_ids(monitor: Document, config: MonitorConfig) -> Iterator[Problem]:
     first: dict[str, int] = {}
+    labelled: dict[str, int] = {}
     for index, source in enumerate(config.sources):
         path: DocPath = ("sources", index)
         if source.source_id in first:
@@ -121,20 +122,46 @@ def _source_ids(monitor: Document, config: MonitorConfig) -> Iterator[Problem]:
                 f"reads the same source as line {first[source.source_id]} ({source.source_id!r}); "
                 "give one of them a distinct 'name'",
             )
+            continue
+        first[source.source_id] = monitor.line_of(path)
+        if source.label in labelled:
+            yield monitor.problem(
+                path,
+                f"would have the same metric label as the source of line {labelled[source.label]} "
+                f"({source.label!r}); give one of them a distinct 'name'",
+            )
         else:
-            first[source.source_id] = monitor.line_of(path)
+            labelled[source.label] = monitor.line_of(path)
 
 
 def _sink_file(monitor: Document, channels: Document) -> Iterator[Problem]:
-    """A YAML weight sink must name an existing file (a missing channels file is reported on its own)."""
+    """A YAML weight sink must name an existing file (a missing channels file is reported on its own), or one its
+    ``seed`` (an existing file) will create; a folder on the way that is a file is an error either way."""
     routing = monitor.data.get("routing") if isinstance(monitor.data, dict) else None
     sink = routing.get("sink") if isinstance(routing, dict) else None
     if not isinstance(sink, dict) or sink.get("kind") != "yaml":
         return
-    named = sink.get("path")
+    named, seed = sink.get("path"), sink.get("seed")
     where: DocPath = ("routing", "sink", "path")
     if not isinstance(named, str) or not named.strip() or monitor.is_failed(where):
         return
     target = Path(os.path.normpath(monitor.path.parent / Path(named).expanduser()))
-    if target != channels.path and not target.is_file():
-        yield monitor.problem(where, f"no such file: {named}")
+    if target == channels.path or target.is_file():
+        return
+    if target.exists():
+        yield monitor.problem(where, f"not a file: {named}")
+    elif not isinstance(seed, str) or not seed.strip():
+        yield monitor.problem(where, f"no such file: {named} (add 'seed: <example file>' to create it on first use)")
+    elif not (folder := _nearest_existing(target.parent)).is_dir():
+        yield monitor.problem(where, f"cannot create {named}: {folder} is not a folder")
+    elif not monitor.is_failed(("routing", "sink", "seed")):
+        source = Path(os.path.normpath(monitor.path.parent / Path(seed).expanduser()))
+        if not source.is_file():
+            yield monitor.problem(("routing", "sink", "seed"), f"no such file: {seed}")
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists (what creating the missing folders would start from)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder

@@ -27,6 +27,9 @@ DocPath = tuple[str | int, ...]
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _DUPLICATE_KEY = re.compile(r'found duplicate key "(.*?)" with value')
+#: Settings whose value may come from the environment yet is no secret: it is not masked in messages and logs
+#: (the startup line shows the address the server listens on).
+_PUBLIC: frozenset[DocPath] = frozenset({("http", "listen")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +176,8 @@ class _Converter:
 
     def _string(self, text: str, path: DocPath) -> str:
         expansion = expand_env(text, self.env)
-        self.doc.from_env.extend(expansion.from_env)
+        if path not in _PUBLIC:
+            self.doc.from_env.extend(expansion.from_env)
         self.errors.extend((path, message) for message in expansion.errors)
         if expansion.errors:
             self.doc.failed.add(path)

@@ -232,8 +232,13 @@ class JsonlSource(ConfigModel):
 
     @property
     def source_id(self) -> str:
-        """The ``source`` metric label and checkpoint key: ``name``, else ``jsonl:<path>``."""
+        """The checkpoint key: ``name``, else ``jsonl:<path>``."""
         return self.name or f"{self.kind}:{self.path}"
+
+    @property
+    def label(self) -> str:
+        """The ``source`` metric label: ``name``, else ``jsonl:<file name>`` (no folder: labels are short)."""
+        return self.name or f"{self.kind}:{self.path.name}"
 
 
 class NginxSource(ConfigModel):
@@ -251,6 +256,11 @@ class NginxSource(ConfigModel):
         """``name``, else ``nginx:<path>``."""
         return self.name or f"{self.kind}:{self.path}"
 
+    @property
+    def label(self) -> str:
+        """``name``, else ``nginx:<file name>``."""
+        return self.name or f"{self.kind}:{self.path.name}"
+
 
 class DujiaokaSource(ConfigModel):
     """dujiaoka's database, polled every ``every``; ``channels`` maps ``pays.id`` to a channel id."""
@@ -265,6 +275,11 @@ class DujiaokaSource(ConfigModel):
     def source_id(self) -> str:
         """``name``, else ``dujiaoka:<database host>`` (never the user or password)."""
         return self.name or f"{self.kind}:{urlsplit(self.url.reveal()).hostname or 'localhost'}"
+
+    @property
+    def label(self) -> str:
+        """The source id (it names no file)."""
+        return self.source_id
 
 
 Source = Annotated[JsonlSource | NginxSource | DujiaokaSource, Field(discriminator="kind")]
@@ -347,10 +362,12 @@ def _channels_file_default(cls: type, value: Any, info: ValidationInfo) -> Any:
 
 
 class YamlSink(ConfigModel):
-    """Write weights into a channels.yaml file (round-trip, atomic); default: the loaded channels file."""
+    """Write weights into a channels.yaml file (round-trip, atomic); default: the loaded channels file.
+    ``seed``: when ``path`` does not exist yet, it is created as a copy of this file (a shipped example)."""
 
     kind: Literal["yaml"] = "yaml"
     path: LocalPath = Field(default=None, validate_default=True)
+    seed: LocalPath | None = None
 
     _default_is_channels_file = field_validator("path", mode="before")(_channels_file_default)
 

@@ -12,6 +12,10 @@ state feed it:
 When a view is published, event series of channels, sources and sinks it no longer names are dropped, so a channel
 removed from the config disappears from ``/metrics`` after the next cycle. A scrape never touches the database.
 
+Counters of the configured channels, sources and sinks exist at 0 from the start (:meth:`Metrics.declare`):
+``rate()`` and ``increase()`` need a first sample before the first event, or the first event is never seen.
+The registry also holds prometheus-client's standard ``process_*`` metrics and ``paymon_build_info{version}``.
+
 Labels come only from bounded sets (channel ids, probe types, outcomes, window labels, rule names); never order
 ids or amounts. ``*_created`` series are not exported: they double the series count and nobody graphs them.
 """
@@ -24,18 +28,25 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitor import __version__
 from monitor.clock import Clock
-from monitor.models import CHANNEL_STATES, ChannelStats, ProbeResult
+from monitor.metrics.counting import OUTCOMES as ORDER_OUTCOMES
+from monitor.models import CHANNEL_STATES, OUTCOMES, ChannelStats, ProbeResult
 
 __all__ = ["CALLBACK_BUCKETS", "PROBE_BUCKETS", "CycleView", "Metrics"]
 
 PROBE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CALLBACK_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 _FUNNEL = ("created", "redirected", "paid", "callback", "delivered")
+#: The result label values each counter starts with at 0 (beside its channel, source or sink).
+RECONCILE_RESULTS = ("paid", "held", "refunded", "closed", "unpaid", "unknown", "not_found", "error")
+REPLAY_RESULTS = ("acknowledged", "rejected", "failed", "refused")
+NOTIFY_RESULTS = ("sent", "retried", "failed")
+INGEST_RESULTS = ("accepted", "duplicate", "rejected")
 
 Labels = tuple[str, ...]
 
@@ -100,6 +111,29 @@ class Metrics(Collector):
         self._histograms: dict[str, dict[Labels, _Histogram]] = {name: {} for name, *_ in _HISTOGRAMS}
         self._last_probe: dict[tuple[str, str], ProbeResult] = {}
         self.registry.register(self)
+        try:
+            ProcessCollector(registry=self.registry)
+        except ValueError:  # the registry has them already (prometheus-client's default registry does)
+            pass
+
+    def declare(self, *, channels: Iterable[str] = (), probes: Iterable[tuple[str, str]] = (),
+                sources: Iterable[str] = (), sinks: Iterable[str] = ()) -> None:
+        """Start the counters of these channels, (channel, probe) pairs, sources and sinks at 0 for every
+        result they can count (counts already made are kept)."""
+        zero: list[tuple[str, Labels]] = []
+        for ch in channels:
+            zero += [("paymon_orders_total", (ch, o)) for o in ORDER_OUTCOMES]
+            zero += [("paymon_reconcile_total", (ch, r)) for r in RECONCILE_RESULTS]
+            zero += [("paymon_notify_replays_total", (ch, r)) for r in REPLAY_RESULTS]
+        for ch, probe in probes:
+            zero += [("paymon_probe_total", (ch, probe, o)) for o in OUTCOMES]
+        for source in sources:
+            zero += [("paymon_ingest_events_total", (source, r)) for r in INGEST_RESULTS]
+        for sink in sinks:
+            zero += [("paymon_notifications_total", (sink, r)) for r in NOTIFY_RESULTS]
+        with self._lock:
+            for name, labels in zero:
+                self._counters[name].setdefault(labels, 0.0)
 
     # -- events ----------------------------------------------------------------------------------------------
 
@@ -167,6 +201,9 @@ class Metrics(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             families = [*self._event_families(), *self._probe_gauges(), *self._view_families()]
+        build = GaugeMetricFamily("paymon_build_info", "paymon's version; always 1", labels=["version"])
+        build.add_metric([__version__], 1.0)
+        yield build
         yield from families
 
     def _event_families(self) -> Iterator[Metric]:

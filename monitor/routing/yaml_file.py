@@ -2,8 +2,11 @@
 
 The file is parsed with a round-trip YAML parser only to *locate* each channel's ``weight`` value; the rewrite
 replaces exactly those digits in the original text, so comments, key order, quotes and indentation survive
-byte for byte. The new text goes to a temporary file in the same folder, is fsynced, and replaces the original
-atomically (``os.replace``): the shop never reads a half-written file.
+byte for byte (CRLF line endings included). The new text goes to a temporary file in the same folder, is fsynced,
+and replaces the original atomically (``os.replace``): the shop never reads a half-written file.
+
+With a ``seed``, a missing file is first created as a copy of the seed (its folder too): a shipped example stays
+untouched while paymon writes the operator's copy.
 """
 
 from __future__ import annotations
@@ -41,8 +44,42 @@ class YamlWeightSink:
 
     name = "yaml"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, seed: str | Path | None = None) -> None:
         self.path = Path(path)
+        self.seed = Path(seed) if seed is not None else None
+
+    def _text(self) -> str:
+        """The file's text with its line endings as they are (CRLF stays CRLF); seeds a missing file first."""
+        if self.seed is not None and not self.path.exists():
+            self._seed(self.seed)
+        try:
+            return self.path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise SinkError(f"{self.path}: {exc.strerror}", retryable=True) from None
+        except UnicodeDecodeError as exc:
+            raise SinkError(f"{self.path}: not UTF-8 text: {exc.reason}", retryable=True) from None
+
+    def _seed(self, seed: Path) -> None:
+        """Create the missing file as a copy of ``seed``; never overwrites one another process made meanwhile."""
+        try:
+            data = seed.read_bytes()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".seed", dir=self.path.parent)
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot seed from {seed}: {exc.strerror}", retryable=True) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, seed.stat().st_mode & 0o777)
+            os.link(tmp, self.path)  # fails if the file appeared meanwhile: the first copy wins
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot seed from {seed}: {exc.strerror}", retryable=True) from None
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def _locate(self, text: str) -> dict[str, tuple[int, int, int]]:
         """channel id -> (line, column, current weight) of its ``weight`` value."""
@@ -59,18 +96,12 @@ class YamlWeightSink:
 
     def read(self) -> dict[str, int]:
         """Current weight of every channel in the file."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SinkError(f"{self.path}: {exc.strerror}", retryable=True) from None
+        text = self._text()
         return {ch: w for ch, (_, _, w) in self._locate(text).items()}
 
     def write(self, weights: Mapping[str, int]) -> dict[str, tuple[int, int]]:
         """Set the given weights; returns {channel: (old, new)} for the values that changed."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SinkError(f"{self.path}: {exc.strerror}", retryable=True) from None
+        text = self._text()
         spots = self._locate(text)
         missing = sorted(set(weights) - set(spots))
         if missing:

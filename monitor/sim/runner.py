@@ -2,9 +2,10 @@
 
 It serves every channel of ``channels.yaml`` whose endpoint is on loopback (they must share one port; that is
 where the simulator listens), drives shop traffic through the channels it can create orders on, choosing them
-by the weights in ``channels.yaml`` as a shop does, writes the order log named by the first ``jsonl`` source of
-``monitor.yaml``, and plays a scenario if one is given. Together with ``paymon run`` on the same config it is a
-complete local setup. On exit it can write the ground truth (what really happened to every order) as JSON.
+by the weights paymon writes (the YAML routing sink's file, else ``channels.yaml``) as a shop does, writes the
+order log named by the first ``jsonl`` source of ``monitor.yaml``, and plays a scenario if one is given.
+Together with ``paymon run`` on the same config it is a complete local setup. On exit it can write the ground
+truth (what really happened to every order) as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from monitor.config import ChannelConfig, JsonlSource, LoadedConfig
+from monitor.config import ChannelConfig, JsonlSource, LoadedConfig, YamlSink
 from monitor.errors import ConfigError, SinkError
 from monitor.http import cannot_listen
 from monitor.routing.yaml_file import YamlWeightSink
@@ -43,6 +44,15 @@ def simulated(cfg: LoadedConfig) -> list[ChannelConfig]:
         if url.hostname in LOOPBACK and url.path.rstrip("/") == f"/{ch.id}":
             out.append(ch)
     return out
+
+
+def weight_file(cfg: LoadedConfig) -> YamlWeightSink:
+    """Where the shop reads its weights: the file paymon's YAML routing sink writes (seeded like paymon seeds it),
+    else the channels file."""
+    sink = cfg.monitor.routing.sink
+    if isinstance(sink, YamlSink):
+        return YamlWeightSink(sink.path, seed=sink.seed)
+    return YamlWeightSink(cfg.channels_path)
 
 
 def listen_port(cfg: LoadedConfig) -> int:
@@ -75,7 +85,7 @@ async def _serve(cfg: LoadedConfig, scenario: Scenario | None, port: int, rate: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sources = [s for s in cfg.monitor.sources if isinstance(s, JsonlSource)]
-    weights = YamlWeightSink(cfg.channels_path)
+    weights = weight_file(cfg)
     async with _serving(port) as sim:
         served, traffic_channels = [], []
         for ch in simulated(cfg):

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
+from monitor import __version__
 from monitor.clock import FixedClock
 from monitor.http import HttpServer
-from monitor.metrics.prom import CycleView, Metrics
-from monitor.models import ProbeResult
+from monitor.metrics.counting import OUTCOMES as ORDER_OUTCOMES
+from monitor.metrics.prom import INGEST_RESULTS, NOTIFY_RESULTS, RECONCILE_RESULTS, REPLAY_RESULTS, CycleView, Metrics
+from monitor.models import OUTCOMES, PROBE_TYPES, ProbeResult
 from tests.test_pipeline import CHANNELS, Rig
 
 
@@ -103,3 +105,59 @@ def test_event_series_of_unknown_channels_and_sinks_are_dropped_on_publish() -> 
     assert value("paymon_notifications_total", {"sink": "console", "result": "sent"}) == 1
     assert value("paymon_notifications_total", {"sink": "old-sink", "result": "sent"}) is None
     assert value("paymon_notification_queue", {"sink": "console"}) == 0
+
+
+def test_process_metrics_and_build_info_are_exported(rig: Rig) -> None:
+    fams = scrape(rig.app.metrics)
+    assert fams["paymon_build_info"] == [{"version": __version__, "_value": "1.0"}]
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds"} <= set(fams)
+    assert float(fams["process_resident_memory_bytes"][0]["_value"]) > 0
+
+
+def test_counters_start_at_zero_per_channel_source_and_sink_before_any_event(rig: Rig) -> None:
+    path = rig.folder / "channels.yaml"
+    key = 'key: "main-key-123456"}'
+    path.write_text(path.read_text(encoding="utf-8").replace(key, key + "\n    probes: {query: {every: 30s}}"),
+                    encoding="utf-8")
+    rig.restart()
+    # Families are named without "_total" by the parser.
+    fams = scrape(rig.app.metrics)  # straight after start: no cycle, no probe, no order yet
+    for name, results in (("paymon_orders", ORDER_OUTCOMES), ("paymon_reconcile", RECONCILE_RESULTS),
+                          ("paymon_notify_replays", REPLAY_RESULTS)):
+        got = {(s["channel"], s.get("outcome") or s["result"]): s["_value"] for s in fams[name]}
+        assert got == {(ch, r): "0.0" for ch in ("main", "backup") for r in results}, name
+    assert {(s["sink"], s["result"], s["_value"]) for s in fams["paymon_notifications"]} == {
+        ("console", r, "0.0") for r in NOTIFY_RESULTS}
+    assert {(s["source"], s["result"], s["_value"]) for s in fams["paymon_ingest_events"]} == {
+        ("jsonl:orders.jsonl", r, "0.0") for r in INGEST_RESULTS}
+    probes = {(s["channel"], s["probe"]) for s in fams["paymon_probe"]}
+    configured = {(c.id, p) for c in rig.app.cfg.channels for p in PROBE_TYPES if getattr(c.probes, p) is not None}
+    assert probes == configured == {("main", "query")}
+    assert {s["outcome"] for s in fams["paymon_probe"]} == set(OUTCOMES)
+
+    # Counting goes on from the zeros, and a restart on the same metrics keeps what was counted.
+    rig.app.metrics.observe_probe(ProbeResult("main", "query", "timeout", 5.0, rig.clock.now()))
+    rig.events({"event": "order_created", "order_id": "A1", "channel": "main", "amount": "1.00"})
+    rig.app.pipeline.cycle()
+    metrics = rig.app.metrics
+    rig.app.pipeline.close()
+    rig.app.store.close()
+    rig.app = rig.start_with(metrics)
+    fams = scrape(metrics)
+    values = {(s["channel"], s["probe"], s["outcome"]): s["_value"] for s in fams["paymon_probe"]}
+    assert values[("main", "query", "timeout")] == "1.0" and values[("main", "query", "ok")] == "0.0"
+    ingest = {s["result"]: s["_value"] for s in fams["paymon_ingest_events"]}
+    assert ingest == {"accepted": "1.0", "duplicate": "0.0", "rejected": "0.0"}
+
+
+def test_the_source_label_is_the_configured_name_or_kind_and_file_name(rig: Rig) -> None:
+    rig.app.pipeline.cycle()
+    assert {s["source"] for s in scrape(rig.app.metrics)["paymon_ingest_lag_seconds"]} == {"jsonl:orders.jsonl"}
+    path = rig.folder / "monitor.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("timezone: UTC}", "timezone: UTC, name: shop}"),
+                    encoding="utf-8")
+    rig.restart()
+    rig.app.pipeline.cycle()
+    fams = scrape(rig.app.metrics)
+    assert {s["source"] for s in fams["paymon_ingest_lag_seconds"]} == {"shop"}
+    assert {s["source"] for s in fams["paymon_ingest_events"]} == {"shop"}

@@ -93,3 +93,36 @@ def test_unreadable_or_broken_file_is_a_retryable_error(tmp_path: Path) -> None:
     broken.write_text("channels: [\n", encoding="utf-8")
     with pytest.raises(SinkError, match="cannot parse"):
         YamlWeightSink(broken).read()
+
+
+def test_crlf_line_endings_survive_a_rewrite(tmp_path: Path) -> None:
+    crlf = SAMPLE.replace("\n", "\r\n").encode()
+    p = tmp_path / "channels.yaml"
+    p.write_bytes(crlf)
+    sink = YamlWeightSink(p)
+    assert sink.write({"epay-main": 0}) == {"epay-main": (60, 0)}
+    after = p.read_bytes()
+    assert after.count(b"\r\n") == crlf.count(b"\r\n") and b"\n" not in after.replace(b"\r\n", b"")
+    assert after == crlf.replace(b"weight: 60               #", b"weight: 0                #")
+    assert sink.read()["epay-main"] == 0
+
+
+def test_a_missing_file_is_seeded_from_the_example_which_stays_untouched(tmp_path: Path) -> None:
+    example = tmp_path / "config" / "channels.yaml"
+    example.parent.mkdir()
+    example.write_text(SAMPLE, encoding="utf-8")
+    sink = YamlWeightSink(tmp_path / "var" / "channels.yaml", seed=example)
+    assert sink.read() == {"epay-main": 60, "epay-backup": 40, "alipay": 100}  # seeded, folder created
+    assert sink.path.read_text(encoding="utf-8") == SAMPLE
+    sink.write({"epay-main": 0})
+    assert sink.read()["epay-main"] == 0
+    assert YamlWeightSink(sink.path, seed=example).read()["epay-main"] == 0  # an existing copy is never re-seeded
+    assert example.read_text(encoding="utf-8") == SAMPLE
+    assert sorted(p.name for p in sink.path.parent.iterdir()) == ["channels.yaml"]  # no temp file left
+
+
+def test_a_missing_seed_is_a_retryable_error(tmp_path: Path) -> None:
+    sink = YamlWeightSink(tmp_path / "var" / "channels.yaml", seed=tmp_path / "nope.yaml")
+    with pytest.raises(SinkError, match="cannot seed") as exc:
+        sink.read()
+    assert exc.value.retryable

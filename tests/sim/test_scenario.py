@@ -85,8 +85,9 @@ def test_paymon_sim_runs_a_scenario_and_writes_ground_truth(tmp_path: Path) -> N
     truth = tmp_path / "truth.json"
     assert run_sim(cfg, scenario=scenario, port=0, rate=25, truth=truth, out=out) == 0
     text = out.getvalue()
-    assert "sim: no simulated gateway for alipay-f2f (kind alipay_f2f) yet; skipped" in text
     assert "sim: serving epay-main, epay-backup on http://127.0.0.1:" in text
+    # The shop reads its weights from the operator's copy paymon writes, seeded from the untouched example.
+    assert (tmp_path / "var" / "channels.yaml").read_bytes() == (cfg_dir / "channels.yaml").read_bytes()
     assert 'sim: t+0.5s epay-main {"error_rate": 1.0}' in text and "sim: t+1.2s epay-main reset" in text
     rows = json.loads(truth.read_text(encoding="utf-8"))
     assert len(rows) >= 10 and {r["channel"] for r in rows} <= {"epay-main", "epay-backup"}
