@@ -1,4 +1,4 @@
-"""Text for several lost orders found at once (``monitor.reconcile.lost_batch``): one message, by channel. Pure."""
+"""Text for several lost orders found at once (``monitor.store.lost_batch``): one message, by channel. Pure."""
 
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, sele
 
 from monitor.clock import utc
 from monitor.models import FUTURE_TOLERANCE, Candidate, CheckAnswer, HeldFunds, LostOrder, PaidOrder, Replay
-from monitor.reconcile.lost_batch import lost_batch_key, lost_batch_payload
 from monitor.store import tables as t
+from monitor.store.lost_batch import lost_batch_key, lost_batch_payload
 from monitor.store.outbox import enqueue
 from monitor.store.store import Store
 
@@ -153,7 +153,7 @@ class ReconcileStore:
                     now: datetime) -> list[LostOrder]:
         """Record lost orders and queue a ``found`` notification per sink, in one transaction; returns those
         recorded (an order recorded before, by a concurrent cycle, is skipped: each is reported once). Several
-        found at once share one notification listing them by channel (:mod:`monitor.reconcile.lost_batch`)."""
+        found at once share one notification listing them by channel (:mod:`monitor.store.lost_batch`)."""
         lo = t.lost_orders
         recorded: list[LostOrder] = []
         with self._engine.begin() as conn:

@@ -2,7 +2,8 @@
 
 A reconcile round after an outage can find dozens of lost orders; one message each buries the operator (and hits
 chat rate limits). The orders are still recorded one by one (each once); only the announcement is shared. Each
-channel lists its first :data:`LIST_LIMIT` orders and how many more there are. Pure.
+channel lists its first :data:`LIST_LIMIT` orders (each with its full lost-order payload, for a sink that shows
+more) and how many more there are. Pure.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ def lost_batch_key(found: Sequence[LostOrder]) -> str:
 
 def lost_batch_payload(found: Sequence[LostOrder], deadline: timedelta) -> dict[str, Any]:
     """``{"type": "lost_orders", "kind": "found", "count": n, "channels": [{"channel", "count", "orders"}]}``,
-    channels in the order their first lost order came, each with its first :data:`LIST_LIMIT` orders."""
+    channels in the order their first lost order came, each with its first :data:`LIST_LIMIT` orders (as
+    :meth:`LostOrder.payload` has them)."""
     by_channel: dict[str, list[LostOrder]] = {}
     for lost in found:
         by_channel.setdefault(lost.channel, []).append(lost)
     channels = [{"channel": ch, "count": len(orders),
-                 "orders": [{"order_id": o.order_id, "amount": o.amount} for o in orders[:LIST_LIMIT]]}
+                 "orders": [o.payload("found", deadline) for o in orders[:LIST_LIMIT]]}
                 for ch, orders in by_channel.items()]
     return {
         "type": "lost_orders",
