@@ -177,7 +177,12 @@ def unverifiable_queries(cfg: LoadedConfig) -> list[ChannelConfig]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from monitor.idle_parts import idle_parts
+    from monitor.sim.scenario import check_channels, load_scenario
+
     cfg = load_config(args.config)
+    for path in args.scenario or ():
+        check_channels(load_scenario(path), path, [c.id for c in cfg.channels])
     counts = ", ".join(_plural(n, what) for n, what in (
         (len(cfg.channels), "channel"), (len(cfg.monitor.rules), "rule"), (len(cfg.monitor.sources), "source")))
     print(f"ok: {cfg.monitor_path.name} and {cfg.channels_path.name} are valid ({counts})")
@@ -196,6 +201,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             if ch.id in queriers and isinstance(queriers[ch.id], Replayer) and ch.notify_url is None:
                 print(f"warning: channel {ch.id}: reconcile.replay_notify is on but the channel has no notify_url; "
                       "its lost orders will be reported, not replayed", file=sys.stderr)
+    for warning in idle_parts(cfg):
+        print(f"warning: {cfg.redactor(warning)}", file=sys.stderr)
     return 0
 
 
@@ -465,11 +472,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from monitor.sim.runner import run_sim
-    from monitor.sim.scenario import load_scenario
+    from monitor.sim.scenario import check_channels, load_scenario
 
     cfg = load_config(args.config)
     setup_logging(cfg.redactor, verbose=args.verbose)
     scenario = load_scenario(args.scenario) if args.scenario else None
+    if scenario is not None:
+        check_channels(scenario, args.scenario, [c.id for c in cfg.channels])
     return run_sim(cfg, scenario=scenario, port=args.port, rate=args.rate,
                    truth=Path(args.truth) if args.truth else None)
 
@@ -494,8 +503,11 @@ def parser() -> argparse.ArgumentParser:
     add("run", "run the daemon: scheduled probes, ingestion, rules, alerts, weights, HTTP").set_defaults(func=cmd_run)
     add("once", "run one full cycle (every probe once, ingest, evaluate, act) and exit; for cron"
         ).set_defaults(func=cmd_once)
-    add("check-config", "validate monitor.yaml and channels.yaml; errors name file, line and field"
-        ).set_defaults(func=cmd_check_config)
+    cc = add("check-config", "validate monitor.yaml and channels.yaml; errors name file, line and field; warns "
+             "about configured parts that cannot act")
+    cc.add_argument("--scenario", metavar="FILE", action="append",
+                    help="also check a simulator scenario file against the channels (repeatable)")
+    cc.set_defaults(func=cmd_check_config)
     st = add("status", "table of channels: state, weight, success ratio, lost orders, callback p95, last probe")
     st.add_argument("--json", action="store_true", help="print the same JSON as GET /api/status")
     st.set_defaults(func=cmd_status)

@@ -31,6 +31,7 @@ from monitor.probes import ADAPTERS, Adapter, ProbeContext, run_probe
 from monitor.probes.base import TEST_ORDER_ID, OrderRecall, ProbeAdapter
 from monitor.reconcile.reconciler import Reconciler, ReconcileReport
 from monitor.store import Store
+from monitor.store.health import read_health, record_failure, record_success
 
 __all__ = ["TEST_ORDER_RECALL", "Daemon", "ProbeJob", "build_probe_jobs", "order_recall", "recall_order"]
 
@@ -176,12 +177,34 @@ class Daemon:
         async with self._cycle_lock:
             try:
                 report = await asyncio.to_thread(self.pipeline.cycle)
-            except Exception:
-                log.exception("evaluation cycle failed; the next one will retry")
+            except Exception as exc:
+                await asyncio.to_thread(self._cycle_failed, exc)
                 return None
+            await asyncio.to_thread(self._cycle_succeeded)
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
+
+    def _cycle_failed(self, exc: Exception) -> None:
+        """A failed cycle: one log line (the traceback only with -v), recorded in the store; the first failure of
+        a streak is announced once through every sink."""
+        reason = self.cfg.redactor(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        log.error("evaluation cycle failed: %s; the next one will retry", reason,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+        try:
+            if record_failure(self.store, reason, now=self.clock.now(), sinks=list(self.pipeline.sinks)):
+                self.pipeline.deliver()
+        except Exception as err:  # noqa: BLE001 - a store that fails too must not stop the schedule
+            log.error("evaluation health could not be recorded: %s", type(err).__name__)
+
+    def _cycle_succeeded(self) -> None:
+        """A cycle succeeded: recorded; the first after failures is announced once (``recovered``)."""
+        try:
+            if record_success(self.store, now=self.clock.now(), sinks=list(self.pipeline.sinks)):
+                log.info("evaluation cycles succeed again")
+                self.pipeline.deliver()
+        except Exception as err:  # noqa: BLE001 - as above
+            log.error("evaluation health could not be recorded: %s", type(err).__name__)
 
     async def replay_lost(self, report: ReconcileReport) -> None:
         """Replay the notifies of lost orders reported since ``report``'s round (added to it); skipped while a
@@ -259,11 +282,14 @@ class Daemon:
         self.scheduler = None
 
     def health(self) -> tuple[bool, str]:
-        """For ``/healthz``: the scheduler runs and the store answers."""
+        """For ``/healthz``: the scheduler runs, the store answers and the evaluation cycles do not fail."""
         if not self.running:
             return False, "scheduler is not running"
         if not self.store.ping():
             return False, "storage does not answer"
+        health = read_health(self.store)
+        if health.failing:
+            return False, health.describe()
         return True, "ok"
 
 

@@ -175,6 +175,8 @@ class AlertEvent:
     signal: str
     summary: str
     actions: tuple[str, ...] = ()
+    #: For an alert on a probe signal: the last probes' (outcome, detail), newest first, saying why it fires.
+    probes: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:

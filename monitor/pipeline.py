@@ -17,6 +17,7 @@ from datetime import datetime
 
 from monitor.alerts.dispatch import Sink, deliver_outbox
 from monitor.alerts.evaluate import Evaluation, Snapshot, evaluate, skipped_detectors
+from monitor.alerts.probe_reasons import with_probe_reasons
 from monitor.alerts.render import duration
 from monitor.clock import Clock
 from monitor.config import LoadedConfig
@@ -186,7 +187,8 @@ class Pipeline:
         result = evaluate(self.cfg, snap, prev, muted=lambda rule, ch: (
             ch in maintenance or (ch, None) in silenced or (ch, rule) in silenced))
         changed = [s for key, s in result.states.items() if prev.get(key) != s]
-        self.store.save_alerts(changed, result.loud, list(self.sinks))
+        loud = with_probe_reasons(result.loud, self.cfg.monitor.rules, self.store.probe_results)
+        self.store.save_alerts(changed, loud, list(self.sinks))
         if result.quiet:
             self.store.save_alerts([], result.quiet, [])
         return result

@@ -81,7 +81,8 @@ def test_an_open_window_mutes_drains_and_then_restores(tmp_path: Path, clock: An
         clock.advance(timedelta(minutes=31))  # the window ends while the channel still fails
         rig.probes("main", "timeout")
         assert rig.cycle() == [
-            "🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 4 (threshold 3)"]
+            "🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 4 (threshold 3); "
+            "last 4 probes (newest first): timeout ×4"]
         rig.probes("main", "ok")
         assert rig.cycle()[0].startswith("✅ RESOLVED")
     finally:

@@ -103,7 +103,8 @@ def test_down_drain_restart_resolve_restore(rig: Rig) -> None:
     assert rig.cycle() == []  # two in a row: not yet
     rig.probes("main", "timeout")
     assert rig.cycle() == [
-        "🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 3 (threshold 3)",
+        "🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 3 (threshold 3); last 3 probes "
+        "(newest first): timeout; HTTP error; timeout",
         "⚖️ weight main (main): 60 → 0 (rule channel_down: drain)",
     ]
     assert rig.weight("main") == 0
@@ -205,7 +206,8 @@ def test_retention_and_suggest_mode(rig: Rig, caplog: pytest.LogCaptureFixture) 
     with caplog.at_level("INFO"):
         lines = rig.cycle()
         rig.cycle()
-    assert lines == ["🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 3 (threshold 3)"]
+    assert lines == ["🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 3 (threshold 3); "
+                     "last 3 probes (newest first): timeout ×3"]
     assert rig.weight("main") == 60
     assert caplog.text.count("routing suggestion (mode: suggest, nothing written): main 60 -> 0") == 1
 
@@ -223,7 +225,7 @@ def test_windowed_probe_rule_reads_probe_history(tmp_path: Path, clock: FixedClo
         rig.restart()
         rig.probes("main", "ok", "timeout", "ok", "timeout")  # 50 % < 70 %, never 3 in a row
         assert rig.cycle() == ["🔴 FIRING [warning] main (main) · flappy: probe_success_ratio = 50.0% "
-                               "(threshold 70.0%)"]
+                               "(threshold 70.0%); last 4 probes (newest first): timeout; ok; timeout; ok"]
     finally:
         rig.app.pipeline.close()
         rig.app.store.close()

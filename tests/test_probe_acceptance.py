@@ -134,7 +134,9 @@ async def test_wrong_v2_platform_key_is_bad_signature_from_query_and_the_channel
     assert queries and all(r.outcome == "bad_signature" for r in queries), [r.detail for r in queries]
     assert all(r.outcome == "ok" for r in run.results if r.channel == "v2-backup" and r.probe == "query")
     firing = [line for line in run.lines if "channel_down" in line and "🔴" in line]
-    assert firing == ["03:01:00 🔴 告警 [critical] v2-main (v2-main) · channel_down: 探测连续失败次数 = 3 (阈值 3)"]
+    assert firing == ["03:01:00 🔴 告警 [critical] v2-main (v2-main) · channel_down: 探测连续失败次数 = 3 (阈值 3); "
+                      "最近 3 次探测 (新→旧): 验签失败 (api/merchant/info: reply signature does not verify with the "
+                      "platform key) ×3"]
     assert run.weight("v2-main") == 0 and run.weight("v2-backup") == 50
 
 

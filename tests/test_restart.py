@@ -11,6 +11,7 @@ import pytest
 from tests.test_pipeline import Rig
 
 FIRING = "🔴 FIRING [critical] main (main) · channel_down: probe_failures_in_a_row = 3 (threshold 3)"
+WHY = "; last 3 probes (newest first): timeout ×3"  # a firing alert names the probes' outcomes
 DRAIN = "⚖️ weight main (main): 60 → 0 (rule channel_down: drain)"
 
 
@@ -52,12 +53,12 @@ def test_restart_while_pending(rig: Rig) -> None:
 
 def test_restart_while_firing(rig: Rig) -> None:
     rig.probes("main", "timeout", "timeout", "timeout")
-    assert rig.cycle() == [FIRING, DRAIN]
+    assert rig.cycle() == [FIRING + WHY, DRAIN]
     rig.restart()
     rig.probes("main", "timeout")
     assert rig.cycle() == []
     rig.probes("main", "ok")
-    assert rig.cycle() == [FIRING.replace("🔴 FIRING", "✅ RESOLVED").replace("= 3 (", "= 0 (")]
+    assert rig.cycle() == [FIRING.replace("🔴 FIRING", "✅ RESOLVED").replace("= 3 (", "= 0 (")]  # no probes
 
 
 def test_restart_while_firing_unannounced(rig: Rig) -> None:
@@ -67,7 +68,8 @@ def test_restart_while_firing_unannounced(rig: Rig) -> None:
     rig.restart()
     rig.clock.advance(timedelta(minutes=6))
     rig.probes("main", "timeout")
-    assert rig.cycle() == [FIRING.replace("= 3 (", "= 4 (")]  # announced once the silence is over
+    # announced once the silence is over
+    assert rig.cycle() == [FIRING.replace("= 3 (", "= 4 (") + WHY.replace("3", "4")]
     rig.restart()
     assert rig.cycle() == []
 
@@ -96,5 +98,5 @@ def test_restart_with_notifications_still_queued(rig: Rig) -> None:
     assert rig.cycle() == []
     rig.restart()
     rig.clock.advance(timedelta(seconds=6))  # past the first retry's backoff
-    assert rig.cycle() == [FIRING, DRAIN]
+    assert rig.cycle() == [FIRING + WHY, DRAIN]
     assert rig.cycle() == []

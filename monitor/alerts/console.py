@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from monitor.alerts.render import render_alert, render_held, render_lost, render_weight
+from monitor.alerts.render_health import render_health
+from monitor.alerts.render_lost_batch import render_lost_batch
 from monitor.errors import SinkError
 
 __all__ = ["ConsoleSink"]
@@ -34,6 +36,10 @@ class ConsoleSink:
                 text = render_lost(item, language=self.language, names=self.names)
             elif item.get("type") == "held_funds":
                 text = render_held(item, language=self.language, names=self.names)
+            elif item.get("type") == "lost_orders":
+                text = render_lost_batch(item, language=self.language, names=self.names)
+            elif item.get("type") == "health":
+                text = render_health(item, language=self.language)
             else:
                 text = render_alert(item, language=self.language, names=self.names)
             stamp = str(item.get("at", ""))[:19].replace("T", " ")

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from monitor.alerts.probe_reasons import probe_reason
 from monitor.models import HELD_STATUS_WORDS
 
 __all__ = ["alert_reason", "duration", "render_alert", "render_held", "render_lost", "render_weight"]
@@ -72,11 +73,12 @@ def render_alert(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[s
     threshold = _value(signal, p.get("threshold"))
     head = f"{_KIND[lang][p['kind']]} [{p['severity']}] {name} ({p['channel']}) · {p['rule']}"
     reason = alert_reason(signal, language=lang, resolved=p["kind"] == "resolved")
+    why = f"; {probe_reason(p['probes'], language=lang)}" if p.get("probes") else ""
     if reason is not None:
-        return f"{head}: {reason}"
+        return f"{head}: {reason}{why}"
     if lang == "zh":
-        return f"{head}: {label} = {value} (阈值 {threshold})"
-    return f"{head}: {label} = {value} (threshold {threshold})"
+        return f"{head}: {label} = {value} (阈值 {threshold}){why}"
+    return f"{head}: {label} = {value} (threshold {threshold}){why}"
 
 
 _REASON_ZH: tuple[tuple[re.Pattern[str], str], ...] = (

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,10 @@ from pydantic import Field, model_validator
 
 from monitor.config import load_model
 from monitor.config.fields import ConfigModel, Duration, invalid
+from monitor.errors import UsageError
 from monitor.sim.faults import Faults
 
-__all__ = ["Scenario", "Step", "load_scenario", "play"]
+__all__ = ["Scenario", "Step", "check_channels", "load_scenario", "play"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,28 @@ class Scenario(ConfigModel):
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file (``ConfigError`` with file:line field messages otherwise)."""
     return load_model(path, Scenario)
+
+
+def check_channels(scenario: Scenario, path: str | Path, known: Collection[str]) -> None:
+    """Refuse a scenario naming a channel the config does not have (a typo would otherwise make its steps
+    silently do nothing): ``UsageError`` with the file, the line, the name and the closest known one."""
+    for i, step in enumerate(scenario.steps):
+        if step.channel in known:
+            continue
+        close = difflib.get_close_matches(step.channel, list(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (channels: {', '.join(sorted(known)) or 'none'})"
+        raise UsageError(f"{path}:{_line_of(path, step.channel)} steps[{i}].channel: unknown channel "
+                         f"{step.channel!r}{hint}")
+
+
+def _line_of(path: str | Path, channel: str) -> str:
+    """The line that names ``channel`` (``?`` when it cannot be told)."""
+    pattern = re.compile(r"\bchannel\s*:\s*[\"']?" + re.escape(channel) + r"[\"']?\s*(?:[,}#]|$)")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return "?"
+    return next((str(n) for n, line in enumerate(lines, 1) if pattern.search(line)), "?")
 
 
 async def play(scenario: Scenario, faults_of: Callable[[str], Faults],

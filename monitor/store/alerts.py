@@ -99,8 +99,8 @@ class AlertsFacet(Facet):
 
 
 def alert_payload(e: AlertEvent) -> dict[str, Any]:
-    """The JSON stored in the outbox for an alert event."""
-    return {
+    """The JSON stored in the outbox for an alert event (with ``probes``, newest first, when the event has them)."""
+    payload: dict[str, Any] = {
         "type": "alert",
         "kind": e.kind,
         "rule": e.rule,
@@ -113,3 +113,6 @@ def alert_payload(e: AlertEvent) -> dict[str, Any]:
         "summary": e.summary,
         "actions": list(e.actions),
     }
+    if e.probes:
+        payload["probes"] = [{"outcome": outcome, "detail": detail} for outcome, detail in e.probes]
+    return payload

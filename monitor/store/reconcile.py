@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, sele
 from monitor.clock import utc
 from monitor.models import FUTURE_TOLERANCE, Candidate, CheckAnswer, HeldFunds, LostOrder, PaidOrder, Replay
 from monitor.store import tables as t
+from monitor.store.lost_batch import lost_batch_key, lost_batch_payload
 from monitor.store.outbox import enqueue
 from monitor.store.store import Store
 
@@ -151,7 +152,8 @@ class ReconcileStore:
     def record_lost(self, found: Sequence[LostOrder], *, deadline: timedelta, sinks: Sequence[str],
                     now: datetime) -> list[LostOrder]:
         """Record lost orders and queue a ``found`` notification per sink, in one transaction; returns those
-        recorded (an order recorded before, by a concurrent cycle, is skipped: each is reported once)."""
+        recorded (an order recorded before, by a concurrent cycle, is skipped: each is reported once). Several
+        found at once share one notification listing them by channel (:mod:`monitor.store.lost_batch`)."""
         lo = t.lost_orders
         recorded: list[LostOrder] = []
         with self._engine.begin() as conn:
@@ -163,9 +165,13 @@ class ReconcileStore:
                     channel_paid_at=lost.channel_paid_at, evidence=lost.evidence, found_at=lost.found_at,
                     paid_learned_at=lost.paid_learned_at,
                 ))
-                for sink in sinks:
-                    enqueue(conn, sink, f"lost|{lost.order_id}", lost.payload("found", deadline), now)
                 recorded.append(lost)
+            if len(recorded) == 1:
+                for sink in sinks:
+                    enqueue(conn, sink, f"lost|{recorded[0].order_id}", recorded[0].payload("found", deadline), now)
+            elif recorded:
+                for sink in sinks:
+                    enqueue(conn, sink, lost_batch_key(recorded), lost_batch_payload(recorded, deadline), now)
         return recorded
 
     def mark_recovered(self, recovered: Sequence[LostOrder], *, deadline: timedelta, sinks: Sequence[str],

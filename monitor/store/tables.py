@@ -32,6 +32,7 @@ __all__ = [
     "UTCDateTime",
     "alert_history",
     "alert_states",
+    "daemon_health",
     "ingest_checkpoints",
     "metadata",
     "orders",
@@ -278,4 +279,16 @@ notify_replays = Table(
     Column("status_code", Integer),
     Column("acknowledged", Boolean),
     Column("detail", Text, nullable=False),
+)
+
+# The daemon's evaluation health, one row (id 1): failing since when and why (NULL while cycles succeed).
+daemon_health = Table(
+    "daemon_health",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("failing_since", UTCDateTime),
+    Column("reason", String(500)),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
 )
