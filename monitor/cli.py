@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -40,11 +41,14 @@ from monitor.secret import RedactingFilter, Redactor
 from monitor.status import status_view
 from monitor.store import Store
 from monitor.store.reconcile import ReconcileStore
+from monitor.timefmt import show_time, zone_label
 
 __all__ = ["App", "build_app", "main"]
 
 log = logging.getLogger("monitor")
 DEFAULT_CONFIG = "config/monitor.yaml"
+#: ``paymon backtest`` reports progress on stderr from this many evaluation steps on (a week at 1m is 10080).
+BACKTEST_PROGRESS_STEPS = 2000
 
 
 @dataclass
@@ -416,18 +420,42 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise UsageError(f"--since/--step: {exc}") from None
     if step.total_seconds() <= 0 or since.total_seconds() <= 0:
         raise UsageError("--since and --step must be positive durations")
+    zone = cfg.monitor.display.timezone
+    tty = sys.stderr.isatty()
+    shown = [-1]  # the last tenth printed when stderr is not a terminal (a log gets ten lines, not a hundred)
+
+    def progress(done: int, total: int, at: datetime) -> None:
+        if total < BACKTEST_PROGRESS_STEPS:
+            return  # a short range is done before anyone would look
+        if not tty:
+            if 10 * done // total == shown[0]:
+                return
+            shown[0] = 10 * done // total
+        start, end = ("\r", "" if done < total else "\n") if tty else ("", "\n")
+        print(f"{start}backtest: {100 * done // total:3d}% ({done}/{total} steps, at "
+              f"{show_time(at, zone)})", end=end, file=sys.stderr, flush=True)
+
     app = build_app(cfg)
     try:
-        moments = backtest(cfg, app.store, _weights(app), since=since, step=step, now=app.clock.now())
+        replay = backtest(cfg, app.store, _weights(app), since=since, step=step, now=app.clock.now(),
+                          on_progress=progress)
     finally:
         app.pipeline.close()
         app.store.close()
+    if replay.start is None:
+        print("backtest: nothing to replay (the store has no orders and no probe results)", file=sys.stderr)
+    elif replay.clamped:
+        print(f"backtest: --since clamped to {show_time(replay.start, zone)} (no data before)", file=sys.stderr)
+    moments = replay.moments
     if args.json:
         print(json.dumps([{"at": m.at.isoformat(), "kind": m.kind, "channel": m.channel, "rule": m.rule,
                            "text": m.text} for m in moments], ensure_ascii=False, indent=1))
         return 0
+    if replay.start is None:
+        return 0
+    print(f"times in {zone_label(zone, replay.start)}")
     for m in moments:
-        print(f"{m.at:%Y-%m-%d %H:%M:%S} {m.text}")
+        print(f"{show_time(m.at, zone)} {m.text}")
     counts = Counter(m.kind for m in moments)
     print(f"backtest over the last {args.since} every {args.step}: {counts['firing']} firing, "
           f"{counts['resolved']} resolved, {counts['reminder']} reminders, {counts['weight']} weight changes"
