@@ -89,10 +89,12 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
     names = {c.id: c.name for c in cfg.channels}
     sinks: dict[str, Sink] = {}
     if cfg.monitor.notify.console:
-        sinks["console"] = ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream)
+        sinks["console"] = ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream,
+                                       timezone=cfg.monitor.display.timezone)
     if cfg.monitor.notify.telegram is not None:
         log.warning("notify.telegram is configured but the Telegram sink is not available yet; using the console")
-        sinks.setdefault("console", ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream))
+        sinks.setdefault("console", ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream,
+                                                timezone=cfg.monitor.display.timezone))
     weights = None
     sink_cfg = cfg.monitor.routing.sink
     if cfg.monitor.routing.mode != "off":

@@ -71,7 +71,7 @@ class Run:
                     due[key] += job.every
             before = len(self.out.getvalue().splitlines())
             await asyncio.to_thread(self.app.pipeline.cycle)
-            self.lines += [f"{self.clock.now():%H:%M:%S} {line.split(' ', 2)[2]}"
+            self.lines += [f"{self.clock.now():%H:%M:%S} {line.split(' ', 3)[3]}"
                            for line in self.out.getvalue().splitlines()[before:]]
 
     def weight(self, channel: str) -> int:
