@@ -1,6 +1,7 @@
 """The ``paymon`` command line. The only place where real objects are built and wired together.
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error; ``paymon status`` also 3 when a channel is down and
+4 when evaluation is failing (see :func:`monitor.status.status_exit_code`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +39,8 @@ from monitor.reconcile.reconciler import Reconciler, build_queriers
 from monitor.routing import SINKS
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.secret import RedactingFilter, Redactor
-from monitor.status import status_view
+from monitor.status import status_exit_code, status_view
+from monitor.status_table import status_lines
 from monitor.store import Store
 from monitor.store.reconcile import ReconcileStore
 from monitor.timefmt import show_time, zone_label
@@ -295,10 +297,6 @@ def _status(app: App) -> dict[str, object]:
     return status_view(app.cfg, app.store, app.clock.now(), _weights(app))
 
 
-def _pct(v: object) -> str:
-    return "-" if v is None else f"{float(v) * 100:.1f}%"  # type: ignore[arg-type]
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.redactor, verbose=args.verbose)
@@ -310,45 +308,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         app.store.close()
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
-        return 0
-    rows = [("CHANNEL", "STATE", "WEIGHT", "SUCCESS", "ORDERS", "LOST", "CB P95", "LAST PROBE")]
-    for ch in view["channels"]:  # type: ignore[attr-defined]
-        last = ch["last_probe"]
-        probe = "-" if last is None else f"{last['probe']} {last['outcome']} {last['latency_s'] * 1000:.0f}ms"
-        p95 = "-" if ch["callback_p95_s"] is None else f"{ch['callback_p95_s']:.1f}s"
-        rows.append((ch["id"], ch["state"], str(ch["weight"]), f"{_pct(ch['success_ratio'])} ({ch['window']})",
-                     str(ch["orders"]), str(ch["lost"]), p95, probe))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    firing = view["firing"]
-    if firing:
-        said = [f"{a['rule']}@{a['channel']}" + (f" ({a['reason']})" if a["reason"] else "")
-                for a in firing]  # type: ignore[attr-defined]
-        print("\nfiring: " + ", ".join(said))
-    lost = view["lost_orders"]
-    if lost:
-        print("\nlost orders (paid at the channel, not in the shop):")
-        for lo in lost:  # type: ignore[attr-defined]
-            print(f"  {lo['order_id']}  {lo['channel']}  {lo['amount'] or '?'}  {_lost_when(lo)}  "
-                  f"trade_no {lo['trade_no'] or '-'}")
-    held = view["held_funds"]
-    if held:
-        print("\nheld funds (the channel holds the buyer's money without completing the payment; the shop has no "
-              "order; an operator must look):")
-        for h in held:  # type: ignore[attr-defined]
-            print(f"  {h['order_id']}  {h['channel']}  {h['amount'] or '?'}  status {h['status']}  "
-                  f"seen by paymon at {h['seen_at']}  trade_no {h['trade_no'] or '-'}")
-    return 0
-
-
-def _lost_when(lo: Mapping[str, object]) -> str:
-    """A lost order's time as ``paymon status`` prints it: only a channel's pay time is called one."""
-    if lo.get("channel_paid_at"):
-        return f"paid at the channel {lo['channel_paid_at']}"
-    if lo.get("paid_learned_at"):
-        return f"no pay time from the channel; paymon learned of it at {lo['paid_learned_at']}"
-    return "no pay time from the channel"
+    else:
+        print("\n".join(status_lines(view)))
+    return status_exit_code(view)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -486,7 +448,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="paymon",
         description="paymon watches payment channels (probes, order log), alerts, and moves routing weights.",
-        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Secrets come from ${ENV} only.",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage or config error; `paymon status` also 3 (a channel "
+               "is down) and 4 (evaluation is failing). Secrets come from ${ENV} only.",
     )
     p.add_argument("--version", action="version", version=f"paymon {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -503,7 +466,9 @@ def parser() -> argparse.ArgumentParser:
         ).set_defaults(func=cmd_once)
     add("check-config", "validate monitor.yaml and channels.yaml; errors name file, line and field"
         ).set_defaults(func=cmd_check_config)
-    st = add("status", "table of channels: state, weight, success ratio, lost orders, callback p95, last probe")
+    st = add("status", "table of channels: state, probes, weight and baseline, next restore, success ratio, lost "
+             "orders, callback p95, last probe; exit code 3 when a channel is down (a critical alert fires or all "
+             "its probes fail), 4 when evaluation is failing")
     st.add_argument("--json", action="store_true", help="print the same JSON as GET /api/status")
     st.set_defaults(func=cmd_status)
     ing = add("ingest", "backfill order events from files into the store, with progress and a summary "
