@@ -163,11 +163,13 @@ def _alert_moment(t: datetime, e: AlertEvent, names: Mapping[str, str]) -> Momen
 
 
 def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, since: timedelta, step: timedelta,
-             now: datetime, on_progress: Callable[[int, int, datetime], None] | None = None) -> Replay:
+             now: datetime, on_progress: Callable[[int, int, datetime], None] | None = None,
+             on_start: Callable[[datetime, bool], None] | None = None) -> Replay:
     """What the rules would have done over ``(now - since, now]``, evaluated every ``step``: the daemon's own
     evaluation step (:func:`~monitor.alerts.evaluate.evaluate`) and routing plan
     (:func:`~monitor.routing.plan.plan`) on history cut at each moment. ``weights`` are today's, for channels the
-    weight audit never mentions. ``on_progress(done, total, at)`` is called about a hundred times on the way."""
+    weight audit never mentions. ``on_start(start, clamped)`` is called once the start is known (before the first
+    step), ``on_progress(done, total, at)`` about a hundred times on the way."""
     start = now - since if since < now - _EPOCH else _EPOCH
     history = _History(cfg, store, start)
     first = history.first_record()
@@ -176,6 +178,8 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
     clamped = first > start
     if clamped:
         start = first
+    if on_start is not None:
+        on_start(start, clamped)
     audit = sorted(store.weight_history(limit=_AUDIT_LIMIT), key=lambda c: c.at)
     names = {c.id: c.name for c in cfg.channels}
     simulated, rows = routing_at({c.id: int(weights.get(c.id, c.weight)) for c in cfg.channels}, audit, start)

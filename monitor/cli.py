@@ -399,17 +399,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"{start}backtest: {100 * done // total:3d}% ({done}/{total} steps, at "
               f"{show_time(at, zone)})", end=end, file=sys.stderr, flush=True)
 
+    def started(start: datetime, clamped: bool) -> None:
+        if clamped:  # said before the replay runs, not after it
+            print(f"backtest: --since clamped to {show_time(start, zone)} (no data before)", file=sys.stderr)
+
     app = build_app(cfg)
     try:
         replay = backtest(cfg, app.store, _weights(app), since=since, step=step, now=app.clock.now(),
-                          on_progress=progress)
+                          on_progress=progress, on_start=started)
     finally:
         app.pipeline.close()
         app.store.close()
     if replay.start is None:
         print("backtest: nothing to replay (the store has no orders and no probe results)", file=sys.stderr)
-    elif replay.clamped:
-        print(f"backtest: --since clamped to {show_time(replay.start, zone)} (no data before)", file=sys.stderr)
     moments = replay.moments
     if args.json:
         print(json.dumps([{"at": m.at.isoformat(), "kind": m.kind, "channel": m.channel, "rule": m.rule,
