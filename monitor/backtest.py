@@ -3,23 +3,30 @@
 History (orders and probe results) is read once; then time steps from ``now - since`` to ``now``. At each step
 only what was known at that moment is used (orders created by then, outcomes and callbacks up to then, probe
 results up to then), the rules advance one lifecycle step, maintenance windows and inhibition mute as they would,
-and the routing policy decides weights from a simulated copy of today's channels.yaml weights. Nothing is written:
-not the store, not the weights, no notifications. Silences are not replayed (they were decided by people at the
-time). ``detector: cusum`` rules replay too, learning their baseline from the history loaded for the replay.
+and the routing policy decides weights from a simulated copy of the weights as they were when the period began
+(read back from the weight-change audit: a drain still in force then is replayed from the drained weight and the
+operator's baseline; today's file only for channels the audit never mentions). Weight edits the audit records as
+the operator's are applied to the simulated copy when they happened. Nothing is written: not the store, not the
+weights, no notifications. Silences are not replayed (they were decided by people at the time). ``detector: cusum``
+rules replay too, learning their baseline from the history loaded for the replay.
+
+A period reaching back before the first stored order or probe result starts at that first record instead
+(``clamped``): stepping through years without data would only take time. Without any record there is nothing to
+replay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from monitor.alerts.evaluate import Snapshot, evaluate
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
-from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow
+from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow, WeightChange
 from monitor.routing.plan import plan
 from monitor.snapshot import (
     PROBE_WINDOW_SIGNALS,
@@ -32,7 +39,12 @@ from monitor.snapshot import (
 )
 from monitor.store import Store
 
-__all__ = ["Moment", "backtest"]
+__all__ = ["Moment", "Replay", "backtest", "routing_at"]
+
+#: No replay starts before this: a ``--since`` of 100000 days must not overflow the calendar.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How many audited weight changes are read back at most (newest first).
+_AUDIT_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,42 @@ def _probe_view(results: list[ProbeResult], now: datetime, window: timedelta | N
     return streaks, last, recent
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A backtest's answer: the timeline, where it started (``None``: nothing stored to replay), whether that start
+    was moved forward to the first record (``clamped``), and how many steps were evaluated."""
+
+    moments: list[Moment]
+    start: datetime | None
+    clamped: bool = False
+    steps: int = 0
+
+
+def routing_at(channels: Mapping[str, int], audit: list[WeightChange], at: datetime
+               ) -> tuple[dict[str, int], dict[str, RoutingRow]]:
+    """Each channel's weight at ``at`` and, where it was below the operator's baseline then (drained or part-way
+    restored), the routing row the policy had, from the weight-change ``audit`` (oldest first). ``channels`` maps
+    each channel to its weight today, used for channels the audit says nothing about.
+
+    The weight at ``at`` is the last change's ``new`` before it, else the first later change's ``old``. The
+    baseline is the last operator edit's ``new`` before ``at``, else the weight before the first change paymon
+    made (the operator's weight it started from)."""
+    weights: dict[str, int] = {}
+    rows: dict[str, RoutingRow] = {}
+    for channel, today in channels.items():
+        mine = [c for c in audit if c.channel == channel]
+        before = [c for c in mine if c.at <= at]
+        later = [c for c in mine if c.at > at]
+        weight = before[-1].new if before else later[0].old if later else today
+        edits = [c for c in before if c.actor == "operator"]
+        baseline = max(edits[-1].new if edits else mine[0].old if mine else today, weight)
+        weights[channel] = weight
+        if weight < baseline and before:
+            last = before[-1]
+            rows[channel] = RoutingRow(channel, baseline, weight, weight, 0, last.reason, last.at)
+    return weights, rows
+
+
 def _steps(start: datetime, end: datetime, step: timedelta) -> Iterator[datetime]:
     t = start
     while t <= end:
@@ -74,6 +122,14 @@ def _steps(start: datetime, end: datetime, step: timedelta) -> Iterator[datetime
 
 class _History:
     """History loaded once, cut at any moment to what was known then."""
+
+    def first_record(self) -> datetime | None:
+        """When the earliest stored order was created or probe ran; None without any."""
+        created = self.frame["created_at"].dropna() if len(self.frame) else None
+        firsts = [self.probes[0].started_at] if self.probes else []
+        if created is not None and len(created):
+            firsts.append(created.min().to_pydatetime())
+        return min(firsts) if firsts else None
 
     def __init__(self, cfg: LoadedConfig, store: Store, start: datetime) -> None:
         self.cfg = cfg
@@ -107,32 +163,50 @@ def _alert_moment(t: datetime, e: AlertEvent, names: Mapping[str, str]) -> Momen
 
 
 def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, since: timedelta, step: timedelta,
-             now: datetime) -> list[Moment]:
+             now: datetime, on_progress: Callable[[int, int, datetime], None] | None = None,
+             on_start: Callable[[datetime, bool], None] | None = None) -> Replay:
     """What the rules would have done over ``(now - since, now]``, evaluated every ``step``: the daemon's own
     evaluation step (:func:`~monitor.alerts.evaluate.evaluate`) and routing plan
-    (:func:`~monitor.routing.plan.plan`) on history cut at each moment."""
-    start = now - since
+    (:func:`~monitor.routing.plan.plan`) on history cut at each moment. ``weights`` are today's, for channels the
+    weight audit never mentions. ``on_start(start, clamped)`` is called once the start is known (before the first
+    step), ``on_progress(done, total, at)`` about a hundred times on the way."""
+    start = now - since if since < now - _EPOCH else _EPOCH
     history = _History(cfg, store, start)
+    first = history.first_record()
+    if first is None or first > now:
+        return Replay([], None)
+    clamped = first > start
+    if clamped:
+        start = first
+    if on_start is not None:
+        on_start(start, clamped)
+    audit = sorted(store.weight_history(limit=_AUDIT_LIMIT), key=lambda c: c.at)
     names = {c.id: c.name for c in cfg.channels}
-    simulated = {c.id: int(weights.get(c.id, c.weight)) for c in cfg.channels}
-    rows: dict[str, RoutingRow] = {}
+    simulated, rows = routing_at({c.id: int(weights.get(c.id, c.weight)) for c in cfg.channels}, audit, start)
+    edits = [c for c in audit if c.actor == "operator" and c.at > start and c.channel in simulated]
     states: dict[tuple[str, str], AlertState] = {}
     changes_at: list[datetime] = []
     out: list[Moment] = []
-    for t in _steps(start, now, step):
+    total = int((now - start) / step) + 1
+    every = max(1, total // 100)
+    for done, t in enumerate(_steps(start, now, step), start=1):
         maintenance = in_maintenance(cfg, t)
         result = evaluate(cfg, history.snapshot(t), states, muted=_muted_in(set(maintenance)))
         states = result.states
         out += [_alert_moment(t, e, names) for e in result.loud]
-        if cfg.monitor.routing.mode == "off":
-            continue
-        decision = plan(cfg, states, maintenance, simulated, rows, now=t,
-                        changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)))
-        rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
-        for c in decision.changes:
-            simulated[c.channel] = c.new
-            if c.new < c.old:
-                changes_at.append(t)
-            out.append(Moment(t, "weight", c.channel, c.rule,
-                              f"WEIGHT {names[c.channel]} ({c.channel}) {c.old} → {c.new} ({c.reason})"))
-    return out
+        while edits and edits[0].at <= t:  # the operator's own edits, when they happened
+            edit = edits.pop(0)
+            simulated[edit.channel] = edit.new
+        if cfg.monitor.routing.mode != "off":
+            decision = plan(cfg, states, maintenance, simulated, rows, now=t,
+                            changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)))
+            rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
+            for c in decision.changes:
+                simulated[c.channel] = c.new
+                if c.actor == "paymon" and c.new < c.old:
+                    changes_at.append(t)
+                out.append(Moment(t, "weight", c.channel, c.rule,
+                                  f"WEIGHT {names[c.channel]} ({c.channel}) {c.old} → {c.new} ({c.reason})"))
+        if on_progress is not None and (done % every == 0 or done == total):
+            on_progress(done, total, t)
+    return Replay(out, start, clamped, total)

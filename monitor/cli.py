@@ -1,6 +1,7 @@
 """The ``paymon`` command line. The only place where real objects are built and wired together.
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error; ``paymon status`` also 3 when a channel is down and
+4 when evaluation is failing (see :func:`monitor.status.status_exit_code`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,14 +40,18 @@ from monitor.reconcile.reconciler import Reconciler, build_queriers
 from monitor.routing import SINKS
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.secret import RedactingFilter, Redactor
-from monitor.status import status_view
+from monitor.status import status_exit_code, status_view
+from monitor.status_table import status_lines
 from monitor.store import Store
 from monitor.store.reconcile import ReconcileStore
+from monitor.timefmt import show_time, zone_label
 
 __all__ = ["App", "build_app", "main"]
 
 log = logging.getLogger("monitor")
 DEFAULT_CONFIG = "config/monitor.yaml"
+#: ``paymon backtest`` reports progress on stderr from this many evaluation steps on (a week at 1m is 10080).
+BACKTEST_PROGRESS_STEPS = 2000
 
 
 @dataclass
@@ -86,10 +92,12 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
     names = {c.id: c.name for c in cfg.channels}
     sinks: dict[str, Sink] = {}
     if cfg.monitor.notify.console:
-        sinks["console"] = ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream)
+        sinks["console"] = ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream,
+                                       timezone=cfg.monitor.display.timezone)
     if cfg.monitor.notify.telegram is not None:
         log.warning("notify.telegram is configured but the Telegram sink is not available yet; using the console")
-        sinks.setdefault("console", ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream))
+        sinks.setdefault("console", ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream,
+                                                timezone=cfg.monitor.display.timezone))
     weights = None
     sink_cfg = cfg.monitor.routing.sink
     if cfg.monitor.routing.mode != "off":
@@ -311,10 +319,6 @@ def _status(app: App) -> dict[str, object]:
     return status_view(app.cfg, app.store, app.clock.now(), _weights(app))
 
 
-def _pct(v: object) -> str:
-    return "-" if v is None else f"{float(v) * 100:.1f}%"  # type: ignore[arg-type]
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.redactor, verbose=args.verbose)
@@ -326,45 +330,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         app.store.close()
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
-        return 0
-    rows = [("CHANNEL", "STATE", "WEIGHT", "SUCCESS", "ORDERS", "LOST", "CB P95", "LAST PROBE")]
-    for ch in view["channels"]:  # type: ignore[attr-defined]
-        last = ch["last_probe"]
-        probe = "-" if last is None else f"{last['probe']} {last['outcome']} {last['latency_s'] * 1000:.0f}ms"
-        p95 = "-" if ch["callback_p95_s"] is None else f"{ch['callback_p95_s']:.1f}s"
-        rows.append((ch["id"], ch["state"], str(ch["weight"]), f"{_pct(ch['success_ratio'])} ({ch['window']})",
-                     str(ch["orders"]), str(ch["lost"]), p95, probe))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    firing = view["firing"]
-    if firing:
-        said = [f"{a['rule']}@{a['channel']}" + (f" ({a['reason']})" if a["reason"] else "")
-                for a in firing]  # type: ignore[attr-defined]
-        print("\nfiring: " + ", ".join(said))
-    lost = view["lost_orders"]
-    if lost:
-        print("\nlost orders (paid at the channel, not in the shop):")
-        for lo in lost:  # type: ignore[attr-defined]
-            print(f"  {lo['order_id']}  {lo['channel']}  {lo['amount'] or '?'}  {_lost_when(lo)}  "
-                  f"trade_no {lo['trade_no'] or '-'}")
-    held = view["held_funds"]
-    if held:
-        print("\nheld funds (the channel holds the buyer's money without completing the payment; the shop has no "
-              "order; an operator must look):")
-        for h in held:  # type: ignore[attr-defined]
-            print(f"  {h['order_id']}  {h['channel']}  {h['amount'] or '?'}  status {h['status']}  "
-                  f"seen by paymon at {h['seen_at']}  trade_no {h['trade_no'] or '-'}")
-    return 0
-
-
-def _lost_when(lo: Mapping[str, object]) -> str:
-    """A lost order's time as ``paymon status`` prints it: only a channel's pay time is called one."""
-    if lo.get("channel_paid_at"):
-        return f"paid at the channel {lo['channel_paid_at']}"
-    if lo.get("paid_learned_at"):
-        return f"no pay time from the channel; paymon learned of it at {lo['paid_learned_at']}"
-    return "no pay time from the channel"
+    else:
+        print("\n".join(status_lines(view)))
+    return status_exit_code(view)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -445,18 +413,44 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise UsageError(f"--since/--step: {exc}") from None
     if step.total_seconds() <= 0 or since.total_seconds() <= 0:
         raise UsageError("--since and --step must be positive durations")
+    zone = cfg.monitor.display.timezone
+    tty = sys.stderr.isatty()
+    shown = [-1]  # the last tenth printed when stderr is not a terminal (a log gets ten lines, not a hundred)
+
+    def progress(done: int, total: int, at: datetime) -> None:
+        if total < BACKTEST_PROGRESS_STEPS:
+            return  # a short range is done before anyone would look
+        if not tty:
+            if 10 * done // total == shown[0]:
+                return
+            shown[0] = 10 * done // total
+        start, end = ("\r", "" if done < total else "\n") if tty else ("", "\n")
+        print(f"{start}backtest: {100 * done // total:3d}% ({done}/{total} steps, at "
+              f"{show_time(at, zone)})", end=end, file=sys.stderr, flush=True)
+
+    def started(start: datetime, clamped: bool) -> None:
+        if clamped:  # said before the replay runs, not after it
+            print(f"backtest: --since clamped to {show_time(start, zone)} (no data before)", file=sys.stderr)
+
     app = build_app(cfg)
     try:
-        moments = backtest(cfg, app.store, _weights(app), since=since, step=step, now=app.clock.now())
+        replay = backtest(cfg, app.store, _weights(app), since=since, step=step, now=app.clock.now(),
+                          on_progress=progress, on_start=started)
     finally:
         app.pipeline.close()
         app.store.close()
+    if replay.start is None:
+        print("backtest: nothing to replay (the store has no orders and no probe results)", file=sys.stderr)
+    moments = replay.moments
     if args.json:
         print(json.dumps([{"at": m.at.isoformat(), "kind": m.kind, "channel": m.channel, "rule": m.rule,
                            "text": m.text} for m in moments], ensure_ascii=False, indent=1))
         return 0
+    if replay.start is None:
+        return 0
+    print(f"times in {zone_label(zone, replay.start)}")
     for m in moments:
-        print(f"{m.at:%Y-%m-%d %H:%M:%S} {m.text}")
+        print(f"{show_time(m.at, zone)} {m.text}")
     counts = Counter(m.kind for m in moments)
     print(f"backtest over the last {args.since} every {args.step}: {counts['firing']} firing, "
           f"{counts['resolved']} resolved, {counts['reminder']} reminders, {counts['weight']} weight changes"
@@ -487,8 +481,8 @@ def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="paymon",
         description="paymon watches payment channels (probes, order log), alerts, and moves routing weights.",
-        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage, config or input error. Secrets come from ${ENV} "
-               "only.",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage, config or input error; `paymon status` also 3 (a "
+               "channel is down) and 4 (evaluation is failing). Secrets come from ${ENV} only.",
     )
     p.add_argument("--version", action="version", version=f"paymon {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -508,7 +502,9 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--scenario", metavar="FILE", action="append",
                     help="also check a simulator scenario file against the channels (repeatable)")
     cc.set_defaults(func=cmd_check_config)
-    st = add("status", "table of channels: state, weight, success ratio, lost orders, callback p95, last probe")
+    st = add("status", "table of channels: state, probes, weight and baseline, next restore, success ratio, lost "
+             "orders, callback p95, last probe; exit code 3 when a channel is down (a critical alert fires or all "
+             "its probes fail), 4 when evaluation is failing")
     st.add_argument("--json", action="store_true", help="print the same JSON as GET /api/status")
     st.set_defaults(func=cmd_status)
     ing = add("ingest", "backfill order events from files into the store, with progress and a summary "

@@ -174,9 +174,10 @@ def test_once_then_status(tmp_path: Path, sim_thread: object, capsys: pytest.Cap
     assert "probes: ok 2;" in out
     assert main(["status", "-c", str(cfg)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["CHANNEL", "STATE", "WEIGHT", "SUCCESS", "ORDERS", "LOST", "CB", "P95", "LAST",
-                                "PROBE"]
-    assert table[1].split()[:3] == ["epay-main", "healthy", "60"]
+    assert table[0] == "times in Asia/Shanghai (+08:00)"
+    assert table[1].split() == ["CHANNEL", "STATE", "PROBES", "WEIGHT", "BASELINE", "NEXT", "RESTORE", "SUCCESS",
+                                "ORDERS", "LOST", "CB", "P95", "LAST", "PROBE"]
+    assert table[2].split()[:7] == ["epay-main", "healthy", "ok", "60", "60", "-", "—"]  # no orders: no ratio
     assert main(["status", "--json", "-c", str(cfg)]) == 0
     view = json.loads(capsys.readouterr().out)
     assert [c["last_probe"]["outcome"] for c in view["channels"]] == ["ok", "ok"]
@@ -188,6 +189,9 @@ def test_once_then_status(tmp_path: Path, sim_thread: object, capsys: pytest.Cap
     assert "FIRING [critical] epay-main (epay-main) · channel_down" in out
     assert "weight epay-main (epay-main): 60 → 0" in out
     assert "    weight: 0\n" in (tmp_path / "cfg" / "channels.yaml").read_text(encoding="utf-8")
+    assert main(["status", "-c", str(cfg)]) == 3  # a channel is down: cron and monitoring can tell
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epay-main"))
+    assert row.split()[:7] == ["epay-main", "down", "failing", "2×", "0", "60", "when"]
 
 
 def test_once_refuses_to_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -239,6 +243,11 @@ def test_run_serves_http_probes_on_schedule_and_stops_on_sigterm(tmp_path: Path,
         assert fetch(f"http://127.0.0.1:{port}/healthz") == (200, '{"ok": true, "reason": "ok"}')
         status, body = fetch(f"http://127.0.0.1:{port}/api/status")
         assert status == 200 and [c["id"] for c in json.loads(body)["channels"]] == ["epay-main", "epay-backup"]
+        served = json.loads(body)
+        assert served["timezone"] == "Asia/Shanghai"
+        assert {k: served["channels"][0][k] for k in ("baseline", "next_restore")} == {"baseline": 60,
+                                                                                      "next_restore": None}
+        assert served["channels"][0]["probes"]["state"] in ("ok", "none yet")
         sim_thread.call(sim.faults("epay-main").update, error_rate=1.0)  # type: ignore[attr-defined]
         deadline = time.monotonic() + PATIENCE_S
         while time.monotonic() < deadline:

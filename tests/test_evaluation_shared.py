@@ -50,7 +50,7 @@ def test_backtest_replays_the_daemons_timeline(rig: Rig) -> None:
     )
     # Replay the stored history with the weights the shop had at the start.
     moments = backtest(rig.app.cfg, store, {"main": 60, "backup": 40}, since=end - start,
-                       step=timedelta(minutes=1), now=end)
+                       step=timedelta(minutes=1), now=end).moments
     replayed = sorted((m.at, m.kind, m.channel, m.rule if m.kind != "weight" else m.text.split(") ")[1].split(" (")[0]
                        .replace(" → ", "->")) for m in moments)
     kinds = {(k, ch, r) for _, k, ch, r in daemon}

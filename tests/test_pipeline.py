@@ -88,7 +88,7 @@ class Rig:
         """Run a cycle; return the notification lines it printed."""
         before = len(self.out.getvalue().splitlines())
         self.app.pipeline.cycle()
-        return [line.split(" ", 2)[2] for line in self.out.getvalue().splitlines()[before:]]
+        return [line.split(" ", 3)[3] for line in self.out.getvalue().splitlines()[before:]]
 
     def weight(self, channel: str) -> int:
         return YamlWeightSink(self.folder / "channels.yaml").read()[channel]

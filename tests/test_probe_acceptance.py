@@ -70,7 +70,7 @@ class Run:
                     due[key] += job.every
             before = len(self.out.getvalue().splitlines())
             await asyncio.to_thread(self.app.pipeline.cycle)
-            self.lines += [f"{self.clock.now():%H:%M:%S} {line.split(' ', 2)[2]}"
+            self.lines += [f"{self.clock.now():%H:%M:%S} {line.split(' ', 3)[3]}"
                            for line in self.out.getvalue().splitlines()[before:]]
 
     def weight(self, channel: str) -> int:
@@ -185,7 +185,7 @@ async def test_a_banned_merchant_is_down_with_the_reason_and_drained(
 
     # `paymon status` (the CLI reads the same store) names the reason too.
     capsys.readouterr()
-    assert main(["status", "-c", str(config_dir / "monitor.yaml")]) == 0
+    assert main(["status", "-c", str(config_dir / "monitor.yaml")]) == 3  # a channel is down
     printed = capsys.readouterr().out
     assert "merchant_banned@main (商户已被通道封禁)" in printed
     assert not any(line.split()[:2] == ["backup", "down"] for line in printed.splitlines())

@@ -10,18 +10,21 @@ from monitor.alerts.render import render_alert, render_held, render_lost, render
 from monitor.alerts.render_health import render_health
 from monitor.alerts.render_lost_batch import render_lost_batch
 from monitor.errors import SinkError
+from monitor.timefmt import DEFAULT_ZONE, show_time
 
 __all__ = ["ConsoleSink"]
 
 
 class ConsoleSink:
-    """Prints notifications. ``names`` maps channel ids to display names."""
+    """Prints notifications. ``names`` maps channel ids to display names; every time is shown in ``timezone``
+    (``display.timezone``), with its offset."""
 
     name = "console"
 
     def __init__(self, *, language: str = "zh", names: Mapping[str, str] | None = None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, timezone: str = DEFAULT_ZONE) -> None:
         self.language = language
+        self.timezone = timezone
         self.names = dict(names or {})
         self.stream = stream if stream is not None else sys.stdout
 
@@ -33,16 +36,16 @@ class ConsoleSink:
             if item.get("type") == "weight":
                 text = render_weight(item, language=self.language, names=self.names)
             elif item.get("type") == "lost_order":
-                text = render_lost(item, language=self.language, names=self.names)
+                text = render_lost(item, language=self.language, names=self.names, timezone=self.timezone)
             elif item.get("type") == "held_funds":
-                text = render_held(item, language=self.language, names=self.names)
+                text = render_held(item, language=self.language, names=self.names, timezone=self.timezone)
             elif item.get("type") == "lost_orders":
                 text = render_lost_batch(item, language=self.language, names=self.names)
             elif item.get("type") == "health":
-                text = render_health(item, language=self.language)
+                text = render_health(item, language=self.language, timezone=self.timezone)
             else:
                 text = render_alert(item, language=self.language, names=self.names)
-            stamp = str(item.get("at", ""))[:19].replace("T", " ")
+            stamp = show_time(str(item.get("at") or "") or None, self.timezone, unknown="-")
             lines.append(f"{stamp} {text}")
         try:
             print("\n".join(lines), file=self.stream, flush=True)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from monitor.alerts.probe_reasons import probe_reason
 from monitor.models import HELD_STATUS_WORDS
+from monitor.timefmt import DEFAULT_ZONE, show_time
 
 __all__ = ["alert_reason", "duration", "render_alert", "render_held", "render_lost", "render_weight"]
 
@@ -106,17 +105,10 @@ def render_weight(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[
     return f"⚖️ weight {name} ({p['channel']}): {p['old']} → {p['new']} ({p['reason']})"
 
 
-_BEIJING = ZoneInfo("Asia/Shanghai")
-
-
-def _when(text: Any, language: str) -> str:
-    """A stored ISO time as operators read it: Beijing time in Chinese, UTC in English."""
-    if not text:
-        return "未知" if language == "zh" else "unknown"
-    dt = datetime.fromisoformat(str(text))
-    if language == "zh":
-        return dt.astimezone(_BEIJING).strftime("%Y-%m-%d %H:%M:%S") + " 北京时间"
-    return dt.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(text: Any, language: str, zone: str = DEFAULT_ZONE) -> str:
+    """A stored ISO time as operators read it: in the display zone, with its offset (``2026-11-26 11:00:00
+    +08:00``), in either language."""
+    return show_time(str(text) if text else None, zone, unknown="未知" if language == "zh" else "unknown")
 
 
 def duration(seconds: float, language: str = "en") -> str:
@@ -135,26 +127,27 @@ def duration(seconds: float, language: str = "en") -> str:
     return " ".join(parts) or ("0 秒" if zh else "0 s")
 
 
-def _lost_time(p: Mapping[str, Any], language: str) -> str:
+def _lost_time(p: Mapping[str, Any], language: str, zone: str) -> str:
     """A lost order's time: the channel's pay time when it gave one; else when paymon learned of the payment,
     labelled as such; never a made-up pay time."""
     zh = language == "zh"
     if p.get("channel_paid_at"):
-        return f"通道支付时间 {_when(p['channel_paid_at'], language)}" if zh else \
-            f"paid at the channel {_when(p['channel_paid_at'], language)}"
+        return f"通道支付时间 {_when(p['channel_paid_at'], language, zone)}" if zh else \
+            f"paid at the channel {_when(p['channel_paid_at'], language, zone)}"
     if p.get("paid_learned_at"):
-        return f"通道未给出支付时间 (paymon 获知时间 {_when(p['paid_learned_at'], language)})" if zh else \
-            f"no pay time from the channel (paymon learned of it at {_when(p['paid_learned_at'], language)})"
+        return f"通道未给出支付时间 (paymon 获知时间 {_when(p['paid_learned_at'], language, zone)})" if zh else \
+            f"no pay time from the channel (paymon learned of it at {_when(p['paid_learned_at'], language, zone)})"
     return "通道未给出支付时间" if zh else "no pay time from the channel"
 
 
-def render_lost(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
+def render_lost(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None,
+                timezone: str = DEFAULT_ZONE) -> str:
     """One line for a lost-order payload (``kind`` found or recovered): the order id first, it is what the
-    operator looks up."""
+    operator looks up. Times are shown in ``timezone`` (``display.timezone``)."""
     name = (names or {}).get(p["channel"], p["channel"])
     amount = p.get("amount") or "?"
     trade_no = p.get("trade_no") or ("无" if language == "zh" else "none")
-    when = _lost_time(p, language)
+    when = _lost_time(p, language, timezone)
     within = duration(float(p.get("deadline_s") or 0), language)
     if language == "zh":
         if p["kind"] == "recovered":
@@ -180,7 +173,8 @@ _RELEASE = {
 }
 
 
-def render_held(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None) -> str:
+def render_held(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[str, str] | None = None,
+                timezone: str = DEFAULT_ZONE) -> str:
     """One line for a held-funds payload (``kind`` held or released): the channel holds the buyer's money without
     completing the payment, the shop has no order, an operator must look. The only time shown is when paymon saw
     it (the channel gives no pay time)."""
@@ -190,7 +184,7 @@ def render_held(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[st
     trade_no = p.get("trade_no") or ("无" if lang == "zh" else "none")
     status = str(p.get("status") or "?")
     word = HELD_STATUS_WORDS.get(status, (status, status))
-    seen = _when(p.get("seen_at"), lang)
+    seen = _when(p.get("seen_at"), lang, timezone)
     if p["kind"] == "released":
         why = _RELEASE[lang].get(str(p.get("release")), str(p.get("release") or "?"))
         if lang == "zh":

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
+
+from monitor.timefmt import DEFAULT_ZONE, show_time
 
 __all__ = ["render_health"]
 
 
-def _since(text: Any) -> str:
-    return datetime.fromisoformat(str(text)).strftime("%Y-%m-%d %H:%M:%S %Z").strip() if text else "?"
-
-
-def render_health(p: Mapping[str, Any], *, language: str = "zh") -> str:
+def render_health(p: Mapping[str, Any], *, language: str = "zh", timezone: str = DEFAULT_ZONE) -> str:
     """One line for a health payload (``monitor.store.health``): ``evaluation_failing`` names since when and why
     (no alert is evaluated and no weight moves until a cycle succeeds); ``recovered`` says how many failed."""
-    since, reason = _since(p.get("since")), p.get("reason") or "?"
+    since, reason = show_time(str(p.get("since") or "") or None, timezone, unknown="?"), p.get("reason") or "?"
     if p.get("kind") == "recovered":
         n = int(p.get("failures") or 0)
         if language == "zh":

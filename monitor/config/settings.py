@@ -31,11 +31,13 @@ from monitor.config.fields import (
 )
 from monitor.config.rules import Rule
 from monitor.secret import Secret
+from monitor.timefmt import DEFAULT_ZONE
 
 __all__ = [
     "EVENT_FIELDS",
     "Chat",
     "Defaults",
+    "Display",
     "DujiaokaSource",
     "HttpConfig",
     "JsonlSource",
@@ -333,6 +335,13 @@ class Notify(ConfigModel):
     telegram: Telegram | None = None
 
 
+class Display(ConfigModel):
+    """How times are shown to people: the status table, the lost-order list and every alert text use one zone,
+    written out with its offset. Stored times stay UTC."""
+
+    timezone: TimeZoneName = DEFAULT_ZONE
+
+
 def _increasing_steps(steps: tuple[float, ...]) -> tuple[float, ...]:
     if not steps:
         raise invalid("list at least one step")
@@ -415,6 +424,7 @@ class MonitorConfig(ConfigModel):
     reconcile: Reconcile = Field(default_factory=Reconcile)
     rules: tuple[Rule, ...] = ()
     notify: Notify = Field(default_factory=Notify)
+    display: Display = Field(default_factory=Display)
     routing: Routing = _section()
     channels: LocalPath = Field(default=None, validate_default=True)
 

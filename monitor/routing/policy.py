@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from monitor.models import RoutingRow, WeightChange
 
-__all__ = ["ChannelRouting", "Decision", "RestorePolicy", "Wish", "decide"]
+__all__ = ["ChannelRouting", "Decision", "RestorePolicy", "Wish", "decide", "next_restore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +183,13 @@ def _restore(ch: ChannelRouting, row: RoutingRow, restore: RestorePolicy, cycle:
     cycle.changes.append(WeightChange(ch.id, row.target, want, reason, now))
     cycle.active[ch.id] = want > 0
     return replace(row, target=want, step=nxt if want < row.baseline else 0, reason=reason, changed_at=now)
+
+
+def next_restore(row: RoutingRow, restore: RestorePolicy) -> datetime | None:
+    """When the next restore step is due for a channel below its baseline (the same test as the restore itself:
+    healthy for ``healthy_for``, and ``every`` since the last step); None when it is at its baseline, or while
+    something still holds it down (it has not started being healthy)."""
+    if row.target >= row.baseline or row.healthy_since is None:
+        return None
+    due = row.healthy_since + restore.healthy_for
+    return max(due, row.changed_at + restore.every) if row.step else due

@@ -70,8 +70,8 @@ def test_console_sink_in_chinese_and_a_broken_stream() -> None:
     sink.send({"type": "weight", "channel": "c1", "old": 60, "new": 0, "reason": "rule channel_down: drain",
                "at": "2026-11-26T03:13:30+00:00"})
     assert out.getvalue().splitlines() == [
-        "2026-11-26 03:13:30 🔴 告警 [warning] 易支付主通道 (c1) · low_success: 支付成功率 = 41.0% (阈值 80.0%)",
-        "2026-11-26 03:13:30 ⚖️ 权重 易支付主通道 (c1): 60 → 0 (规则 channel_down: 摘除 (权重归零))",
+        "2026-11-26 11:13:30 +08:00 🔴 告警 [warning] 易支付主通道 (c1) · low_success: 支付成功率 = 41.0% (阈值 80.0%)",
+        "2026-11-26 11:13:30 +08:00 ⚖️ 权重 易支付主通道 (c1): 60 → 0 (规则 channel_down: 摘除 (权重归零))",
     ]
     out.close()
     try:
@@ -122,3 +122,11 @@ def test_console_prints_a_group_as_one_message() -> None:
     ConsoleSink(language="en", stream=out).send({"type": "group", "channel": "c1", "items": [
         {**item, "rule": "a"}, {**item, "rule": "b"}]})
     assert [line.split(" · ")[1].split(":")[0] for line in out.getvalue().splitlines()] == ["a", "b"]
+
+
+def test_console_stamps_are_in_the_display_zone() -> None:
+    out = io.StringIO()
+    ConsoleSink(language="en", stream=out, timezone="UTC").send(
+        {"type": "weight", "channel": "c1", "old": 60, "new": 0, "reason": "rule channel_down: drain",
+         "at": "2026-11-26T03:13:30+00:00"})
+    assert out.getvalue().startswith("2026-11-26 03:13:30 +00:00 ⚖️ weight c1 (c1): 60 → 0")

@@ -28,4 +28,13 @@ def test_a_sub_minute_deadline_is_printed_in_seconds() -> None:
     en, zh = render_lost(payload, language="en"), render_lost(payload, language="zh")
     assert en.endswith("no verified callback within 20 s") and "min" not in en
     assert zh.endswith("20 秒内商户未收到有效回调") and "分钟" not in zh
-    assert "paid at the channel 2026-11-26 03:00:00 UTC" in en and "通道支付时间 2026-11-26 11:00:00 北京时间" in zh
+    assert "paid at the channel 2026-11-26 11:00:00 +08:00" in en and "通道支付时间 2026-11-26 11:00:00 +08:00" in zh
+
+
+def test_times_are_shown_in_the_display_zone_with_its_offset() -> None:
+    payload = {"type": "lost_order", "kind": "found", "order_id": "A1", "channel": "c1", "amount": "1.00",
+               "trade_no": None, "channel_paid_at": None, "paid_learned_at": "2026-11-26T03:00:00+00:00",
+               "evidence": "reconcile", "deadline_s": 300.0, "at": "2026-11-26T03:01:00+00:00"}
+    assert "paymon learned of it at 2026-11-26 03:00:00 +00:00" in render_lost(payload, language="en",
+                                                                              timezone="UTC")
+    assert "获知时间 2026-11-25 22:00:00 -05:00" in render_lost(payload, language="zh", timezone="America/New_York")

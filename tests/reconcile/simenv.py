@@ -63,4 +63,4 @@ class SimEnv:
 
     def lines(self) -> list[str]:
         """The console sink's lines, without their timestamps."""
-        return [line.split(" ", 2)[2] for line in self.out.getvalue().splitlines()]
+        return [line.split(" ", 3)[3] for line in self.out.getvalue().splitlines()]

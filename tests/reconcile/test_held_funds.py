@@ -27,6 +27,7 @@ from monitor.sim.wxpay import WxpayGateway
 from monitor.status import status_view
 from monitor.store import tables as t
 from monitor.store.reconcile import ReconcileStore
+from monitor.timefmt import show_time
 from tests.reconcile.simenv import SimEnv, paymon_clock
 
 KEY = "held-funds-test-key-0123"
@@ -144,7 +145,7 @@ async def test_held_refunded_and_closed_orders_are_never_lost_paid_or_replayed(e
     assert len(held_lines) == 2
     line = next(x for x in held_lines if preauth.order_id in x)
     assert "channel status 4 pre-authorised (预授权)" in line and "the shop has no order" in line
-    assert f"paymon saw it at {env.clock.now():%Y-%m-%d %H:%M:%S} UTC" in line and "paid at" not in line
+    assert f"paymon saw it at {show_time(env.clock.now())}" in line and "paid at" not in line  # display zone
     assert "channel status 3 frozen (已冻结)" in next(x for x in held_lines if frozen.order_id in x)
     lost_lines = [x for x in lines if x.startswith("🟠 LOST ORDER")]
     assert [x.split()[3] for x in lost_lines] == [lost.order_id]
