@@ -228,7 +228,9 @@ def cmd_once(args: argparse.Namespace) -> int:
                 results = await d.probe_all()
                 await asyncio.to_thread(app.pipeline.ingest)  # what the shop already knows is not asked about
                 rec = await d.reconcile()
-                report = await asyncio.to_thread(app.pipeline.cycle)
+                report = await d.cycle(wait=True)
+                if report is None:  # logged in one line, recorded (paymon status exits 4), announced once
+                    return 1
                 if rec is not None and report.lost:
                     # A deadline that passed after the round's own report: replayed in this run, not the next.
                     await d.replay_lost(rec)

@@ -31,6 +31,7 @@ from monitor.models import AlertState, ChannelStats, ProbeResult, RoutingRow
 from monitor.routing.policy import RestorePolicy, next_restore
 from monitor.snapshot import in_maintenance, read_snapshot
 from monitor.store import Store
+from monitor.store.health import read_health
 from monitor.store.reconcile import ReconcileStore
 
 __all__ = ["EXIT_DOWN", "EXIT_EVALUATION_FAILING", "channel_reasons", "channel_states", "probe_state",
@@ -99,11 +100,14 @@ def probe_state(last: Mapping[str, ProbeResult], streaks: Mapping[str, int]) -> 
     return {"state": "failing" if len(failed) == len(last) else "partial", "failures": runs}
 
 
-def status_exit_code(view: Mapping[str, Any], *, evaluation_failing: bool = False) -> int:
+def status_exit_code(view: Mapping[str, Any], *, evaluation_failing: bool | None = None) -> int:
     """``paymon status``'s exit code from its view, for cron and monitoring: 0 all fine,
     :data:`EXIT_DOWN` when a channel (not in maintenance) is down or all its probes fail,
-    :data:`EXIT_EVALUATION_FAILING` when ``evaluation_failing`` (the daemon's own health says its cycles fail;
-    then no state in the view is current, so it goes first)."""
+    :data:`EXIT_EVALUATION_FAILING` when the daemon's own health (the view's ``evaluation``, or
+    ``evaluation_failing`` when given) says its cycles fail; then no state in the view is current, so it goes
+    first."""
+    if evaluation_failing is None:
+        evaluation_failing = (view.get("evaluation") or {}).get("state") == "failing"
     if evaluation_failing:
         return EXIT_EVALUATION_FAILING
     for ch in view["channels"]:
@@ -169,8 +173,12 @@ def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping
          "status": h.status, "seen_at": h.seen_at.isoformat()}
         for h in book.held_funds(open_only=True, limit=50)
     ]
-    return {"now": now.isoformat(), "timezone": cfg.monitor.display.timezone, "channels": channels,
-            "firing": firing, "lost_orders": lost, "held_funds": held}
+    health = read_health(store)
+    evaluation = {"state": "failing" if health.failing else "ok", "since": _iso(health.failing_since),
+                  "reason": health.reason if health.failing else None,
+                  "failures": health.failures if health.failing else 0}
+    return {"now": now.isoformat(), "timezone": cfg.monitor.display.timezone, "evaluation": evaluation,
+            "channels": channels, "firing": firing, "lost_orders": lost, "held_funds": held}
 
 
 def _iso(at: datetime | None) -> str | None:

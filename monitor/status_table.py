@@ -48,6 +48,10 @@ def status_lines(view: Mapping[str, Any]) -> list[str]:
     """The table of channels, then what fires, the lost orders and the held funds."""
     zone = str(view["timezone"])
     out = [f"times in {zone_label(zone, datetime.fromisoformat(view['now']))}"]
+    evaluation = view.get("evaluation") or {}
+    if evaluation.get("state") == "failing":  # every state below is stale while cycles fail: say so first
+        out.insert(0, f"EVALUATION FAILING since {show_time(evaluation['since'], zone)} "
+                      f"({evaluation['failures']} cycles): {evaluation['reason']}; the states below are stale")
     rows = [("CHANNEL", "STATE", "PROBES", "WEIGHT", "BASELINE", "NEXT RESTORE", "SUCCESS", "ORDERS", "LOST",
              "CB P95", "LAST PROBE")]
     for ch in view["channels"]:

@@ -194,6 +194,44 @@ def test_once_then_status(tmp_path: Path, sim_thread: object, capsys: pytest.Cap
     assert row.split()[:7] == ["epay-main", "down", "failing", "2×", "0", "60", "when"]
 
 
+def test_a_failing_evaluation_makes_once_exit_1_and_status_exit_4(
+        tmp_path: Path, sim_thread: object, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluation that raises (here: a step made to fail, as a bug or a broken store would) fails the cycle:
+    ``once`` exits 1 and records it, ``status`` exits 4 and says so above the table, one notification goes out;
+    the next good cycle clears it."""
+    from monitor.pipeline import Pipeline
+
+    sim = sim_thread.server  # type: ignore[attr-defined]
+    sim_thread.call(sim.add_channel, "epay-main", pid="1001", key=SECRET)  # type: ignore[attr-defined]
+    sim_thread.call(sim.add_channel, "epay-backup", pid="1002", key="backup-key-123456")  # type: ignore[attr-defined]
+    monkeypatch.setenv("EPAY_MAIN_KEY", SECRET)
+    cfg = write_config(tmp_path / "cfg", sim.endpoint("epay-main"), sim.endpoint("epay-backup"))
+    assert main(["once", "-c", str(cfg)]) == 0
+    capsys.readouterr()
+
+    def broken(self: Pipeline, *args: object, **kwargs: object) -> object:
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Pipeline, "evaluate", broken)
+        assert main(["once", "-c", str(cfg)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("evaluation cycles FAILING since") == 1 and "OverflowError" in captured.out
+    assert "Traceback" not in captured.err
+    assert main(["status", "-c", str(cfg)]) == 4
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("EVALUATION FAILING since ") and "(1 cycles)" in first
+    assert main(["status", "--json", "-c", str(cfg)]) == 4
+    assert json.loads(capsys.readouterr().out)["evaluation"]["state"] == "failing"
+
+    assert main(["once", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("evaluation cycles RECOVERED (1 failed in a row") == 1
+    assert main(["status", "-c", str(cfg)]) == 0
+    assert capsys.readouterr().out.startswith("times in ")
+
+
 def test_once_refuses_to_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import fcntl
