@@ -28,10 +28,10 @@ from monitor.alerts.dispatch import Sink
 from monitor.argtypes import OneLineParser
 from monitor.clock import Clock, SystemClock
 from monitor.config import ChannelConfig, LoadedConfig, YamlSink, load_config
-from monitor.config import DujiaokaSource as DujiaokaSourceConfig
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
+from monitor.idle_parts import has_order_source
 from monitor.ingest import DujiaokaSource, JsonlSource, NginxSource, Source
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline
@@ -158,19 +158,6 @@ def run_lock(cfg: LoadedConfig) -> Iterator[None]:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def has_order_source(cfg: LoadedConfig, channel: str) -> bool:
-    """Whether some configured source can bring real orders of ``channel`` (a JSONL log names any channel; an
-    nginx log or a dujiaoka database only the channels its mapping names)."""
-    for src in cfg.monitor.sources:
-        if isinstance(src, JsonlSourceConfig):
-            return True
-        if isinstance(src, NginxSourceConfig) and channel in src.callbacks.values():
-            return True
-        if isinstance(src, DujiaokaSourceConfig) and channel in src.channels.values():
-            return True
-    return False
 
 
 def unverifiable_queries(cfg: LoadedConfig) -> list[ChannelConfig]:

@@ -15,7 +15,7 @@ from monitor.config import ChannelConfig, DujiaokaSource, JsonlSource, LoadedCon
 from monitor.config.rules import PROBE_SIGNALS, Rule
 from monitor.models import PROBE_TYPES
 
-__all__ = ["idle_parts"]
+__all__ = ["has_order_source", "idle_parts"]
 
 #: Signals read from the orders (an order source must bring the channel's orders).
 _ORDER_SIGNALS = frozenset({"success_ratio", "orders", "lost_orders", "lost_order_ratio", "callback_latency_p50",
@@ -60,7 +60,9 @@ def _routing(cfg: LoadedConfig) -> Iterator[str]:
                "(use kind yaml, or routing.mode off)")
 
 
-def _has_orders(cfg: LoadedConfig, channel: str) -> bool:
+def has_order_source(cfg: LoadedConfig, channel: str) -> bool:
+    """Whether some configured source can bring real orders of ``channel`` (a JSONL log names any channel; an
+    nginx log or a dujiaoka database only the channels its mapping names)."""
     for src in cfg.monitor.sources:
         if isinstance(src, JsonlSource):
             return True
@@ -78,7 +80,7 @@ def _channels(cfg: LoadedConfig) -> Iterator[str]:
         configured = [p for p in PROBE_TYPES if getattr(ch.probes, p) is not None]
         if not configured:
             yield (f"channel {ch.id}: no probe is configured: only its orders can tell whether it works"
-                   if _has_orders(cfg, ch.id) else
+                   if has_order_source(cfg, ch.id) else
                    f"channel {ch.id}: no probe is configured and no order source brings its orders: nothing "
                    "watches it")
             continue
@@ -119,6 +121,6 @@ def _cannot_run(cfg: LoadedConfig, rule: Rule, scope: list[ChannelConfig],
     elif rule.signal == "merchant_banned":
         if not any(runnable[ch.id] for ch in scope):
             return "merchant_banned comes from the probes, and no channel it applies to runs one"
-    elif rule.signal in _ORDER_SIGNALS and not any(_has_orders(cfg, ch.id) for ch in scope):
+    elif rule.signal in _ORDER_SIGNALS and not any(has_order_source(cfg, ch.id) for ch in scope):
         return f"{rule.signal} comes from the orders, and no order source brings those of the channels it applies to"
     return None
