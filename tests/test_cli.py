@@ -162,13 +162,18 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 # -- once and status ----------------------------------------------------------------------------------------
 
 
-def test_once_then_status(tmp_path: Path, sim_thread: object, capsys: pytest.CaptureFixture[str],
-                          monkeypatch: pytest.MonkeyPatch) -> None:
+def simulated_pair(tmp_path: Path, sim_thread: object, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
+    """Both channels of :func:`write_config` served by the simulator: (the simulator, the monitor.yaml)."""
     sim = sim_thread.server  # type: ignore[attr-defined]
     sim_thread.call(sim.add_channel, "epay-main", pid="1001", key=SECRET)  # type: ignore[attr-defined]
     sim_thread.call(sim.add_channel, "epay-backup", pid="1002", key="backup-key-123456")  # type: ignore[attr-defined]
     monkeypatch.setenv("EPAY_MAIN_KEY", SECRET)
-    cfg = write_config(tmp_path / "cfg", sim.endpoint("epay-main"), sim.endpoint("epay-backup"))
+    return sim, write_config(tmp_path / "cfg", sim.endpoint("epay-main"), sim.endpoint("epay-backup"))
+
+
+def test_once_then_status(tmp_path: Path, sim_thread: object, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    sim, cfg = simulated_pair(tmp_path, sim_thread, monkeypatch)
     assert main(["once", "-c", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "probes: ok 2;" in out
@@ -202,11 +207,7 @@ def test_a_failing_evaluation_makes_once_exit_1_and_status_exit_4(
     the next good cycle clears it."""
     from monitor.pipeline import Pipeline
 
-    sim = sim_thread.server  # type: ignore[attr-defined]
-    sim_thread.call(sim.add_channel, "epay-main", pid="1001", key=SECRET)  # type: ignore[attr-defined]
-    sim_thread.call(sim.add_channel, "epay-backup", pid="1002", key="backup-key-123456")  # type: ignore[attr-defined]
-    monkeypatch.setenv("EPAY_MAIN_KEY", SECRET)
-    cfg = write_config(tmp_path / "cfg", sim.endpoint("epay-main"), sim.endpoint("epay-backup"))
+    _, cfg = simulated_pair(tmp_path, sim_thread, monkeypatch)
     assert main(["once", "-c", str(cfg)]) == 0
     capsys.readouterr()
 
