@@ -1,4 +1,4 @@
-"""Detection delay and false alarms of the CUSUM drop detector against a plain success-ratio rule (SPEC §7).
+"""Detection delay and false alarms of the CUSUM drop detector against a plain success-ratio rule.
 
 Simulated outcome streams at 1, 10 and 100 orders/min (Poisson orders each minute, each a success with
 probability p), 50 seeds each. Per (rate, seed): 7 days at 95 % to learn the baseline, then one more week at 95 %

@@ -2,7 +2,7 @@
 
 The simulator runs in this process; the daemon runs as its own process (``python -m monitor run``) on a
 temporary config whose N channels are probed every 5 s. After a warm-up the script samples the daemon's
-/proc counters for the measuring period. Prints a table, then one JSON line (SPEC §7: ``rss_mb``,
+/proc counters for the measuring period. Prints a table, then one JSON line (``rss_mb``,
 ``cpu_pct_one_core``).
 
     .venv/bin/python bench/footprint.py [--channels 50] [--seconds 30]

@@ -1,6 +1,7 @@
 """End-to-end JSONL ingestion: a million order events through ``JsonlSource.poll()`` into a fresh SQLite store.
 
-This process writes a synthetic order log in the SPEC §2.7 format to a temporary folder (about 200,000 orders on
+This process writes a synthetic order log in the order-event format (see the README's "Order events") to a
+temporary folder (about 200,000 orders on
 five channels, each with a realistic lifecycle: created, redirected, a callback, sometimes a retried or an unverified
 one, paid, delivered, or expired when the buyer walked away; events of concurrent orders interleave in time order;
 about one line in a thousand is malformed). Two child processes then read it, so that neither the generator's
@@ -14,7 +15,7 @@ memory nor the other child's counts towards what each reports:
 ``ingest_s`` is the wall time of that one ``poll()`` (imports and migrations not included); ``peak_rss_mb`` is the
 ``ru_maxrss`` of the ingest child: the interpreter and its imports (pandas among them, through the store), which the
 table also shows on their own, plus the ingest itself.
-Prints a table, then one JSON line (SPEC §7: ``events``, ``ingest_s``, ``events_per_s``, ``bare_parse_s``,
+Prints a table, then one JSON line (``events``, ``ingest_s``, ``events_per_s``, ``bare_parse_s``,
 ``peak_rss_mb``).
 
     .venv/bin/python bench/ingest.py [--events 1000000] [--batch-lines N]

@@ -3,7 +3,7 @@
 The simulator runs in its own process with N channels (``latency_s=0.2``); this process builds the daemon's own
 probe path (``Daemon.probe_all``: adapters, the shared HTTP client, the global concurrency limit, storing every
 result in SQLite and publishing metrics) and times one round for each N. The ideal is one gateway latency
-(200 ms) if every probe ran at once. Prints a table, then one JSON line for the largest N (SPEC §7).
+(200 ms) if every probe ran at once. Prints a table, then one JSON line for the largest N.
 
     .venv/bin/python bench/probe_fanout.py [--channels 100 1000]
 """

@@ -498,7 +498,8 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
     ing = add("ingest", "backfill order events from files into the store, with progress and a summary "
               "(accepted / duplicate / rejected); re-running it never counts an order twice")
-    ing.add_argument("paths", nargs="+", metavar="PATH", help="JSONL event files (SPEC 2.7)")
+    ing.add_argument("paths", nargs="+", metavar="PATH",
+                     help="JSONL order-event files (one JSON event per line; see the README)")
     ing.add_argument("--source", choices=["jsonl", "nginx"], default="jsonl", help="file format (default jsonl)")
     ing.add_argument("--timezone", type=argtypes.timezone,
                      help="for timestamps without an offset (default: the jsonl source's, else UTC)")

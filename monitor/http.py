@@ -1,4 +1,4 @@
-"""The read-only HTTP endpoint: ``/metrics``, ``/healthz`` and ``/api/status`` (SPEC §2.5).
+"""The read-only HTTP endpoint: ``/metrics``, ``/healthz`` and ``/api/status``.
 
 It runs on its own thread (stdlib ``ThreadingHTTPServer``) so a slow scrape or a status query that reads the
 database never stalls the asyncio loop that runs the probes. It binds 127.0.0.1 unless configured otherwise.

@@ -38,7 +38,7 @@ __all__ = [
     "WeightChange",
 ]
 
-#: Probe outcomes (SPEC §2.6). ``ok`` is the only success.
+#: Probe outcomes. ``ok`` is the only success.
 OUTCOMES: tuple[str, ...] = (
     "ok",
     "timeout",
@@ -57,7 +57,7 @@ MERCHANT_BANNED = "merchant_banned"
 #: The three probe types a channel may configure.
 PROBE_TYPES: tuple[str, ...] = ("query", "test_order", "balance")
 
-#: Order events of the JSONL log (SPEC §2.7).
+#: Order events of the JSONL log.
 EVENT_KINDS: tuple[str, ...] = (
     "order_created",
     "pay_redirect",
@@ -119,7 +119,7 @@ REJECTED_LINES_KEPT = 5
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """Counts of one ingestion batch (SPEC §2.6 ``paymon_ingest_events_total`` results)."""
+    """Counts of one ingestion batch (the ``paymon_ingest_events_total`` results)."""
 
     accepted: int = 0
     duplicate: int = 0
@@ -328,7 +328,7 @@ class PaidOrder:
     @property
     def evidence_at(self) -> datetime | None:
         """When the channel was paid, as far as paymon knows: its pay time, else the unverified callback, else the
-        time paymon learned it (SPEC §2.8)."""
+        time paymon learned it."""
         return self.channel_paid_at or self.unverified_callback_at or self.paid_learned_at
 
     @property
@@ -379,7 +379,7 @@ HELD_STATUS_WORDS: dict[str, tuple[str, str]] = {"3": ("已冻结", "frozen"), "
 
 @dataclass(frozen=True, slots=True)
 class HeldFunds:
-    """Held funds (SPEC §2.8): the channel holds the buyer's money without completing the payment (epay 3 已冻结,
+    """Held funds: the channel holds the buyer's money without completing the payment (epay 3 已冻结,
     EP-new 4 预授权), so the shop has no order. Its own class: not lost, not paid, never replayed; an operator must
     look. ``status`` is the channel's own word; ``seen_at`` the time paymon saw it (not a pay time: the channel
     gives none). ``released_at`` is set once the channel says something else or the shop completes the order;

@@ -370,7 +370,7 @@ def lost_ratio_errors(stats: Mapping[tuple[str, str], Any], truth: Mapping[tuple
     0.5 percentage points. Every window covers the whole scenario. The denominator is every order the gateway has
     paid (most of them known to paymon only by their verified callback, which carries no pay time), not only those
     reconciliation found. An order whose notify was acknowledged only after its deadline (a busy machine) is lost
-    by SPEC §2.8 as well as not lost in the end: it may be counted either way, so the truth is a range."""
+    by the lost-order rule as well as not lost in the end: it may be counted either way, so the truth is a range."""
     errors: dict[str, float] = {}
     for (channel, window), s in stats.items():
         paid = [t for (ch, _), t in truth.items() if ch == channel and t.paid]

@@ -53,7 +53,7 @@ probe failures during one gateway hiccup are correlated, so expect more alarms t
 
 **Units and time.** The statistic is kept in nats in ``CusumState`` (plain floats/ints, persisted by the rule
 engine). The detector sees outcomes when they are decided; a failure is decided only at ``pay_timeout`` after the
-order was created (SPEC §2.8), which adds to every delay in real time.
+order was created, which adds to every delay in real time.
 """
 
 from __future__ import annotations

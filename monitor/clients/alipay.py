@@ -1,8 +1,8 @@
-"""The Alipay 当面付 (``kind: alipay_f2f``) client: RSA2-signed gateway calls with verified answers (protocols.md §4).
+"""The Alipay 当面付 (``kind: alipay_f2f``) client: RSA2-signed gateway calls with verified answers.
 
-Every call is a form POST to ``{endpoint}gateway.do?charset=utf-8`` with the public parameters of §4, signed RSA2
+Every call is a form POST to ``{endpoint}gateway.do?charset=utf-8`` with Alipay's public parameters, signed RSA2
 with the app private key (:func:`monitor.protocols.alipay.sign_rsa2`). Every answer must carry a ``sign`` over the
-*raw text* of its response node (AOP ``parserJSONSource``, §4), verified with the configured Alipay public key; a
+*raw text* of its response node (AOP ``parserJSONSource``), verified with the configured Alipay public key; a
 signature that does not verify is ``bad_signature``, whatever the answer says. Only an *error* answer may come
 unsigned (the gateway cannot sign for an unknown ``app_id``): it still counts as that error, with "unsigned" in
 the detail, but an unsigned success or "not found" is never believed.
@@ -94,7 +94,7 @@ class AlipayClient(GatewayClient):
             "alipay_public_key", load_public_key, "alipay_public_key is not an RSA public key")
 
     async def call(self, ctx: ProbeContext, method: str, biz: dict[str, str], timeout: float) -> AlipayAnswer:
-        """One signed gateway call; returns its response node once the signature checks out (§4)."""
+        """One signed gateway call; returns its response node once the signature checks out."""
         params = {
             "app_id": self.app_id.reveal(),
             "method": method,

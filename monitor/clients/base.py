@@ -1,7 +1,7 @@
 """The HTTP plumbing every gateway client shares, and the rule that every fault on the wire is a bounded outcome.
 
 :func:`fetch` makes one exchange under a hard deadline; anything that goes wrong on the wire (refused connection,
-timeout, broken stream, an endless body) becomes a :class:`ProbeFailure` carrying one of the SPEC §2.6 outcomes
+timeout, broken stream, an endless body) becomes a :class:`ProbeFailure` carrying one of the probe outcomes
 and a detail the caller redacts before it leaves. :func:`parse_json` is the lenient JSON reading real gateways
 need (they send JSON as ``text/html``, with a BOM). The helpers below it are the checks every client and plugin
 makes the same way: credentials present (:func:`require_credentials`), a configured timeout
@@ -210,7 +210,7 @@ def probe_timeout(spec: _TimedProbe | None, default: float) -> float:
 
 
 def decimal_field(value: Any, what: str) -> Decimal:
-    """A money field (a decimal string, or a number, §9 Q3) as Decimal; bad_response if it is not one."""
+    """A money field (a decimal string, or a number) as Decimal; bad_response if it is not one."""
     try:
         number = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):

@@ -1,15 +1,15 @@
-"""The epay V1 (彩虹易支付, MD5) client: ``api.php`` reads and signed ``mapi.php`` orders (protocols.md §2, §9).
+"""The epay V1 (彩虹易支付, MD5) client: ``api.php`` reads and signed ``mapi.php`` orders.
 
-- ``api.php`` is a GET with ``act``, ``pid`` and the merchant ``key`` in the query (§2.5): the key travels in the
-  URL and is echoed in ``act=query``/``act=settle`` (§9 Q7), so details are built from chosen fields only, never
+- ``api.php`` is a GET with ``act``, ``pid`` and the merchant ``key`` in the query: the key travels in the
+  URL and is echoed in ``act=query``/``act=settle``, so details are built from chosen fields only, never
   from the body, and the redactor runs over them anyway.
-- ``mapi.php`` is a form POST of an order signed MD5 with the key (§2.1, §2.3).
+- ``mapi.php`` is a form POST of an order signed MD5 with the key.
 
 Answers: V1 replies are not signed, so there is no ``bad_signature``. A -1 whose message says 维护/繁忙 (the
 simulator's ``{"code":-1,"msg":"系统维护中，请稍后再试"}``) is ``maintenance``; other codes are ``business_error``
 with the gateway's code and message (auth: EP-old -2 KEY校验失败 / -3 PID不存在, EP-new -3; bad mapi sign: EP-old
--1, EP-new -3, §9 Q10); a refusal saying 封禁 (商户已封禁，无法支付！ for a banned merchant) is ``business_error``
-with code ``merchant_banned``. Real servers answer with ``text/html`` (§9 Q2) and may send numbers as strings (§9 Q3):
+-1, EP-new -3); a refusal saying 封禁 (商户已封禁，无法支付！ for a banned merchant) is ``business_error``
+with code ``merchant_banned``. Real servers answer with ``text/html`` and may send numbers as strings:
 JSON is parsed whatever the header, codes compared as text.
 """
 
@@ -29,7 +29,7 @@ __all__ = ["BANNED_WORD", "NOT_FOUND", "EpayClient", "banned", "fail_on_code", "
 
 #: Messages of the -1 that means "no such order" (EP-old and EP-new; the V2 API words it 订单不存在 too).
 NOT_FOUND = ("订单号不存在", "订单不存在")
-#: What every epay refusal for a banned merchant says (商户已封禁，无法支付！, §2.2).
+#: What every epay refusal for a banned merchant says (商户已封禁，无法支付！).
 BANNED_WORD = "封禁"
 _MAINTENANCE_WORDS = ("维护", "繁忙", "maintenance")
 
@@ -46,7 +46,7 @@ def is_maintenance(msg: str) -> bool:
 
 
 def reply_code(doc: Mapping[str, Any]) -> str:
-    """The answer's ``code`` as text (numbers may come as strings, §9 Q3); "" when there is none."""
+    """The answer's ``code`` as text (numbers may come as strings); "" when there is none."""
     return str(doc.get("code", "")).strip()
 
 
@@ -82,17 +82,17 @@ class EpayClient(GatewayClient):
     def __init__(self, channel: ChannelConfig) -> None:
         super().__init__(channel)
         self.pid, self.key = self.credentials["pid"], self.credentials["key"]
-        #: The zone epay writes its wall-clock times (``addtime``, ``endtime``) in (§9 Q16).
+        #: The zone epay writes its wall-clock times (``addtime``, ``endtime``) in.
         self.tz = ZoneInfo(channel.timezone)
 
     async def api(self, ctx: ProbeContext, timeout: float, act: str, **extra: str) -> tuple[int, dict[str, Any]]:
-        """One ``api.php`` GET (the key in the query, §2.5); the HTTP status and the decoded object."""
+        """One ``api.php`` GET (the key in the query); the HTTP status and the decoded object."""
         params = {"act": act, "pid": self.pid.reveal(), "key": self.key.reveal(), **extra}
         reply = await fetch(ctx.client, "GET", self.base + "api.php", params=params, timeout=timeout)
         return reply.status, parse_json(reply)
 
     async def mapi(self, ctx: ProbeContext, timeout: float, order: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
-        """POST ``order`` to ``mapi.php`` with ``pid``, signed MD5 (§2.1, §2.3); the HTTP status and the object."""
+        """POST ``order`` to ``mapi.php`` with ``pid``, signed MD5; the HTTP status and the object."""
         params = {"pid": self.pid.reveal(), **order}
         params["sign"] = v1.sign_md5(params, self.key.reveal())
         params["sign_type"] = v1.SIGN_TYPE_MD5

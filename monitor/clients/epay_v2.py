@@ -1,16 +1,16 @@
-"""The epay V2 (EP-new's RSA API) client: signed ``api/<method>`` form POSTs, verified answers (protocols.md §2.7).
+"""The epay V2 (EP-new's RSA API) client: signed ``api/<method>`` form POSTs, verified answers.
 
 Every request carries ``pid``, ``timestamp`` (seconds, from the context's clock; the server rejects more than
 ±300 s of skew) and an RSA signature (SHA256withRSA with the merchant private key, :mod:`monitor.protocols.epay_v2`).
 Successful replies (code 0) are signed by the platform: each is verified with ``platform_public_key`` over all
-top-level scalar fields (§9 Q13) and a reply that does not verify is ``bad_signature``, never ``ok``. Error replies
+top-level scalar fields and a reply that does not verify is ``bad_signature``, never ``ok``. Error replies
 are unsigned (``echojsonmsg``).
 
 Answers: a message saying 维护/繁忙 (the simulator's ``{"code":-1,"msg":"系统维护中"}``) is ``maintenance``; any
-other error code is ``business_error`` with the gateway's code and message (§9 Q10: -1 商户不存在！ for an unknown
+other error code is ``business_error`` with the gateway's code and message (-1 商户不存在！ for an unknown
 pid, -3 signature/auth/timestamp, -4 no parameters, -5 unknown method), judged by V1's
 :func:`~monitor.clients.epay.fail_on_code`. JSON is parsed whatever the Content-Type (``api/pay/create`` answers
-text/html, §9 Q2) and numbers may be strings (§9 Q3).
+text/html) and numbers may be strings.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""The epusdt (USDT-TRC20, ``assimon/epusdt``) client: signed order creation and the public status check
-(protocols.md §3).
+"""The epusdt (USDT-TRC20, ``assimon/epusdt``) client: signed order creation and the public status check.
 
 epusdt has no merchant order-query API: the only read is the public ``GET pay/check-status/{trade_id}``, which
 needs a ``trade_id`` only a create returns and checks no credential. ``POST api/v1/order/create-transaction`` is
-JSON signed with the API token (§3).
+JSON signed with the API token.
 
 Answers: every epusdt reply is HTTP 200 with a ``status_code`` inside and epusdt signs requests, not replies (so
 there is no ``bad_signature`` here). ``status_code`` 200 with a ``data`` object is a success; 401 签名认证错误 (a

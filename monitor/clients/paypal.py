@@ -1,6 +1,6 @@
-"""The PayPal client (OAuth client credentials + Orders v2): show and create orders (protocols.md §6).
+"""The PayPal client (OAuth client credentials + Orders v2): show and create orders.
 
-dujiaoka uses PayPal's v1 Payments API (§6); paymon speaks Orders v2, as the simulator (``monitor.sim.paypal``)
+dujiaoka uses PayPal's v1 Payments API; paymon speaks Orders v2, as the simulator (``monitor.sim.paypal``)
 serves it, with the helpers of ``monitor.protocols.paypal``.
 
 Token: ``POST v1/oauth2/token`` (HTTP Basic ``client_id:client_secret``, ``grant_type=client_credentials``). The

@@ -1,6 +1,6 @@
-"""The Stripe client (PaymentIntents API): retrieve, create, search and cancel intents (protocols.md §6).
+"""The Stripe client (PaymentIntents API): retrieve, create, search and cancel intents.
 
-dujiaoka drives Stripe through the deprecated Sources + Charges API (§6); paymon speaks the modern PaymentIntents
+dujiaoka drives Stripe through the deprecated Sources + Charges API; paymon speaks the modern PaymentIntents
 API, as the simulator (``monitor.sim.stripe``) serves it, with the helpers of ``monitor.protocols.stripe``.
 Requests carry the secret key as a Bearer token and form-encoded parameters; a create carries an
 ``Idempotency-Key``, so sending it again with the same key and parameters answers with the same intent (how a

@@ -1,7 +1,7 @@
-"""The WeChat Pay API v2 (``kind: wxpay_v2``) client: MD5-signed XML calls with verified answers (protocols.md §5).
+"""The WeChat Pay API v2 (``kind: wxpay_v2``) client: MD5-signed XML calls with verified answers.
 
 Every call is an XML POST signed MD5 with the merchant's API v2 key (signing and XML from
-:mod:`monitor.protocols.wxpay`). Answers are judged the way WeChat defines its two levels (§5):
+:mod:`monitor.protocols.wxpay`). Answers are judged the way WeChat defines its two levels:
 
 1. a body that is not a flat ``<xml>`` document (HTML, truncated XML) or has no ``return_code`` is ``bad_response``;
 2. ``return_code FAIL`` is a communication error that WeChat does not sign (``签名错误`` for a wrong key, a
@@ -41,7 +41,7 @@ class WxpayClient(GatewayClient):
         self.appid, self.mch_id, self.key = creds["appid"], creds["mch_id"], creds["key"]
 
     async def call(self, ctx: ProbeContext, path: str, params: dict[str, str], timeout: float) -> dict[str, str]:
-        """One signed call; the answer's fields once return_code is SUCCESS and the signature verifies (§5)."""
+        """One signed call; the answer's fields once return_code is SUCCESS and the signature verifies."""
         request: dict[str, object] = {"appid": self.appid.reveal(), "mch_id": self.mch_id.reveal(),
                                       "nonce_str": secrets.token_hex(16), **params}
         request["sign"] = sign_md5(request, self.key.reveal())

@@ -61,7 +61,7 @@ _DB_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SQLITE_URL = re.compile(r"^(sqlite(?:\+[A-Za-z0-9_]+)?):///(.*)$", re.DOTALL)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _DB_URL_HINT = "expected a database URL like 'sqlite:///var/paymon.db' or 'postgresql+psycopg://user:${PASSWORD}@host/db'"
-#: Fields of the JSONL order event (SPEC 2.7) that a source's ``fields:`` mapping may rename.
+#: Fields of the JSONL order event that a source's ``fields:`` mapping may rename.
 EVENT_FIELDS: tuple[str, ...] = (
     "ts", "event", "order_id", "channel", "method", "amount", "trade_no", "paid_at", "verified", "detail",
 )  # fmt: skip
@@ -224,7 +224,7 @@ def _event_fields(value: dict[str, str]) -> dict[str, str]:
 
 
 class JsonlSource(ConfigModel):
-    """The shop's JSONL order-event log (SPEC 2.7). ``fields`` renames: our field -> the shop's field."""
+    """The shop's JSONL order-event log. ``fields`` renames: our field -> the shop's field."""
 
     kind: Literal["jsonl"] = "jsonl"
     path: LocalPath

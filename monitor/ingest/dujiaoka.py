@@ -1,4 +1,4 @@
-"""The ``dujiaoka`` source: reads dujiaoka's own ``orders`` table (protocols.md §1.1–§1.4), read-only.
+"""The ``dujiaoka`` source: reads dujiaoka's own ``orders`` table, read-only.
 
 dujiaoka's ``orders`` has no index on ``updated_at``, so every read goes by primary key:
 
@@ -46,7 +46,7 @@ BEIJING = ZoneInfo("Asia/Shanghai")
 #: The checkpoint's ``file_id``: the position is the last ``orders.id`` read.
 FILE_ID = "orders"
 
-#: Paid statuses: 待处理, 处理中, 已完成, 异常 (protocols.md §1.3).
+#: Paid statuses: 待处理, 处理中, 已完成, 异常.
 PAID = frozenset({2, 3, 4, 6})
 COMPLETED = 4
 EXPIRED = -1

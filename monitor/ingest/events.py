@@ -81,7 +81,7 @@ def remap(rec: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
 def parse_event(
     rec: Mapping[str, Any], *, tz: tzinfo, now: datetime, channels: Collection[str] | None = None
 ) -> OrderEvent:
-    """Validate one record (SPEC §2.7); raise :class:`Rejected` with a reason when it cannot be used."""
+    """Validate one record; raise :class:`Rejected` with a reason when it cannot be used."""
     get = rec.get
     ts = get("ts")
     event = get("event")

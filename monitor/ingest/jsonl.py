@@ -1,4 +1,4 @@
-"""The ``jsonl`` source: follows the shop's order event log (SPEC §2.7) like ``tail -F``.
+"""The ``jsonl`` source: follows the shop's order event log like ``tail -F``.
 
 Each call to :meth:`JsonlSource.poll` reads the complete lines appended since the checkpoint and commits the
 parsed events *together with* the new checkpoint (file identity + byte offset), so a crash re-reads at most the

@@ -16,7 +16,7 @@ import pandas as pd
 
 __all__ = ["OUTCOMES", "OnceCounter"]
 
-#: The ``outcome`` label values of ``paymon_orders_total`` (SPEC §2.6).
+#: The ``outcome`` label values of ``paymon_orders_total``.
 OUTCOMES: tuple[str, ...] = ("created", "paid", "failed", "lost")
 
 

@@ -1,4 +1,4 @@
-"""Every Prometheus metric paymon exports (SPEC §2.6), computed at scrape time by one custom collector.
+"""Every Prometheus metric paymon exports, computed at scrape time by one custom collector.
 
 prometheus-client recommends a custom collector for values that mirror state held elsewhere: ``collect()`` builds
 each family afresh from what paymon knows, so a series exists exactly as long as its subject does. Two kinds of

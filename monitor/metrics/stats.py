@@ -1,4 +1,6 @@
-"""Per-channel window statistics over order rows, exactly as SPEC §2.8 defines them. Pure: no I/O, ``now`` given.
+"""Per-channel window statistics over order rows, as the README's "What the numbers mean" defines them.
+
+Pure: no I/O, ``now`` given.
 
 For an order created at ``c`` on a channel with pay timeout ``T``:
 

@@ -1,8 +1,8 @@
 """Alipay 当面付 (``kind: alipay_f2f``) probes: ``query`` (``alipay.trade.query``) and ``test_order``
 (``alipay.trade.precreate`` + ``alipay.trade.close``).
 
-Every call is :class:`~monitor.clients.alipay.AlipayClient`'s RSA2-signed gateway POST (``reference/protocols.md``
-§4), whose answer must carry a ``sign`` over the raw text of its response node, verified with the configured Alipay
+Every call is :class:`~monitor.clients.alipay.AlipayClient`'s RSA2-signed gateway POST,
+whose answer must carry a ``sign`` over the raw text of its response node, verified with the configured Alipay
 public key: a signature that does not verify is ``bad_signature``, whatever the answer says, and an unsigned success
 or "not found" is never ``ok`` (an unsigned error keeps its outcome, with "unsigned" in the detail).
 
@@ -10,7 +10,7 @@ or "not found" is never ``ok`` (an unsigned error keeps its outcome, with "unsig
   order created on this adapter, else a recent one from the store), else the sentinel ``out_trade_no``
   :data:`SENTINEL`. ``ok``: ``code 10000`` with a ``trade_status`` (the status is in the detail),
   or ``40004 / ACQ.TRADE_NOT_EXIST`` (the expected answer for the sentinel, and what the real gateway says for
-  an order nobody scanned, §4).
+  an order nobody scanned).
 - ``test_order`` precreates ``probes.test_order.amount`` (Alipay's minimum, and the default, is 0.01 CNY; a
   smaller amount is raised to it) and checks that a ``qr_code`` comes back. Then, if ``probes.test_order.close``,
   it closes the trade in a ``finally`` — unless the gateway answered the precreate with a verified error (no

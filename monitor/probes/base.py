@@ -3,13 +3,13 @@
 An adapter (one file per channel ``kind``) subclasses :class:`ProbeAdapter` and marks one method per probe type
 with :func:`handles`; ``supports`` and the dispatch of :meth:`ProbeAdapter.probe` follow from those marks. A
 handler makes its gateway's calls through the kind's client (:mod:`monitor.clients`) and judges the answer.
-Anything that goes wrong on the wire becomes a :class:`ProbeFailure` with one of the SPEC §2.6 outcomes;
+Anything that goes wrong on the wire becomes a :class:`ProbeFailure` with one of the probe outcomes;
 :func:`run_probe` turns that (and any bug in an adapter) into a :class:`~monitor.models.ProbeResult`, so a broken
 or hostile gateway costs one result and never an exception in the scheduler. Every detail is redacted before it
 leaves.
 
 **Which order ``query`` asks about.** A gateway that signs its answer about an existing order but not its
-"no such order" answer (epay V2, protocols.md §9 Q21) can only show a wrong platform key when the probe asks about
+"no such order" answer (epay V2) can only show a wrong platform key when the probe asks about
 an order that exists. So ``query`` asks about :meth:`ProbeAdapter.order_to_query`: the last test order created on
 this adapter (remembered even when the create's reply failed verification, since the gateway made the order
 anyway), else one found by the adapter's :data:`OrderRecall` (paymon's newest test order on record or a recent real

@@ -2,17 +2,17 @@
 
 - ``query`` first reads the merchant's standing with ``api.php?act=query`` (one cheap call that also checks the
   key): a banned merchant (``active`` 0) still gets normal ``act=order`` answers on EP-old and EP-new, so without
-  this a banned merchant looked healthy. Then it asks ``act=order`` (protocols.md §2.5) about the order
+  this a banned merchant looked healthy. Then it asks ``act=order`` about the order
   :meth:`~monitor.probes.base.ProbeAdapter.order_to_query` gives (the last test order, else a recent one from the
   store), else a sentinel ``out_trade_no`` no shop uses. Code 1 with the asked ``out_trade_no`` (found) or code -1
   订单号不存在 (the expected answer for the sentinel) is ``ok``.
-- ``test_order`` POSTs a signed ``mapi.php`` order (§2.1, §2.3) for ``probes.test_order.amount`` (money printed as
+- ``test_order`` POSTs a signed ``mapi.php`` order for ``probes.test_order.amount`` (money printed as
   PHP does, :func:`~monitor.protocols.epay.format_money`), ``type=alipay``, a fresh ``paymon-probe-…``
   ``out_trade_no`` and a harmless loopback notify/return URL; ``ok`` is code 1 with a ``trade_no`` and a
   ``payurl``/``qrcode``/``urlscheme``/``html``. The order is never paid. epay has no API to close an order: it
-  stays unpaid until the site's cron deletes it (24 h, §2.5); the detail says so when ``close`` is set.
+  stays unpaid until the site's cron deletes it (24 h); the detail says so when ``close`` is set.
 - ``balance`` reads ``act=query`` (balance ``money``, ``active``) and ``act=settle`` (``data`` null = no record;
-  EP-old doubles every column under numeric keys, §9 Q5). The value is the unsettled balance; the detail names
+  EP-old doubles every column under numeric keys). The value is the unsettled balance; the detail names
   the last completed settlement and flags a stall: a settlement 待结算/正在结算 for more than
   :data:`STUCK_AFTER`, or money waiting with no completed settlement (none at all, or none for
   :data:`STALE_AFTER`). A stall is reported in the detail; the outcome stays ``ok``.
@@ -21,7 +21,7 @@ Outcomes: the client's (:mod:`monitor.clients.epay`: unsigned replies, so no ``b
 ``maintenance``, other codes ``business_error`` with the gateway's code and message); a banned merchant
 (``active`` 0, or a create refused with 商户已封禁) is ``business_error`` with code ``merchant_banned`` (the
 ``merchant_banned`` signal). The key travels in the ``api.php`` URL and is echoed in
-``act=query``/``act=settle`` (§9 Q7): details are built from chosen fields only, never from the body.
+``act=query``/``act=settle``: details are built from chosen fields only, never from the body.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """epay V2 (EP-new's RSA API) probes: ``query``, ``test_order`` and ``balance``.
 
 Every call is :class:`~monitor.clients.epay_v2.EpayV2Client`'s signed form POST (``pid``, ``timestamp`` from the
-probe clock, SHA256withRSA, protocols.md §2.7); a code 0 reply that does not verify with ``platform_public_key``
+probe clock, SHA256withRSA); a code 0 reply that does not verify with ``platform_public_key``
 is ``bad_signature``, never ``ok``.
 
 - ``query``: first ``api/merchant/info`` — the merchant's standing (a banned merchant, ``status`` 0, still gets
   normal order answers) in a signed reply, so every ``query`` also checks the platform key. Then ``api/pay/query``
   about the order :meth:`~monitor.probes.base.ProbeAdapter.order_to_query` gives (the last test order, else a
   recent one from the store), else a sentinel ``out_trade_no``. A signed code 0 about the asked order is ``ok``;
-  so is -1 订单号不存在 (the expected answer for the sentinel). V2 error replies are unsigned (§9 Q21): only an
+  so is -1 订单号不存在 (the expected answer for the sentinel). V2 error replies are unsigned: only an
   answer about an order that exists carries a signature, which is why the probe asks about a real order whenever
   it knows one, and why a test order is remembered even when its create reply failed verification.
 - ``test_order``: ``api/pay/create`` (``method=web``, ``device=pc``, ``type=alipay``, ``probes.test_order.amount``
@@ -16,13 +16,13 @@ is ``bad_signature``, never ``ok``.
   signed code 0 with ``trade_no``, ``pay_type`` and ``pay_info``. Never paid; epay cannot close an order (it
   stays unpaid until the site purges it), which the detail says when ``close`` is set.
 - ``balance``: ``api/merchant/info``; the value is ``money`` (the unsettled balance). V2 has no settlement list
-  (V1's ``act=settle`` has no V2 counterpart, §2.7), so the last settlement time is unknown: the detail says so
+  (V1's ``act=settle`` has no V2 counterpart), so the last settlement time is unknown: the detail says so
   and reports ``settle_status`` 0 (settlement switched off) as a stall. A banned merchant (``status`` 0) is
   ``business_error`` with code ``merchant_banned`` (the ``merchant_banned`` signal), and so is a create refused
 with 商户已封禁.
 
 Outcomes: the client's (维护/繁忙 is ``maintenance``, any other error code ``business_error`` with the gateway's
-code and message; §9 Q10); numbers may be strings (§9 Q3).
+code and message); numbers may be strings.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class EpayV2Adapter(ProbeAdapter[EpayV2Client]):
     kind = "epay_v2"
     client_class = EpayV2Client
 
-    #: ``api/pay/query`` signs its answer about an existing order only (§9 Q21).
+    #: ``api/pay/query`` signs its answer about an existing order only.
     signs_only_found_orders = True
 
     @handles("query")

@@ -1,9 +1,9 @@
 """epusdt (USDT-TRC20, ``assimon/epusdt``) probes: ``test_order`` creates an order, ``query`` only reads.
 
-epusdt has no merchant order-query API (protocols.md §3): the only read is the public ``GET
+epusdt has no merchant order-query API: the only read is the public ``GET
 pay/check-status/{trade_id}``, which needs a ``trade_id`` only a create returns and checks no credential.
 
-- ``test_order``: ``POST api/v1/order/create-transaction`` (JSON, signed with the API token as in §3, a fresh
+- ``test_order``: ``POST api/v1/order/create-transaction`` (JSON, signed with the API token as epusdt requires, a fresh
   ``order_id`` ``paymon-probe-<random>`` each time since a used ``order_id`` is never re-creatable) for the
   smallest amount epusdt accepts, checks that a ``trade_id``, a wallet address, a USDT amount and a
   ``payment_url`` come back, then asks ``pay/check-status/{trade_id}`` and expects status 1 (等待支付, waiting).

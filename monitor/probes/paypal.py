@@ -1,7 +1,7 @@
 """PayPal probes (OAuth client credentials + Orders v2): ``query`` shows an order, ``test_order`` creates one.
 
-Every call goes through :class:`~monitor.clients.paypal.PayPalClient` (Orders v2 as the simulator serves it,
-protocols.md §6), which holds the OAuth client-credentials token: cached until shortly before it expires, dropped
+Every call goes through :class:`~monitor.clients.paypal.PayPalClient` (Orders v2 as the simulator serves it),
+which holds the OAuth client-credentials token: cached until shortly before it expires, dropped
 and fetched again once when PayPal answers a call with 401 ``AUTHENTICATION_FAILURE``.
 
 - ``query``: ``GET v2/checkout/orders/{id}`` for the last order this adapter created, else for the sentinel

@@ -1,7 +1,7 @@
 """Stripe probes (PaymentIntents API): ``query`` retrieves an intent, ``test_order`` creates and cancels one.
 
 Every call goes through :class:`~monitor.clients.stripe.StripeClient` (the PaymentIntents API the simulator
-serves, protocols.md §6; the secret key as a Bearer token).
+serves; the secret key as a Bearer token).
 
 - ``query``: ``GET v1/payment_intents/{id}`` for the last intent this adapter created, else for the sentinel
   ``pi_paymonprobe``. A PaymentIntent with that id, or Stripe's 404 ``resource_missing`` error (its JSON parsed

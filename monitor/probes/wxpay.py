@@ -1,8 +1,8 @@
 """WeChat Pay API v2 (``kind: wxpay_v2``) probes: ``query`` (``pay/orderquery``) and ``test_order``
 (``pay/unifiedorder`` NATIVE + ``pay/closeorder``).
 
-Every call is :class:`~monitor.clients.wxpay.WxpayClient`'s XML POST signed MD5 with the merchant's API v2 key
-(``reference/protocols.md`` §5), judged the way WeChat defines its two levels: ``return_code FAIL`` is
+Every call is :class:`~monitor.clients.wxpay.WxpayClient`'s XML POST signed MD5 with the merchant's API v2 key,
+judged the way WeChat defines its two levels: ``return_code FAIL`` is
 ``business_error`` (code ``FAIL``); a ``SUCCESS`` answer must verify (else ``bad_signature``) before its
 ``result_code`` is believed; ``result_code FAIL`` is ``maintenance`` for ``SYSTEMERROR``, ``ok`` for the
 expected ``ORDERNOTEXIST`` of a query, else ``business_error`` with the ``err_code``.

@@ -2,7 +2,7 @@
 
 Pure functions and constants only, shared by the gateway simulator (which verifies requests, signs replies and
 notifies) and by paymon's probes and reconciler (which sign requests, verify replies and notifies). The rules
-are those of ``reference/protocols.md`` §4:
+are those of Alipay's OpenAPI:
 
 - **Request** signature: every parameter except ``sign`` (``sign_type`` *is* included), empty values and values
   starting with ``@`` left out, sorted by key, raw ``k=v`` pairs joined by ``&`` (no URL-encoding),
@@ -83,7 +83,7 @@ MSGS: Mapping[str, str] = {
     CODE_BUSINESS_FAILED: "Business Failed",
 }
 
-#: ``trade_status`` values (§4). Paid ⇔ SUCCESS or FINISHED; CLOSED is unpaid-and-expired or fully refunded.
+#: ``trade_status`` values. Paid ⇔ SUCCESS or FINISHED; CLOSED is unpaid-and-expired or fully refunded.
 WAIT_BUYER_PAY = "WAIT_BUYER_PAY"
 TRADE_CLOSED = "TRADE_CLOSED"
 TRADE_SUCCESS = "TRADE_SUCCESS"
@@ -91,7 +91,7 @@ TRADE_FINISHED = "TRADE_FINISHED"
 PAID_STATUSES: frozenset[str] = frozenset({TRADE_SUCCESS, TRADE_FINISHED})
 
 SIGN_TYPE_RSA2 = "RSA2"
-#: The merchant's notify reply that stops Alipay's retries: exactly these 7 characters (§4).
+#: The merchant's notify reply that stops Alipay's retries: exactly these 7 characters.
 NOTIFY_ACK = "success"
 
 #: Alipay's wire times (``timestamp``, ``gmt_payment``, ``send_pay_date``…) are ``'Y-m-d H:i:s'`` Beijing time.
@@ -256,7 +256,7 @@ def response_json(value: object) -> str:
 
     The escaped slash matches a real precreate reply quoted in fzlee/alipay issue #21
     (``"qr_code":"https:\\/\\/qr.alipay.com\\/bax…"``), and makes YSD's ``json_encode`` re-serialisation agree
-    with the raw text. Byte-exact escaping of other characters is UNCONFIRMED (§8).
+    with the raw text. Byte-exact escaping of other characters is UNCONFIRMED.
     """
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return text.replace("/", "\\/")  # '/' only ever occurs inside JSON strings
@@ -358,7 +358,7 @@ def parse_amount(value: object) -> Decimal | None:
 
 
 def is_notify_ack(body: str) -> bool:
-    """Whether a merchant's reply body acknowledges a notify: exactly ``success`` (§4)."""
+    """Whether a merchant's reply body acknowledges a notify: exactly ``success``."""
     return body == NOTIFY_ACK
 
 

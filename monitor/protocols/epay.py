@@ -2,8 +2,8 @@
 
 Pure functions and constants only, shared by the gateway simulator (which signs notifies and verifies
 requests) and by paymon's probes and reconciler (which sign requests and verify notifies). The rules are those
-of ``reference/protocols.md`` §2.1 (signature), §2.4 (notify) and §2.5 (``api.php`` codes); §9 lists how real
-servers deviate, which is why :func:`coerce_int` accepts numbers that arrive as strings.
+of the epay V1 protocol (signature, notify, ``api.php`` codes); real servers deviate from it in places (observed
+behaviour), which is why :func:`coerce_int` accepts numbers that arrive as strings.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = [
     "verify_md5",
 ]
 
-#: ``pre_order.status`` values (§2.5, §9 Q19). 4 (pre-auth) exists on EP-new only.
+#: ``pre_order.status`` values. 4 (pre-auth) exists on EP-new only.
 STATUS_UNPAID = 0
 STATUS_PAID = 1
 STATUS_REFUNDED = 2
@@ -68,7 +68,7 @@ STATUS_NAMES: Mapping[int, str] = {
 #: Statuses that prove the buyer's money was taken at some point (refunded and frozen orders were paid first).
 PAID_STATUSES: frozenset[int] = frozenset({STATUS_PAID, STATUS_REFUNDED, STATUS_FROZEN})
 
-#: ``code`` values of ``api.php`` / ``mapi.php`` replies (§2.3, §2.5, §9 Q10).
+#: ``code`` values of ``api.php`` / ``mapi.php`` replies.
 CODE_OK = 1
 CODE_ERROR = -1  # validation error, bad signature (EP-old mapi), order not found
 CODE_PLUGIN_ERROR = -2  # mapi: the upstream payment plugin failed
@@ -84,8 +84,8 @@ SIGN_TYPE_MD5 = "MD5"
 #: epay counts a notify as acknowledged when the body *contains* one of these (``strpos``, any HTTP status).
 ACK_MARKERS: tuple[str, ...] = ("success", "SUCCESS", "Success")
 
-#: How epay's curl sends a notify (§2.4): GET, 5 s timeout, no redirects, these headers. Shops can recognise
-#: epay notifies in their access logs by this User-Agent (§7).
+#: How epay's curl sends a notify: GET, 5 s timeout, no redirects, these headers. Shops can recognise
+#: epay notifies in their access logs by this User-Agent.
 NOTIFY_TIMEOUT_S = 5.0
 NOTIFY_HEADERS: Mapping[str, str] = {
     "User-Agent": (
@@ -96,16 +96,16 @@ NOTIFY_HEADERS: Mapping[str, str] = {
     "Accept-Language": "zh-CN,zh;q=0.8",
     "Connection": "close",
 }
-#: Seconds between notify attempts when the operator runs ``cron.php?do=notify`` (§2.4): a failed first notify
+#: Seconds between notify attempts when the operator runs ``cron.php?do=notify``: a failed first notify
 #: is retried after 1 min, then 2, 16 and 36 min (cumulative 1, 3, 19, 55 min). The cron run after the 5th
 #: failure, 1 h later, only marks the order ``notify=-1``: five attempts in all, never more. Without the cron
-#: job, or when epay learned of the payment on the buyer's return path, there is only the first attempt (§7).
+#: job, or when epay learned of the payment on the buyer's return path, there is only the first attempt.
 NOTIFY_RETRY_DELAYS: tuple[float, ...] = (60.0, 120.0, 960.0, 2160.0)
-#: An unpaid order can be re-submitted with the same ``out_trade_no`` for 10 days (§2.2).
+#: An unpaid order can be re-submitted with the same ``out_trade_no`` for 10 days.
 RESUBMIT_WINDOW = timedelta(seconds=864000)
 
 #: epay writes naive ``'Y-m-d H:i:s'`` times (``addtime``, ``endtime``, the ``trade_no`` prefix) in Beijing
-#: time (§2.5, §9 Q16). China has no DST, so a fixed +08:00 offset is exact.
+#: time. China has no DST, so a fixed +08:00 offset is exact.
 EPAY_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 EPAY_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -125,7 +125,7 @@ def _php_str(value: object) -> str | None:
 
 
 def sign_content(params: Mapping[str, object]) -> str:
-    """The string that is signed (§2.1 steps 1-4): sorted raw ``k=v`` pairs joined by ``&``, without the key.
+    """The string that is signed (epay V1 steps 1-4): sorted raw ``k=v`` pairs joined by ``&``, without the key.
 
     ``sign``/``sign_type``, None and empty or whitespace-only values are left out (EP-new ``isEmpty``).
     Every other parameter counts, including ones the caller does not know about.
@@ -159,7 +159,7 @@ def format_money(amount: Decimal | str | float | int) -> str:
     """Format an amount the way PHP prints ``(float)$amount``: 10.00 → ``10``, 10.50 → ``10.5``, 0.01 →
     ``0.01``.
 
-    dujiaoka signs ``money`` this way and epay builds the notify ``money`` this way (§2.1), so a replayed or
+    dujiaoka signs ``money`` this way and epay builds the notify ``money`` this way, so a replayed or
     recomputed signature must use it too. PHP converts floats with 14 significant digits (``precision=14``).
     """
     value = float(amount)
@@ -172,7 +172,7 @@ def format_money(amount: Decimal | str | float | int) -> str:
 
 
 def coerce_int(value: object) -> int | None:
-    """Read a JSON field that real servers send as ``1`` or ``"1"`` (§9 Q3); None when it is neither."""
+    """Read a JSON field that real servers send as ``1`` or ``"1"``; None when it is neither."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -185,7 +185,7 @@ def coerce_int(value: object) -> int | None:
 
 
 def is_notify_ack(body: str) -> bool:
-    """Whether a merchant's reply to a notify counts as acknowledged (substring match, §2.4)."""
+    """Whether a merchant's reply to a notify counts as acknowledged (substring match)."""
     return any(marker in body for marker in ACK_MARKERS)
 
 
@@ -200,7 +200,7 @@ def notify_params(
     key: str,
     param: str | None = None,
 ) -> dict[str, str]:
-    """The signed query of a V1 async notify (§2.4), in the real server's parameter order.
+    """The signed query of a V1 async notify, in the real server's parameter order.
 
     ``money`` is printed with :func:`format_money`; ``param`` is only sent when non-empty.
     """

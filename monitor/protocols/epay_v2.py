@@ -2,8 +2,8 @@
 
 Pure functions and constants, shared by the V2 gateway simulator (which verifies merchant requests and signs
 its replies and notifies with the platform key) and by paymon's probes (which sign requests with the merchant
-key and verify replies with the platform public key). The rules are ``reference/protocols.md`` §2.7 and §9
-Q10-Q13:
+key and verify replies with the platform public key). The rules are those of the epay V2
+protocol, as real servers apply them (observed behaviour):
 
 - the signed string is the V1 one (sorted ``k=v`` joined by ``&``, raw values, ``sign``/``sign_type``, nulls
   and whitespace-only values left out) that also skips arrays and objects; ints count (``code=0`` is signed);
@@ -108,7 +108,7 @@ def public_key_pem(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> str:
 def sign_content(params: Mapping[str, object]) -> str:
     """``Payment::getSignContent``: the V1 string (:func:`monitor.protocols.epay.sign_content`) without arrays.
 
-    Ints are included as decimal text, so ``code=0`` and ``status=0`` are signed (§9 Q13).
+    Ints are included as decimal text, so ``code=0`` and ``status=0`` are signed.
     """
     return epay.sign_content({k: v for k, v in params.items() if not isinstance(v, list | tuple | dict)})
 
@@ -174,7 +174,7 @@ def notify_params(
     buyer: str | None = None,
     param: str | None = None,
 ) -> dict[str, str]:
-    """The query of a V2 async notify (§2.7, ``creat_callback`` for ``version=1`` orders), RSA-signed with the
+    """The query of a V2 async notify (``creat_callback`` for ``version=1`` orders), RSA-signed with the
     platform key, in the real server's parameter order. Optional fields are sent only when non-empty."""
     params: dict[str, str] = {
         "pid": str(pid),

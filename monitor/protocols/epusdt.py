@@ -1,7 +1,7 @@
 """epusdt (USDT-TRC20, ``assimon/epusdt``): the MD5 signature, Go's number formatting, codes and amounts.
 
 Pure functions and constants, shared by the gateway simulator (``monitor.sim.epusdt``) and, later, paymon's probes
-and reconciler. The rules are those of ``reference/protocols.md`` §3, read from epusdt's ``util/sign/sign.go``:
+and reconciler. The rules are those of the epusdt protocol, read from epusdt's ``util/sign/sign.go``:
 the JSON object is decoded into a Go map (so every number becomes a float64), ``signature`` and null or empty
 values are skipped, numbers are printed with ``strconv.FormatFloat(v, 'f', -1, 64)`` (shortest round-trip digits,
 never an exponent: ``42``, ``7.9104``), the ``k=v`` strings are sorted and joined with ``&``, the API token is
@@ -82,7 +82,7 @@ STATUS_EXPIRED = 3
 POWERED_BY = "Epusdt(https://github.com/assimon/epusdt)"
 #: A callback counts as acknowledged only when the reply body is exactly this (any HTTP status).
 ACK_BODY = "ok"
-#: CNY per USDT when no rate is known (``forced_usdt_rate`` overrides it), §3.
+#: CNY per USDT when no rate is known (``forced_usdt_rate`` overrides it).
 DEFAULT_RATE = Decimal("6.4")
 
 _UNSIGNED = "signature"
@@ -122,7 +122,7 @@ def sign_content(params: Mapping[str, object]) -> str:
 
 
 def sign(params: Mapping[str, object], token: str) -> str:
-    """``md5(sign_content(params) + token)`` in lower-case hex (§3)."""
+    """``md5(sign_content(params) + token)`` in lower-case hex."""
     return hashlib.md5((sign_content(params) + token).encode("utf-8")).hexdigest()
 
 

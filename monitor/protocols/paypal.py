@@ -1,7 +1,7 @@
 """PayPal REST conventions for OAuth + Orders v2: money strings, error bodies, webhook transmission signatures.
 
 Pure functions only, shared by the simulated PayPal gateway and by paymon's PayPal probes. dujiaoka uses the
-v1 Payments API (``reference/protocols.md`` §6); paymon and the simulator use Orders v2 (``POST/GET
+v1 Payments API; paymon and the simulator use Orders v2 (``POST/GET
 /v2/checkout/orders``, ``.../capture``) with a client-credentials bearer token, as PayPal's public API reference
 describes: amounts are decimal strings with the currency's precision, errors are ``{"name", "message",
 "debug_id", "details": [{"issue", "field", ...}], "links"}`` and webhooks are signed with SHA256withRSA over

@@ -2,7 +2,7 @@
 webhook signatures.
 
 Pure functions only, shared by the simulated Stripe gateway and by paymon's Stripe probes. dujiaoka itself uses
-the deprecated Sources + Charges API (``reference/protocols.md`` §6); paymon and the simulator use the modern
+the deprecated Sources + Charges API; paymon and the simulator use the modern
 PaymentIntents API (``POST/GET /v1/payment_intents``), whose shapes follow Stripe's public API reference:
 amounts are integers in the currency's smallest unit, requests are ``application/x-www-form-urlencoded`` with
 bracketed keys (``metadata[order_id]=...``), errors are ``{"error": {"type", "message", "code", "param", ...}}``

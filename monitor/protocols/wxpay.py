@@ -1,7 +1,7 @@
 """WeChat Pay API v2 (XML + MD5), as dujiaoka uses it: signature, XML codec, times, amounts, notify ack.
 
 Pure functions and constants, shared by the gateway simulator (``monitor.sim.wxpay``) and, later, paymon's probes
-and reconciler. The rules are those of ``reference/protocols.md`` §5 (read from yansongda/pay v2 ``Wechat\\Support``):
+and reconciler. The rules are those of WeChat Pay API v2 (read from yansongda/pay v2 ``Wechat\\Support``):
 
 - the signature drops ``sign``, empty values and arrays, sorts the keys, joins ``k=v`` with ``&``, appends
   ``&key=`` + the API v2 key and takes the MD5 in upper case (:func:`sign_md5`);
@@ -9,7 +9,7 @@ and reconciler. The rules are those of ``reference/protocols.md`` §5 (read from
   DTD, so entity tricks (billion laughs, external entities) are refused rather than expanded;
 - ``total_fee`` is an integer number of fen, ``time_end`` is ``yyyyMMddHHmmss`` in Beijing time;
 - a notify is acknowledged by the XML ``return_code`` SUCCESS; dujiaoka answers a plain ``success`` instead and
-  whether WeChat accepts that is UNCONFIRMED (§8), so :func:`is_notify_ack` makes it a choice.
+  whether WeChat accepts that is UNCONFIRMED, so :func:`is_notify_ack` makes it a choice.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ __all__ = [
 SUCCESS = "SUCCESS"
 FAIL = "FAIL"
 
-#: ``trade_state`` values of ``pay/orderquery`` (§5). Only SUCCESS means paid; NOTPAY is not final.
+#: ``trade_state`` values of ``pay/orderquery``. Only SUCCESS means paid; NOTPAY is not final.
 TRADE_STATES: frozenset[str] = frozenset(
     {"SUCCESS", "REFUND", "NOTPAY", "CLOSED", "REVOKED", "USERPAYING", "PAYERROR", "ACCEPT"}
 )
 
 #: WeChat's notify retry schedule after the first attempt, in seconds: 15s 15s 30s 3m 10m 20m 30m 30m 30m 60m
-#: 3h 3h 3h 6h 6h (§5; 24h4m in all).
+#: 3h 3h 3h 6h 6h (24h4m in all).
 DEFAULT_NOTIFY_RETRY_DELAYS: tuple[float, ...] = (
     15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
 )
@@ -84,7 +84,7 @@ def _value_text(value: object) -> str | None:
 
 
 def sign_content(params: Mapping[str, object]) -> str:
-    """The signed string before ``&key=``: sorted ``k=v`` pairs joined by ``&`` (§5); ``sign``, empty values and
+    """The signed string before ``&key=``: sorted ``k=v`` pairs joined by ``&``; ``sign``, empty values and
     arrays are left out, every other field counts (including ones the caller does not know about)."""
     items = sorted(
         (k, text) for k, v in params.items() if k != _UNSIGNED and (text := _value_text(v)) is not None
@@ -176,7 +176,7 @@ def parse_time_end(text: str) -> datetime:
 
 def is_notify_ack(status_code: int, body: str, *, accept_plain_success: bool = True) -> bool:
     """Whether a merchant's reply acknowledges a notify: HTTP 200 and the XML ``return_code`` SUCCESS, or, when
-    ``accept_plain_success``, a body that is exactly ``success`` (what dujiaoka answers; UNCONFIRMED, §8)."""
+    ``accept_plain_success``, a body that is exactly ``success`` (what dujiaoka answers; UNCONFIRMED)."""
     if status_code != 200:
         return False
     if accept_plain_success and body == "success":

@@ -1,5 +1,4 @@
-"""Alipay 当面付 (``kind: alipay_f2f``) order lookups: ``alipay.trade.query`` by ``out_trade_no``, one id per request
-(protocols.md §4, §7).
+"""Alipay 当面付 (``kind: alipay_f2f``) order lookups: ``alipay.trade.query`` by ``out_trade_no``, one id per request.
 
 Each call is :class:`~monitor.clients.alipay.AlipayClient`'s RSA2-signed gateway POST; the answer's signature over
 the raw text of its ``alipay_trade_query_response`` node is verified with ``alipay_public_key`` (a signature that
@@ -11,13 +10,13 @@ outcome.
   ``send_pay_date`` (Beijing time → UTC) when present (else None: never a made-up time), ``amount`` is
   ``total_amount``, ``trade_no`` Alipay's trade number.
 - ``10000`` with ``WAIT_BUYER_PAY``: ``unpaid``; with ``TRADE_CLOSED``: ``closed``, not paid (an unpaid order that
-  timed out, or a full refund, §7: the query cannot tell the two apart, and neither is money the merchant holds,
+  timed out, or a full refund: the query cannot tell the two apart, and neither is money the merchant holds,
   so it is never lost and never replayed). Any other word: ``unknown``.
 - ``40004 / ACQ.TRADE_NOT_EXIST``: ``found`` False (the real gateway also says this for a QR code nobody scanned).
 - ``20000`` and ``ACQ.SYSTEM_ERROR`` are ``maintenance``, every other code ``business_error`` (the client's rules).
 
 **Batching: one id per request**, ``batch`` ids per lookup: Alipay has no signed batch query for 当面付 trades.
-No replay: Alipay notifies are signed with Alipay's private key (§7).
+No replay: Alipay notifies are signed with Alipay's private key.
 """
 
 from __future__ import annotations

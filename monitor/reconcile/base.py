@@ -8,7 +8,7 @@ as probes do, and cost the whole call: the reconciler asks again on its next rou
 
 A querier whose protocol lets the merchant key sign notifies (epay V1, WeChat Pay v2) may also implement
 :meth:`Replayer.replay`: re-send the channel's notify for a paid order to the shop, correctly signed, the way the
-gateway would have (protocols.md §7), so the shop completes the order itself. The reconciler audits every replay.
+gateway would have, so the shop completes the order itself. The reconciler audits every replay.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from monitor.config.channels import ChannelConfig
 __all__ = ["ORDER_STATES", "ChannelOrder", "GatewayQuerier", "Querier", "QuerierFactory", "ReplayResult", "Replayer"]
 
 
-#: What a channel's answer about an order means for the shop (SPEC §2.8), whatever the channel's own word:
+#: What a channel's answer about an order means for the shop, whatever the channel's own word:
 #:
 #: - ``paid``: the buyer's money arrived and the channel keeps it (epay 1, Alipay TRADE_SUCCESS/TRADE_FINISHED,
 #:   WeChat SUCCESS). Only this can make an order lost, and only this is ever replayed.

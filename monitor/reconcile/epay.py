@@ -1,20 +1,20 @@
-"""epay V1 (彩虹易支付, MD5) order lookups through ``api.php``, and notify replay (protocols.md §2.4, §2.5, §7, §9).
+"""epay V1 (彩虹易支付, MD5) order lookups through ``api.php``, and notify replay.
 
 **Lookup.** ``status`` says the order's state (:data:`STATES`): 1 ``paid``, 2 ``refunded`` (the buyer has the money
-back), 3 已冻结 (EP-old and EP-new) and 4 预授权 (EP-new: a capture after a pre-authorisation failed, §9 Q20) ``held``
+back), 3 已冻结 (EP-old and EP-new) and 4 预授权 (EP-new: a capture after a pre-authorisation failed) ``held``
 (the channel holds the buyer's money, the payment is not complete: no pay time, no notify), 0 ``unpaid``, anything
 else ``unknown``. ``paid_at``, for a paid order only, is ``endtime`` read in the channel's ``timezone`` (epay
-writes MySQL ``NOW()`` wall-clock time, Asia/Shanghai by default, §9 Q16) and turned into aware UTC, or None when
+writes MySQL ``NOW()`` wall-clock time, Asia/Shanghai by default) and turned into aware UTC, or None when
 epay gives none (never a made-up time); ``amount`` is
-``money`` (a decimal string, or a number on some hosts, §9 Q3); ``trade_no`` is epay's own number. ``code -1
+``money`` (a decimal string, or a number on some hosts); ``trade_no`` is epay's own number. ``code -1
 订单号不存在`` is ``found`` False (an order never opened, or unpaid and purged after 24 h). A -1 saying 维护/繁忙,
 an auth error (EP-old -2/-3, EP-new -3), HTTP errors, bodies that are not JSON and timeouts are
 :class:`~monitor.clients.base.ProbeFailure`, judged by the client's rules (:func:`~monitor.clients.epay.fail_on_code`).
 
-**Batching.** protocols.md §7 suggests ``act=orders&limit=50&status=1`` joined on ``out_trade_no``. That cannot
+**Batching.** The obvious batch is ``act=orders&limit=50&status=1`` joined on ``out_trade_no``. That cannot
 tell an *unpaid* or *unknown* order on its own, and it is not the same call on both servers: EP-old ignores
 ``status`` and ``offset`` (every request gets the newest page again), and a query that matches no row is HTTP 500
-with an empty body (§9 Q4), which looks exactly like a broken server. Nor can "the page reaches back far enough"
+with an empty body, which looks exactly like a broken server. Nor can "the page reaches back far enough"
 be proven: the contract gives ids, not the times the orders were opened at epay, and a server that silently
 caps ``limit`` lower would make "fewer rows than asked" a false proof of completeness. So one :meth:`lookup` of
 several ids does this, identically on both flavours:
@@ -28,13 +28,13 @@ A small shop's newest 50 epay orders cover hours, so most rounds cost one reques
 request per 50 ids. When the page itself fails with an HTTP error or a body that is not JSON (the empty-list 500
 among them), the per-id queries decide: they give the answer or the real failure. A maintenance answer, an auth
 error, a timeout or a refused connection on the page ends the call at once. One id alone skips the page. If
-``out_trade_no`` shows up in several rows (re-opened after epay's 10-day window, §2.2), a row whose money reached
+``out_trade_no`` shows up in several rows (re-opened after epay's 10-day window), a row whose money reached
 epay (1-4) wins over an unpaid one.
 
-**Replay** (:meth:`EpayQuerier.replay`): the V1 notify epay itself would send (§2.4): GET ``notify_url`` +
+**Replay** (:meth:`EpayQuerier.replay`): the V1 notify epay itself would send: GET ``notify_url`` +
 ``pid, trade_no, out_trade_no, type, name, money`` (printed as PHP's ``(float)``), ``trade_status=TRADE_SUCCESS``,
 ``param`` when non-empty, ``sign``, ``sign_type=MD5``, with epay's curl headers (Chrome-78 User-Agent), a 5 s
-timeout and no redirect following. ``name`` is sent as epay stored it (htmlspecialchars'd, §9 Q6), which is what
+timeout and no redirect following. ``name`` is sent as epay stored it (htmlspecialchars'd), which is what
 epay's own notify carries. Acknowledged ⇔ the body contains ``success``/``SUCCESS``/``Success``, whatever the
 status. Only ``status`` 1 is replayed: a refunded, frozen or pre-authorised order is reported back unsent rather
 than delivered against money the merchant does not hold. Wire faults are a :class:`ReplayResult` with
@@ -69,7 +69,7 @@ STATES: dict[int, str] = {
     v1.STATUS_PREAUTH: "held",
 }
 #: Statuses meaning the buyer's money reached epay at some point: a row in one of these wins over an unpaid row of
-#: the same ``out_trade_no`` (§2.2). Only 1 is plainly paid.
+#: the same ``out_trade_no``. Only 1 is plainly paid.
 PAID_STATUSES: frozenset[int] = v1.PAID_STATUSES | {v1.STATUS_PREAUTH}
 #: Fields of an order row kept in :attr:`ChannelOrder.fields` (what a V1 notify replay needs, plus details).
 ROW_FIELDS = ("type", "name", "money", "trade_no", "param", "api_trade_no")
@@ -80,7 +80,7 @@ _PAGE_FALLBACK = frozenset({"http_error", "bad_response"})
 def order_from_row(order_id: str, row: Mapping[str, Any], tz: tzinfo) -> ChannelOrder:
     """A found order from an epay order row (``act=order``, an ``act=orders`` row, V2 ``api/pay/query``).
 
-    ``status`` must be a number (or a numeric string, §9 Q3), else ``bad_response``; so must ``money`` when given.
+    ``status`` must be a number (or a numeric string), else ``bad_response``; so must ``money`` when given.
     """
     state = v1.coerce_int(row.get("status"))
     if state is None:
@@ -167,7 +167,7 @@ class EpayQuerier(GatewayQuerier[EpayClient]):
         raise fail_on_code(doc, "act=order")
 
     async def replay(self, order: ChannelOrder, notify_url: str, ctx: ProbeContext) -> ReplayResult:
-        """GET the signed V1 notify of a paid (status 1) order to ``notify_url`` as epay's curl would (§2.4)."""
+        """GET the signed V1 notify of a paid (status 1) order to ``notify_url`` as epay's curl would."""
         fields = order.fields
         if not order.paid or order.status != str(v1.STATUS_PAID):
             return ReplayResult(None, False, f"not sent: order {order.order_id} is not plainly paid "

@@ -1,21 +1,20 @@
-"""epay V2 (EP-new's RSA API) order lookups: ``api/pay/query`` by ``out_trade_no``, one id per request
-(protocols.md §2.7, §9 Q12-Q14).
+"""epay V2 (EP-new's RSA API) order lookups: ``api/pay/query`` by ``out_trade_no``, one id per request.
 
 Each request is :class:`~monitor.clients.epay_v2.EpayV2Client`'s signed form POST (``pid``, ``timestamp``,
 SHA256withRSA with the merchant private key); a code 0 answer must carry the platform's signature over all its
 scalar fields, verified with ``platform_public_key``, or the call fails with ``bad_signature``. The answer is
 read like a V1 order row (:func:`~monitor.reconcile.epay.order_from_row`): 1 paid, 2 refunded, 3 已冻结 and 4
-预授权 held (§9 Q20: funds frozen, no ``endtime``, no notify), 0 unpaid; ``paid_at`` (paid only) from ``endtime``
+预授权 held (funds frozen, no ``endtime``, no notify), 0 unpaid; ``paid_at`` (paid only) from ``endtime``
 in the channel's timezone, ``amount`` from ``money``. -1 订单号不存在 is ``found``
 False (errors are unsigned in V2, so this is as trustworthy as the transport); any other error code is
 ``business_error`` or ``maintenance`` by the client's rules.
 
 **Batching: one id per request**, ``batch`` ids per lookup. ``api/merchant/orders`` would list 50 orders at once,
-but its signature covers only ``code`` and ``timestamp`` (arrays are not signed, §9 Q13): the order rows are not
+but its signature covers only ``code`` and ``timestamp`` (arrays are not signed): the order rows are not
 authenticated, and a reconciler that may trigger deliveries must not believe unsigned rows. Its ``status`` filter is
-broken as well (§9 Q14). ``api/pay/query`` answers are signed field by field.
+broken as well. ``api/pay/query`` answers are signed field by field.
 
-No replay: V2 notifies are signed with the *platform* private key, which the merchant does not have (§7).
+No replay: V2 notifies are signed with the *platform* private key, which the merchant does not have.
 """
 
 from __future__ import annotations

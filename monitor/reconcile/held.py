@@ -1,7 +1,7 @@
 """The held-funds rule: which orders are held funds, and which recorded ones are released. Pure: no I/O, ``now``
 given.
 
-**Held funds** (SPEC §2.8): the channel's order query says it holds the buyer's money without completing the
+**Held funds**: the channel's order query says it holds the buyer's money without completing the
 payment (epay 3 已冻结, EP-new 4 预授权: funds frozen, no pay time, no notify). The shop has no order and nothing
 will come by itself: an operator must look. Its own class, not lost and not paid, never replayed. Recorded held
 funds are **released** when the channel later says something else (``paid``: the normal lost / paid path takes

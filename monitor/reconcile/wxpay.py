@@ -1,8 +1,7 @@
-"""WeChat Pay API v2 (``kind: wxpay_v2``) order lookups through ``pay/orderquery``, and notify replay
-(protocols.md §5, §7).
+"""WeChat Pay API v2 (``kind: wxpay_v2``) order lookups through ``pay/orderquery``, and notify replay.
 
 **Lookup**, one id per request (WeChat has no batch order query), ``batch`` ids per lookup. Each call is
-:class:`~monitor.clients.wxpay.WxpayClient`'s MD5-signed XML POST, judged in WeChat's order (§5): ``return_code``
+:class:`~monitor.clients.wxpay.WxpayClient`'s MD5-signed XML POST, judged in WeChat's order: ``return_code``
 FAIL is ``business_error``; then the answer's signature must verify (else ``bad_signature``) and name our appid /
 mch_id; then ``result_code``.
 
@@ -20,8 +19,8 @@ mch_id; then ``result_code``.
 with the merchant key: ``return_code``/``result_code`` SUCCESS, ``appid``, ``mch_id``, a fresh ``nonce_str``, the
 payment fields the query returned (``openid``, ``trade_type``, ``bank_type``, ``total_fee``, ``cash_fee``,
 ``fee_type``, ``is_subscribe``, ``attach``, ``transaction_id``, ``time_end``) and ``out_trade_no``. Acknowledged
-⇔ HTTP 200 and WeChat's XML ``return_code`` SUCCESS, or a body of exactly ``success`` (what dujiaoka answers,
-§5). A ``REFUND`` order is reported back unsent. Wire faults are a :class:`ReplayResult` with ``status_code``
+⇔ HTTP 200 and WeChat's XML ``return_code`` SUCCESS, or a body of exactly ``success`` (what dujiaoka
+answers). A ``REFUND`` order is reported back unsent. Wire faults are a :class:`ReplayResult` with ``status_code``
 None; details never carry the key or the signature.
 """
 
@@ -91,7 +90,7 @@ class WxpayQuerier(GatewayQuerier[WxpayClient]):
         )
 
     async def replay(self, order: ChannelOrder, notify_url: str, ctx: ProbeContext) -> ReplayResult:
-        """POST the signed XML notify of a ``SUCCESS`` order to ``notify_url`` as WeChat would (§5)."""
+        """POST the signed XML notify of a ``SUCCESS`` order to ``notify_url`` as WeChat would."""
         if not order.paid or order.status != SUCCESS:
             return ReplayResult(None, False, f"not sent: order {order.order_id} is not plainly paid "
                                              f"(trade_state {order.status or '?'})", sent=False)

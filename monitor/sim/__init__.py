@@ -2,7 +2,7 @@
 traffic.
 
 ``SimServer`` serves simulated epay V1 channels over real HTTP; ``Faults`` are their live knobs; ``Shop`` and
-``ShopTraffic`` create orders through them and write the JSONL order log paymon ingests (SPEC §4).
+``ShopTraffic`` create orders through them and write the JSONL order log paymon ingests.
 """
 
 from monitor.sim.epay import EpayChannel, EpayGateway, NotifyAttempt, OrderTruth

@@ -2,14 +2,14 @@
 
 Each channel is one Alipay app (``app_id`` + the app's RSA public key, and the platform key pair Alipay signs
 with) served at ``/{channel}/gateway.do``, the real gateway path, so a client whose gateway URL is
-``http://127.0.0.1:PORT/{channel}/gateway.do`` speaks the real protocol unchanged (``reference/protocols.md``
-§4). Requests may be a urlencoded POST (YSD / dujiaoka, ``?charset=utf-8`` in the query) or a GET with every
+``http://127.0.0.1:PORT/{channel}/gateway.do`` speaks the real protocol unchanged.
+Requests may be a urlencoded POST (YSD / dujiaoka, ``?charset=utf-8`` in the query) or a GET with every
 parameter in the query (python-alipay-sdk); query and form parameters are merged. The request's RSA2 signature
 is checked with the app public key, and every reply for a known app is signed with the platform private key
 over the raw text of its ``<method>_response`` node. Methods: ``alipay.trade.precreate``, ``alipay.trade.query``
 and ``alipay.trade.close``.
 
-Simulator choices where the real gateway is not documented (§8, UNCONFIRMED):
+Simulator choices where the real gateway is not documented (UNCONFIRMED):
 
 - An order precreated but never scanned is answered by ``alipay.trade.query`` as ``WAIT_BUYER_PAY`` (the real
   gateway probably says ``ACQ.TRADE_NOT_EXIST`` until a buyer scans the code), and can be closed.
@@ -75,7 +75,7 @@ from monitor.sim.faults import Faults, roll
 
 __all__ = ["DEFAULT_NOTIFY_RETRY_DELAYS", "METHODS", "AlipayChannel", "AlipayGateway"]
 
-#: Seconds between notify retries after the first attempt: 4m, 10m, 10m, 1h, 2h, 6h, 15h (§4, Alipay docs).
+#: Seconds between notify retries after the first attempt: 4m, 10m, 10m, 1h, 2h, 6h, 15h (Alipay docs).
 DEFAULT_NOTIFY_RETRY_DELAYS: tuple[float, ...] = (240.0, 600.0, 600.0, 3600.0, 7200.0, 21600.0, 54000.0)
 #: How long one notify waits for the merchant (not documented by Alipay; a simulator choice).
 NOTIFY_TIMEOUT_S = 5.0
@@ -135,7 +135,7 @@ class AlipayChannel:
     app_private_key: str | None = field(default=None, repr=False)
 
     def find(self, trade_no: str | None, out_trade_no: str | None) -> _Order | None:
-        """The order by ``trade_no`` (which wins when both are given, §4) or ``out_trade_no``."""
+        """The order by ``trade_no`` (which wins when both are given) or ``out_trade_no``."""
         if trade_no:
             return self.orders.get(self.by_trade_no.get(trade_no, ""))
         return self.orders.get(out_trade_no or "")
@@ -230,7 +230,7 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         With the channel's ``pay_probability`` the trade becomes ``TRADE_SUCCESS`` and, unless dropped with
         ``callback_drop_rate``, the signed notify is sent after the callback delay (twice with
         ``duplicate_callback_rate``), retried until acked. With ``refund_rate`` the trade is refunded in full
-        right after (``TRADE_CLOSED``, §7; the notify still follows the callback knobs). Paid or closed trades are
+        right after (``TRADE_CLOSED``; the notify still follows the callback knobs). Paid or closed trades are
         left alone (False); an unknown one is a ``KeyError``. Must be called from the event loop that serves the
         app.
         """
@@ -283,7 +283,7 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         return _Deferred(build)
 
     async def _gateway(self, request: Request, channel: AlipayChannel) -> Response:
-        """``gateway.do``: public parameters, then the RSA2 signature, then the method (§4)."""
+        """``gateway.do``: public parameters, then the RSA2 signature, then the method."""
         params = await _params(request)
         method = params.get("method", "")
         root = response_node_name(method) if method in METHODS else "error_response"
@@ -340,8 +340,8 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         return {"code": CODE_OK, "msg": MSGS[CODE_OK], "out_trade_no": out_trade_no, "qr_code": order.qr_code}
 
     def _query(self, channel: AlipayChannel, biz: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
-        """``alipay.trade.query`` (§4, §7). A precreated order nobody scanned answers ``WAIT_BUYER_PAY`` here;
-        the real gateway may say ``ACQ.TRADE_NOT_EXIST`` for it (UNCONFIRMED, §8)."""
+        """``alipay.trade.query``. A precreated order nobody scanned answers ``WAIT_BUYER_PAY`` here;
+        the real gateway may say ``ACQ.TRADE_NOT_EXIST`` for it (UNCONFIRMED)."""
         order = _lookup(channel, biz)
         paid = order.status in PAID_STATUSES
         node: dict[str, Any] = {"code": CODE_OK, "msg": MSGS[CODE_OK]}
@@ -389,7 +389,7 @@ class AlipayGateway(GatewayBase[AlipayChannel]):
         await self.deliver(lambda: self._send_notify(channel, order), order.attempts, self._retry_delays)
 
     async def _send_notify(self, channel: AlipayChannel, order: _Order) -> NotifyAttempt:
-        """One POST of the ``trade_status_sync`` notify (§4); acked when the body is exactly ``success``."""
+        """One POST of the ``trade_status_sync`` notify; acked when the body is exactly ``success``."""
         assert order.paid_at is not None and order.buyer_id is not None and order.notify_url
         at = self._clock.now()
         money = format_amount(order.total_amount)

@@ -4,7 +4,7 @@ A mirror for :class:`monitor.sim.shop.Shop`: ``order_created`` inserts a row (st
 the channel's ``pays`` row, empty ``trade_no``); a verified ``order_paid`` sets status 4 已完成 with the
 gateway's ``trade_no`` and the delivered card in ``info``; ``order_expired`` sets status -1 if the order is still
 unpaid. Timestamps are written as dujiaoka's Eloquent writes them: naive ``'Y-m-d H:i:s'`` strings of Beijing
-wall-clock time, with no ``SET time_zone`` on the session (protocols.md §1.1), so a reader must apply the same
+wall-clock time, with no ``SET time_zone`` on the session, so a reader must apply the same
 rule. This gives paymon's dujiaoka source a real database to read, with the simulator's ground truth beside it.
 """
 
@@ -22,7 +22,7 @@ from monitor.sim.shop import ShopOrder
 __all__ = ["BEIJING", "STATUS", "DujiaokaWriter"]
 
 BEIJING = ZoneInfo("Asia/Shanghai")
-#: ``orders.status`` values (protocols.md §1.3).
+#: ``orders.status`` values.
 STATUS = {"wait_pay": 1, "pending": 2, "processing": 3, "completed": 4, "failure": 5, "abnormal": 6, "expired": -1}
 
 

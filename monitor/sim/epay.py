@@ -3,9 +3,9 @@
 Each channel is one epay site + merchant (pid, MD5 key) under its own path prefix, serving ``/{channel}/submit.php``
 (the browser flow), ``/{channel}/mapi.php``, ``/{channel}/api.php`` (``act=order|orders|query|settle``) and the pay
 page ``/{channel}/pay/submit/{trade_no}/``,
-byte for byte like the real servers where it matters to a client (``reference/protocols.md`` §2.3-§2.5, §9):
+byte for byte like the real servers where it matters to a client:
 ``json_encode`` escaping, ``text/html`` content types, money as strings, HTTP 500 for an empty list, the key echoed.
-A channel runs on either flavour SPEC §3 names: ``new`` (EP-new, the default) or ``old`` (EP-old: other codes and
+A channel runs on either server flavour: ``new`` (EP-new, the default) or ``old`` (EP-old: other codes and
 messages, ``act=settle`` rows doubled by PDO ``FETCH_BOTH``, money sums in ``act=query``, ``text/html``).
 
 :class:`~monitor.sim.epay_site.EpaySite` holds what V1 and V2 (``epay_v2.py``) share: simulated buyers, notify
@@ -90,7 +90,7 @@ class EpayGateway(EpaySite[EpayChannel]):
     # ---- HTTP --------------------------------------------------------------------------------------
 
     async def _submit(self, request: Request, channel: EpayChannel) -> Response:
-        """``submit.php``, the browser page flow (§2.2, §9 Q8/Q9): parameters from the query string when it
+        """``submit.php``, the browser page flow: parameters from the query string when it
         has ``pid``, else from the form; every error is an HTTP 200 站点提示信息 page, success a page that sends
         the browser on to the pay page. EP-old's ``txprotect`` filter answers 404 with an empty body to
         script-like clients."""
@@ -112,7 +112,7 @@ class EpayGateway(EpaySite[EpayChannel]):
                     f'<body><script>window.location.replace("{order.payurl}");</script></body></html>')
 
     async def _mapi(self, request: Request, channel: EpayChannel) -> Response:
-        """``mapi.php`` (§2.3, §9 Q1/Q2/Q10). EP-new: POST only, bad sign -3 ``MD5签名校验失败``, success as
+        """``mapi.php``. EP-new: POST only, bad sign -3 ``MD5签名校验失败``, success as
         text/html. EP-old: GET or POST, bad sign -1 ``签名校验失败，请返回重试！``, success as JSON."""
         old = channel.flavour == "old"
         form = await php.post_params(request)
@@ -142,10 +142,10 @@ class EpayGateway(EpaySite[EpayChannel]):
         if isinstance(order, str):
             return _mapi_error(order)
         body = php_json({"code": v1.CODE_OK, "trade_no": order.trade_no, "payurl": order.payurl})
-        return text(body, JSON if old else HTML)  # EP-new's success sets no header (§9 Q2)
+        return text(body, JSON if old else HTML)  # EP-new's success sets no header
 
     async def _api(self, request: Request, channel: EpayChannel) -> Response:
-        """``api.php`` (GET, key in the query, §2.5): EP-new answers application/json, EP-old text/html."""
+        """``api.php`` (GET, key in the query): EP-new answers application/json, EP-old text/html."""
         old = channel.flavour == "old"
         q = request.query_params
         act = q.get("act")
@@ -171,12 +171,12 @@ class EpayGateway(EpaySite[EpayChannel]):
                 orders = [o for o in orders if o.status == php.intval(q["status"])]
             rows = [o.row(channel.pid) for o in orders[offset : offset + limit]]
             if not rows:
-                # PHP 8: count() of an undefined $data is a TypeError -> 500 with an empty body (§9 Q4).
+                # PHP 8: count() of an undefined $data is a TypeError -> 500 with an empty body.
                 return Response(status_code=500)
             return _reply({"code": v1.CODE_OK, "msg": "查询订单记录成功！", "count": len(rows), "data": rows}, old)
         if act == "settle":
             settles = list(reversed(channel.settlements))[offset : offset + limit]
-            if old:  # PDO FETCH_BOTH, and the echoed pid, key and an always-null type (§9 Q5)
+            if old:  # PDO FETCH_BOTH, and the echoed pid, key and an always-null type
                 data = [php.fetch_both(s) for s in settles] or None
                 return _reply({"code": v1.CODE_OK, "msg": "查询结算记录成功！", "pid": pid, "key": channel.key,
                                "type": None, "data": data}, old)
@@ -205,13 +205,13 @@ class EpayGateway(EpaySite[EpayChannel]):
 
     def _act_query(self, channel: EpayChannel, old: bool) -> Response:
         info: dict[str, object] = {
-            "code": v1.CODE_OK, "pid": channel.pid, "key": channel.key,  # real servers echo the key (§9 Q7)
+            "code": v1.CODE_OK, "pid": channel.pid, "key": channel.key,  # real servers echo the key
             "active": 0 if channel.faults.merchant_banned else 1,  # merchant_banned: 封禁, act=order still answers
             "money": f"{self._accrue(channel):.2f}", "type": 1, "account": "sim@example.com",
             "username": "模拟商户", "orders": len(channel.orders),
         }
         today, lastday = self._paid_on(channel, 0), self._paid_on(channel, 1)
-        if old:  # SUM(money) by endtime: a decimal string, null when there is none (§2.5)
+        if old:  # SUM(money) by endtime: a decimal string, null when there is none
             info["order_today"] = f"{sum(o.money for o in today):.2f}" if today else None
             info["order_lastday"] = f"{sum(o.money for o in lastday):.2f}" if lastday else None
         else:
@@ -225,7 +225,7 @@ class EpayGateway(EpaySite[EpayChannel]):
                                 param=order.param)
 
 
-#: EP-old ``includes/txprotect.php``: User-Agent fragments it turns away (§9 Q8; "python" is matched lowercase).
+#: EP-old ``includes/txprotect.php``: User-Agent fragments it turns away ("python" is matched lowercase).
 _BLOCKED_AGENTS = ("python", "libcurl/", "Go-http-client", "HeadlessChrome", "wechatdevtools/", "Baiduspider")
 
 
@@ -238,10 +238,10 @@ def _txprotect_blocks(request: Request) -> bool:
 
 
 def _reply(body: dict[str, object], old: bool) -> Response:
-    """An ``api.php`` answer: ``json_encode`` defaults; EP-old text/html, EP-new application/json (§9 Q2)."""
+    """An ``api.php`` answer: ``json_encode`` defaults; EP-old text/html, EP-new application/json."""
     return text(php_json(body), HTML if old else JSON)
 
 
 def _mapi_error(msg: str, code: int = v1.CODE_ERROR) -> Response:
-    """``echojsonmsg``: JSON_UNESCAPED_UNICODE, application/json (§9 Q1, Q2)."""
+    """``echojsonmsg``: JSON_UNESCAPED_UNICODE, application/json."""
     return text(php_json({"code": code, "msg": msg}, unescaped_unicode=True), JSON)

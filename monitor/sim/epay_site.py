@@ -1,7 +1,7 @@
 """What the simulated epay V1 and V2 gateways share (``epay.py``, ``epay_v2.py``): merchants and orders,
 simulated buyers who pay with the channel's :class:`~monitor.sim.faults.Faults` (pay probability, callback delay,
-dropped / duplicated / badly signed notifies), notify retries on epay's ``cron.php`` schedule (protocols.md
-§2.4), balance growth and settlement stalls, the pay page, and the ground truth of every order.
+dropped / duplicated / badly signed notifies), notify retries on epay's ``cron.php`` schedule,
+balance growth and settlement stalls, the pay page, and the ground truth of every order.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = ["BANNED_MSG", "MAINTENANCE_MSG", "EpayChannel", "EpayMerchant", "Epay
 Flavour = Literal["old", "new"]
 
 MAINTENANCE_MSG = "系统维护中，请稍后再试"
-#: What epay answers a create for a banned merchant (``pre_user.status`` 0, §2.2).
+#: What epay answers a create for a banned merchant (``pre_user.status`` 0).
 BANNED_MSG = "商户已封禁，无法支付！"
 
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -109,7 +109,7 @@ class EpaySite(GatewayBase[M]):
 
     ``notify_retry_delays``: seconds between notify attempts after a failed first one (None: epay's real
     schedule, :data:`monitor.protocols.epay.NOTIFY_RETRY_DELAYS`); ``cron_notify=False``: the operator never
-    configured ``cron.php``, so a failed notify is never retried (§7).
+    configured ``cron.php``, so a failed notify is never retried.
     """
 
     def __init__(self, *, rng: random.Random | None = None, clock: Clock | None = None,
@@ -138,7 +138,7 @@ class EpaySite(GatewayBase[M]):
         With the channel's ``pay_probability`` the order becomes paid (status 1, endtime now, balance credited)
         and, unless dropped with ``callback_drop_rate``, a notify is sent after ``callback_delay``: twice with
         ``duplicate_callback_rate``, with a corrupted signature (on every attempt) with ``bad_signature_rate``.
-        With ``held_rate`` the money is only held instead (§9 Q20): status 3 已冻结 on EP-old, 4 预授权 on EP-new,
+        With ``held_rate`` the money is only held instead: status 3 已冻结 on EP-old, 4 预授权 on EP-new,
         no endtime, no notify, nothing credited; with ``refund_rate`` a paid order is refunded right away (status
         2, endtime kept, the balance debited again).
         Already paid orders are left alone (False); an unknown order is a ``KeyError``. Must be called from the
@@ -227,7 +227,7 @@ class EpaySite(GatewayBase[M]):
 
     def _create_order(self, request: Request, channel: M, params: dict[str, str]) -> EpayOrder | str:
         """``Pay::create`` after authentication: validate, then create the order or reuse an unpaid one with
-        the same ``out_trade_no`` (§2.2). Returns the order, or the error message epay answers (a banned
+        the same ``out_trade_no``. Returns the order, or the error message epay answers (a banned
         merchant's create is refused before anything else is checked)."""
         if channel.faults.merchant_banned:
             return BANNED_MSG
@@ -263,7 +263,7 @@ class EpaySite(GatewayBase[M]):
             old.type = type_
             return old
         trade_no = self._new_trade_no(now)
-        host = request.headers.get("host", "127.0.0.1")  # $siteurl comes from the Host header (§9 Q17)
+        host = request.headers.get("host", "127.0.0.1")  # $siteurl comes from the Host header
         order = EpayOrder(trade_no=trade_no, out_trade_no=out_trade_no, type=type_, name=name, money=money,
                           notify_url=notify_url, return_url=return_url, param=param, clientip=clientip,
                           payurl=f"http://{host}/{channel.id}/pay/submit/{trade_no}/", created_at=now)
@@ -291,7 +291,7 @@ class EpaySite(GatewayBase[M]):
                     f"</head><body><p>订单号 {order.trade_no}，金额 ￥{order.money:.2f}</p></body></html>")
 
     def _new_trade_no(self, now: datetime) -> str:
-        """Beijing-time ``YmdHis`` + ``rand(11111, 99999)`` (§9 Q16); redrawn on a clash (a PK conflict)."""
+        """Beijing-time ``YmdHis`` + ``rand(11111, 99999)``; redrawn on a clash (a PK conflict)."""
         prefix = now.astimezone(v1.EPAY_TZ).strftime("%Y%m%d%H%M%S")
         while True:
             trade_no = f"{prefix}{self._rng.randint(11111, 99999)}"
@@ -310,7 +310,7 @@ class EpaySite(GatewayBase[M]):
             return
 
         async def send_once() -> NotifyAttempt:
-            # §2.4: GET, 5 s timeout, no redirects; acked if the body contains success.
+            # As epay's curl does it: GET, 5 s timeout, no redirects; acked if the body contains success.
             params = self._notify_query(channel, order)
             if corrupt:
                 params["sign"] = corrupt_sign(params["sign"])

@@ -1,7 +1,7 @@
 """A simulated epay V2 gateway (EP-new's RSA API, channels.yaml kind ``epay_v2``), several channels in one app.
 
 Each channel is one EP-new site + merchant under its own path prefix, serving the V2 API the way
-``lib\\ApiHelper`` and ``lib\\api\\{Pay,Merchant}`` answer it (``reference/protocols.md`` §2.7, §9 Q10-Q14):
+``lib\\ApiHelper`` and ``lib\\api\\{Pay,Merchant}`` answer it:
 
 - ``POST /{channel}/api/pay/create``, ``/api/pay/query``, ``/api/merchant/info``, ``/api/merchant/orders``
   (form-encoded); any other ``/api/...`` path is code -5;
@@ -181,11 +181,11 @@ class EpayV2Gateway(EpaySite[EpayV2Channel]):
             return _error(order)
         body: dict[str, object] = {"code": v2.CODE_OK, "trade_no": order.trade_no, "pay_type": "jump",
                                    "pay_info": order.payurl}
-        # Payment::echoJson: json_encode defaults and no Content-Type header (§9 Q2).
+        # Payment::echoJson: json_encode defaults and no Content-Type header.
         return text(php_json(self._sign(channel, body)))
 
     def _query(self, channel: EpayV2Channel, params: dict[str, str]) -> dict[str, object]:
-        """``api/pay/query``: one order; empty fields are dropped (§2.7)."""
+        """``api/pay/query``: one order; empty fields are dropped."""
         if not php.php_empty(params.get("trade_no")):
             order = self._find(channel, params["trade_no"], None)
         elif not php.php_empty(params.get("out_trade_no")):
@@ -198,7 +198,7 @@ class EpayV2Gateway(EpaySite[EpayV2Channel]):
         return {k: v for k, v in full.items() if not _is_empty(v)}
 
     def _info(self, channel: EpayV2Channel, params: dict[str, str]) -> dict[str, object]:
-        """``api/merchant/info``, without the settle_* fields real servers never fill in (§9 Q11)."""
+        """``api/merchant/info``, without the settle_* fields real servers never fill in."""
         today, lastday = self._paid_on(channel, 0), self._paid_on(channel, 1)
         return {
             "code": v2.CODE_OK, "pid": channel.pid, "status": 0 if channel.faults.merchant_banned else 1,
@@ -211,7 +211,7 @@ class EpayV2Gateway(EpaySite[EpayV2Channel]):
 
     def _orders(self, channel: EpayV2Channel, params: dict[str, str]) -> dict[str, object]:
         """``api/merchant/orders``: newest first, ``limit`` ≤ 50. Any posted ``status`` filters on 0, because
-        the server reads ``$_GET['status']`` (§9 Q14). Only ``code`` and ``timestamp`` end up signed (Q13)."""
+        the server reads ``$_GET['status']``. Only ``code`` and ``timestamp`` end up signed."""
         limit = max(min(php.intval(params["limit"]) if "limit" in params else 10, 50), 0)
         offset = max(php.intval(params.get("offset", "0")), 0)
         orders = sorted(channel.orders.values(), key=lambda o: o.trade_no, reverse=True)

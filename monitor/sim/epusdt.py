@@ -3,7 +3,7 @@
 Each channel is one epusdt server (its ``api_auth_token``) under its own path prefix, serving the real paths
 ``/{channel}/api/v1/order/create-transaction``, ``/{channel}/pay/check-status/{trade_id}`` and the cashier page
 ``/{channel}/pay/checkout-counter/{trade_id}``, so a client whose base URL is ``http://127.0.0.1:PORT/{channel}/``
-speaks the protocol unchanged (``reference/protocols.md`` §3, read from ``assimon/epusdt``). Like the Go server,
+speaks the protocol unchanged (read from ``assimon/epusdt``). Like the Go server,
 every reply is HTTP 200 with a ``status_code`` inside: the signature is checked before the body is bound (so a
 broken body is a 401), a type mismatch is 10009, a failed validation 400 with the validator's message (gookit
 zh-CN wording), a reused ``order_id`` 10002. The USDT amount is the CNY amount at a fixed rate, rounded to 4
@@ -226,7 +226,7 @@ class EpusdtGateway(GatewayBase[EpusdtChannel]):
     # ---- HTTP --------------------------------------------------------------------------------------
 
     async def _create(self, request: Request, channel: EpusdtChannel) -> Response:
-        """``POST api/v1/order/create-transaction`` (§3): signature, bind, validate, then create."""
+        """``POST api/v1/order/create-transaction``: signature, bind, validate, then create."""
         try:
             params = json.loads(await request.body())
         except ValueError:

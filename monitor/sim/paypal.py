@@ -4,12 +4,12 @@ Serves ``/{channel}/v1/oauth2/token``, ``/{channel}/v2/checkout/orders`` (create
 ``.../orders/{id}/capture``, the buyer's approval page ``/{channel}/checkoutnow?token={id}``, and for webhook
 verification ``/{channel}/v1/notifications/verify-webhook-signature`` and the signing certificate under
 ``/{channel}/v1/notifications/certs/``. Tokens expire after ``token_ttl_s``; errors use PayPal's JSON; a repeated
-``PayPal-Request-Id`` replays the first answer. dujiaoka uses the v1 Payments API (``reference/protocols.md`` §6);
+``PayPal-Request-Id`` replays the first answer. dujiaoka uses the v1 Payments API;
 paymon's probes and this simulator use Orders v2.
 
 The buyer (:meth:`PayPalGateway.buyer_visits`) approves an order with the channel's pay probability. Approval is
 what the simulator counts as *paid*: the buyer has authorized the money, and whether the shop then captures it is
-exactly the lost-order (掉单) question of §6/§7 — dujiaoka only completes an order when the buyer's browser comes
+exactly the lost-order (掉单) question — dujiaoka only completes an order when the buyer's browser comes
 back to its return URL. So after approval the buyer returns (a GET of ``return_url?token=ID&PayerID=...``) with
 the channel's ``return_probability``; a shop that captures there gets COMPLETED, and a buyer who never returns
 leaves the order APPROVED and uncaptured. A channel with a ``webhook_url`` also gets a signed

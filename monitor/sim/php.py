@@ -1,8 +1,8 @@
 """PHP behaviour the simulated epay servers copy: ``json_encode`` escaping, ``$_POST`` parsing, loose empties,
 ``intval``, the escaping epay applies before storing a value, ``mb_strcut``, PDO ``FETCH_BOTH`` rows.
 
-epay is PHP, and a client that talks to it meets these PHP-isms on the wire (``reference/protocols.md`` §9 Q1,
-Q5, Q6). The simulated gateways (``epay.py``, ``epay_v2.py``) share them from here so both flavours and both API
+epay is PHP, and a client that talks to it meets these PHP-isms on the wire (observed on real
+servers). The simulated gateways (``epay.py``, ``epay_v2.py``) share them from here so both flavours and both API
 versions produce the same bytes a real server would.
 """
 
@@ -76,7 +76,7 @@ def php_empty(value: str | None) -> bool:
 
 
 def php_escape(value: str) -> str:
-    """``htmlspecialchars(addslashes(v))``: how submit/mapi store ``name`` and ``param`` (§9 Q6)."""
+    """``htmlspecialchars(addslashes(v))``: how submit/mapi store ``name`` and ``param``."""
     slashed = value.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"').replace("\0", "\\0")
     return (
         slashed.replace("&", "&amp;").replace('"', "&quot;").replace("'", "&#039;").replace("<", "&lt;")
@@ -103,7 +103,7 @@ def parse_money(value: str) -> Decimal | None:
 
 
 def fetch_both(row: Mapping[str, object]) -> dict[str, object]:
-    """A row as PDO ``FETCH_BOTH`` returns it: every column by name, then again by position (§9 Q5)."""
+    """A row as PDO ``FETCH_BOTH`` returns it: every column by name, then again by position."""
     doubled: dict[str, object] = {}
     for i, (name, value) in enumerate(row.items()):
         doubled[name] = value

@@ -4,7 +4,7 @@
 ``[A-Z0-9]`` ids), opens them at the gateway over real HTTP, serves each protocol's notify route on loopback
 (verifies the signature, completes the order, answers as dujiaoka does) and expires orders left unpaid. The
 protocol-specific halves live in ``monitor/sim/shops/`` (one file per protocol). Every step is one line of the
-SPEC §2.7 event log. :class:`ShopTraffic` drives it: orders at a given rate, spread over channels by weight,
+JSONL order-event log. :class:`ShopTraffic` drives it: orders at a given rate, spread over channels by weight,
 with simulated buyers at the gateway. Gateway faults never stop
 either: they become failed or expired orders in the log, which is exactly what paymon has to notice.
 """
@@ -60,7 +60,7 @@ def bc_amount(value: object) -> Decimal | None:
 
 
 class EventLog:
-    """Appends SPEC §2.7 events to a JSONL file, one object per line, flushed line by line."""
+    """Appends order events to a JSONL file, one object per line, flushed line by line."""
 
     def __init__(self, path: str | Path, clock: Clock,
                  mirrors: Sequence[Callable[[str, ShopOrder, Mapping[str, object]], None]] = ()) -> None:

@@ -6,7 +6,7 @@ Stripe's search language: ``AND``-joined clauses ``metadata['k']:'v'``, ``status
 ``/{channel}/v1/payment_intents/{id}/cancel`` with Stripe's auth (Bearer secret key, or HTTP Basic with the key as
 user), form decoding, error JSON, ``Idempotency-Key`` replays and ``Request-Id`` headers, so the official
 ``stripe`` library works against it with only its API base changed. dujiaoka uses Sources + Charges without
-webhooks (``reference/protocols.md`` §6); the simulator uses PaymentIntents, as paymon's probes do.
+webhooks; the simulator uses PaymentIntents, as paymon's probes do.
 
 Besides the shared :class:`~monitor.sim.faults.Faults`, a channel has ``create_reply_delay_s``: the answer to a
 create that made an intent is held back that long (the intent exists, its creator never hears of it if it gives
@@ -16,7 +16,7 @@ Stripe answers those from its store.
 :meth:`StripeGateway.buyer_visits` makes an intent ``succeeded`` with the channel's pay probability. If the
 channel has a ``webhook_url``, a signed ``payment_intent.succeeded`` event is POSTed to it and retried until a 2xx;
 without one nothing is sent, and every paid intent the shop does not poll is a lost-order (掉单) candidate, as
-in dujiaoka (§6, §7).
+in dujiaoka.
 """
 
 from __future__ import annotations

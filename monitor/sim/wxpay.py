@@ -3,7 +3,7 @@
 Each channel is one merchant (``appid``, ``mch_id``, API v2 ``key``) under its own path prefix, serving the real
 paths ``/{channel}/pay/unifiedorder``, ``/{channel}/pay/orderquery`` and ``/{channel}/pay/closeorder``, so a client
 whose base URL is ``http://127.0.0.1:PORT/{channel}/`` instead of ``https://api.mch.weixin.qq.com/`` speaks the
-protocol unchanged (``reference/protocols.md`` §5). Replies follow WeChat's two levels: ``return_code FAIL`` with
+protocol unchanged. Replies follow WeChat's two levels: ``return_code FAIL`` with
 a ``return_msg`` (unsigned) for communication errors such as a bad signature, ``result_code FAIL`` with an
 ``err_code`` (signed) for business errors such as ORDERPAID. The exact ``return_msg`` wording of the
 communication errors other than ``签名错误`` is a close guess, not read from WeChat.
@@ -242,7 +242,7 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
         return params
 
     async def _unifiedorder(self, request: Request, channel: WxpayChannel) -> Response:
-        """``pay/unifiedorder``: a Native order gets a ``prepay_id`` and a ``code_url`` (§5)."""
+        """``pay/unifiedorder``: a Native order gets a ``prepay_id`` and a ``code_url``."""
         params = await self._checked(
             request, channel, "body", "out_trade_no", "total_fee", "spbill_create_ip", "notify_url", "trade_type"
         )
@@ -296,7 +296,7 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
         return channel.orders.get(params.get("out_trade_no", ""))
 
     async def _orderquery(self, request: Request, channel: WxpayChannel) -> Response:
-        """``pay/orderquery``: ``trade_state`` and, once paid, the payment details (§5)."""
+        """``pay/orderquery``: ``trade_state`` and, once paid, the payment details."""
         params = await self._checked(request, channel)
         if isinstance(params, Response):
             return params
@@ -341,7 +341,7 @@ class WxpayGateway(GatewayBase[WxpayChannel]):
     # ---- notify ------------------------------------------------------------------------------------
 
     def notify_body(self, channel: WxpayChannel, order: _Order) -> str:
-        """The signed XML of a paid order's notify (§5); the signature is corrupted when the fault fires."""
+        """The signed XML of a paid order's notify; the signature is corrupted when the fault fires."""
         assert order.transaction_id is not None and order.paid_at is not None
         fields: dict[str, object] = {
             "appid": channel.appid,

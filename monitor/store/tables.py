@@ -93,7 +93,7 @@ probe_results = Table(
     Index("ix_probe_results_channel_probe_started", "channel", "probe", "started_at"),
 )
 
-# One row per order, with the time each lifecycle step was first seen (SPEC §2.7/§2.8).
+# One row per order, with the time each lifecycle step was first seen.
 orders = Table(
     "orders",
     metadata,

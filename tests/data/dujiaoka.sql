@@ -1,5 +1,5 @@
 -- Test fixture: dujiaoka's `orders` and `pays` tables as dujiaoka 2.0.6 creates them on MySQL/MariaDB
--- (columns, types, defaults, character sets and indexes per protocols.md §1.2 and §1.4), for the simulator's
+-- (columns, types, defaults, character sets and indexes as dujiaoka's migrations define them), for the simulator's
 -- dujiaoka mirror and paymon's dujiaoka source tests.
 
 CREATE TABLE orders (

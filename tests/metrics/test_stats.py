@@ -1,4 +1,4 @@
-"""SPEC §2.8 numbers on hand-built order rows with a fixed ``now``."""
+"""The window statistics (the README's "What the numbers mean") on hand-built order rows with a fixed ``now``."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_a_whole_second_pay_time_stands_for_the_whole_second() -> None:
     assert stats(rows)[("c1", "15m")].lost == 1
 
 
-# ---- the lost-order ratio's denominator: every order paid at the channel (SPEC §2.8) ----------------------------
+# ---- the lost-order ratio's denominator: every order paid at the channel ----------------------------
 
 
 def test_every_paid_order_counts_in_the_denominator_whatever_says_it_was_paid() -> None:

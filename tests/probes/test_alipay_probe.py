@@ -1,4 +1,4 @@
-"""The Alipay 当面付 probes over real HTTP against the simulated gateway: every fault maps to its SPEC §2.6
+"""The Alipay 当面付 probes over real HTTP against the simulated gateway: every fault maps to its probe
 outcome, test orders are always closed (even when the create answer fails its check), no key leaks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The epay query probe over real HTTP against the simulator: every fault maps to its SPEC §2.6 outcome,
+"""The epay query probe over real HTTP against the simulator: every fault maps to its probe outcome,
 and the merchant key (sent in the URL, echoed by real servers) never appears in a result."""
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ async def test_found_order_and_unknown_code(ctx: ProbeContext) -> None:
     ])
 
     async def api(request: Request) -> Response:
-        if request.query_params["act"] == "query":  # the standing check: active, the key echoed (§9 Q7)
+        if request.query_params["act"] == "query":  # the standing check: active, the key echoed
             return PlainTextResponse('{"code":1,"active":1,"money":"0.00","key":"' + KEY + '"}')
         assert request.query_params["act"] == "order"
         return PlainTextResponse(next(answers), media_type="text/html")
@@ -180,7 +180,7 @@ def test_probe_failure_takes_only_failure_outcomes() -> None:
 # ---- every probe type, both server flavours ------------------------------------------------------------
 
 PROBES = ("query", "test_order", "balance")
-#: What a wrong key gets per flavour and probe (§2.5, §9 Q10): api.php EP-old -2 KEY校验失败, EP-new -3;
+#: What a wrong key gets per flavour and probe: api.php EP-old -2 KEY校验失败, EP-new -3;
 #: mapi.php bad sign EP-old -1, EP-new -3.
 WRONG_KEY_CODE = {("new", "query"): "-3", ("new", "test_order"): "-3", ("new", "balance"): "-3",
                   ("old", "query"): "-2", ("old", "test_order"): "-1", ("old", "balance"): "-2"}
@@ -294,7 +294,7 @@ async def test_balance_and_settlements(both: SimServer, ctx: ProbeContext, clock
     assert "settlement STALL" in stuck.detail and "正在结算" in stuck.detail
     assert "nothing settled for" in stuck.detail
     for result in (empty, waiting, done, running, stuck):
-        assert KEY not in result.detail  # EP-old echoes the key in act=settle, both in act=query (§9 Q7)
+        assert KEY not in result.detail  # EP-old echoes the key in act=settle, both in act=query
 
 
 async def test_answers_only_real_servers_give(ctx: ProbeContext, clock: FixedClock) -> None:

@@ -1,5 +1,5 @@
 """The epay V2 (RSA) probes over real HTTP against the simulator: signed requests, verified replies, every fault
-mapped to its SPEC §2.6 outcome, and no key material in any result."""
+mapped to its probe outcome, and no key material in any result."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ CASES = [
     ("maintenance", {"maintenance_rate": 1.0}, "maintenance"),
     ("bad_signature", {"bad_signature_rate": 1.0}, "bad_signature"),
     ("wrong_private_key", {}, "business_error"),  # -3 RSA签名校验失败
-    ("unknown_pid", {}, "business_error"),  # -1 商户不存在！ (§9 Q10)
+    ("unknown_pid", {}, "business_error"),  # -1 商户不存在！
     ("wrong_platform_key", {}, "bad_signature"),
 ]
 CODES = {"http_error": "500", "maintenance": "-1", "bad_signature": "0"}

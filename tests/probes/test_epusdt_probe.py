@@ -1,6 +1,6 @@
 """The epusdt probes over real HTTP against the simulator: test_order creates + checks a fresh order of the
 smallest accepted amount, query only reads (the last test order's status, else a sentinel's "not found"); every
-fault maps to its SPEC §2.6 outcome, a 10-minute schedule creates at most the test orders it schedules, and the
+fault maps to its probe outcome, a 10-minute schedule creates at most the test orders it schedules, and the
 API token never appears in a result."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Every adapter, run by the real daemon against the simulator, healthy and failing: no credential value reaches
-the stored probe details, the logs or the metrics (SPEC §2.2; epay even echoes its key back, §9 Q7)."""
+the stored probe details, the logs or the metrics (epay even echoes its key back)."""
 
 from __future__ import annotations
 

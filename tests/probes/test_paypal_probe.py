@@ -1,4 +1,4 @@
-"""The PayPal probes over real HTTP against the simulated OAuth + Orders v2 API: every fault maps to its SPEC §2.6
+"""The PayPal probes over real HTTP against the simulated OAuth + Orders v2 API: every fault maps to its probe
 outcome, the access token is cached and renewed once when refused, test orders are created and never approved,
 and neither client credential appears in a result."""
 

@@ -1,6 +1,6 @@
 """Which order a query probe asks about, and why it matters for signed protocols.
 
-epay V2 signs its answer about an existing order but not "no such order" (protocols.md §9 Q21): a stub gateway that
+epay V2 signs its answer about an existing order but not "no such order": a stub gateway that
 signs ``api/merchant/info`` with the right platform key but the order answers with another key shows the query
 probe saying ``ok`` for the sentinel and ``bad_signature`` as soon as it asks about a real order — its own test order
 (remembered even when the create reply failed verification) or one the store recalls after a restart.

@@ -1,4 +1,4 @@
-"""The Stripe probes over real HTTP against the simulated PaymentIntents API: every fault maps to its SPEC §2.6
+"""The Stripe probes over real HTTP against the simulated PaymentIntents API: every fault maps to its probe
 outcome, test intents are created at Stripe's minimum and always cancelled (also when the check fails midway),
 and the secret key never appears in a result."""
 

@@ -1,4 +1,4 @@
-"""The WeChat Pay v2 probes over real HTTP against the simulated gateway: every fault maps to its SPEC §2.6
+"""The WeChat Pay v2 probes over real HTTP against the simulated gateway: every fault maps to its probe
 outcome, test orders are always closed (even when the create answer fails its check), the API key never leaks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Alipay RSA2 rules (reference/protocols.md §4), checked against python-alipay-sdk where it implements them."""
+"""Alipay RSA2 rules, checked against python-alipay-sdk where it implements them."""
 
 from __future__ import annotations
 

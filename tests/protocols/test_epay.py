@@ -1,4 +1,4 @@
-"""epay V1 signing and formatting, against the worked examples of reference/protocols.md §2.8."""
+"""epay V1 signing and formatting, against worked examples of the epay V1 protocol."""
 
 from __future__ import annotations
 

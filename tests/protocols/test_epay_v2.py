@@ -1,4 +1,4 @@
-"""epay V2 RSA signing, key handling and the timestamp window (reference/protocols.md §2.7, §9 Q13), checked
+"""epay V2 RSA signing, key handling and the timestamp window, checked
 against signatures made and verified here with ``cryptography`` directly."""
 
 from __future__ import annotations

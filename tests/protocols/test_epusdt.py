@@ -1,4 +1,4 @@
-"""epusdt helpers: the three §3 worked examples byte for byte, Go's number formatting, amounts and JSON."""
+"""epusdt helpers: three signature worked examples byte for byte, Go's number formatting, amounts and JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WeChat Pay v2 helpers: the §5 worked example byte for byte, the XML codec's safety, fen and time_end, acks."""
+"""WeChat Pay v2 helpers: a signature worked example byte for byte, the XML codec's safety, fen and time_end, acks."""
 
 from __future__ import annotations
 

@@ -154,7 +154,7 @@ async def test_orders_older_than_the_page_are_asked_one_by_one(env: Env, flavour
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 async def test_a_merchant_without_orders(env: Env, flavour: str) -> None:
-    """An empty page is HTTP 500 with an empty body (§9 Q4): the per-id queries decide, and say 'not found'."""
+    """An empty page is HTTP 500 with an empty body: the per-id queries decide, and say 'not found'."""
     answers = await env.querier(flavour).lookup(["AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"], env.ctx)
     assert answers == {i: ChannelOrder(i, found=False) for i in ("AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB")}
     assert env.acts == ["orders", "order", "order"]
@@ -291,7 +291,7 @@ async def test_replay_completes_a_lost_order(env: Env, tmp_path: Path, flavour: 
 
 
 async def test_replay_sends_what_epay_sends(env: Env) -> None:
-    """The exact wire form (§2.4): GET, epay's curl headers, the signed params; the ack is a substring in any
+    """The exact wire form: GET, epay's curl headers, the signed params; the ack is a substring in any
     status; an echo of the URL in the body leaves neither key nor signature in the detail."""
     seen: list[Request] = []
 

@@ -127,7 +127,7 @@ async def test_mapi_creates_order_that_api_finds_unpaid_then_paid(
 ) -> None:
     reply = await mapi(client, sim, signed(order_params(money="10.00")))
     assert reply.status_code == 200
-    assert reply.headers["content-type"] == "text/html; charset=UTF-8"  # EP-new quirk, §9 Q2
+    assert reply.headers["content-type"] == "text/html; charset=UTF-8"  # EP-new quirk
     body = reply.json()
     trade_no = body["trade_no"]
     assert re.fullmatch(r"20261126111200\d{5}", trade_no)
@@ -140,7 +140,7 @@ async def test_mapi_creates_order_that_api_finds_unpaid_then_paid(
 
     for query in ({"out_trade_no": "ORDER0000000001"}, {"trade_no": trade_no}):
         found = await api(client, sim, act="order", **query)
-        assert found.headers["content-type"] == "application/json; charset=UTF-8"  # EP-new api.php, §9 Q2
+        assert found.headers["content-type"] == "application/json; charset=UTF-8"  # EP-new api.php
         row = found.json()
         assert row["code"] == 1 and row["msg"] == "succ"
         assert (row["trade_no"], row["out_trade_no"], row["pid"], row["type"]) == (
@@ -166,7 +166,7 @@ async def test_mapi_creates_order_that_api_finds_unpaid_then_paid(
     assert info == {
         "code": 1,
         "pid": 1001,
-        "key": KEY,  # echoed in clear, §9 Q7
+        "key": KEY,  # echoed in clear
         "active": 1,
         "money": "10.00",
         "type": 1,
@@ -216,7 +216,7 @@ async def test_mapi_errors(sim: SimServer, client: httpx.AsyncClient) -> None:
         reply = await mapi(client, sim, params)
         assert reply.status_code == 200, case
         assert reply.headers["content-type"] == "application/json; charset=UTF-8", case
-        assert msg in reply.text, case  # raw UTF-8 (JSON_UNESCAPED_UNICODE), §9 Q1
+        assert msg in reply.text, case  # raw UTF-8 (JSON_UNESCAPED_UNICODE)
         assert reply.json() == {"code": code, "msg": msg}, case
     assert sim.gateway.ground_truth() == []
 
@@ -224,7 +224,7 @@ async def test_mapi_errors(sim: SimServer, client: httpx.AsyncClient) -> None:
 async def test_stored_name_is_escaped_like_php(sim: SimServer, client: httpx.AsyncClient) -> None:
     await create(client, sim, "NAME01", name='测试商品/1个 "A&B"')
     reply = await api(client, sim, act="order", out_trade_no="NAME01")
-    assert reply.json()["name"] == "测试商品/1个 \\&quot;A&amp;B\\&quot;"  # §9 Q6
+    assert reply.json()["name"] == "测试商品/1个 \\&quot;A&amp;B\\&quot;"  # htmlspecialchars(addslashes())
     assert "\\u6d4b\\u8bd5" in reply.text  # json_encode default: \uXXXX
 
 
@@ -253,7 +253,7 @@ async def test_api_errors(sim: SimServer, client: httpx.AsyncClient) -> None:
 
 async def test_orders_list_and_its_empty_500(sim: SimServer, client: httpx.AsyncClient) -> None:
     empty = await api(client, sim, act="orders")
-    assert (empty.status_code, empty.content) == (500, b"")  # §9 Q4
+    assert (empty.status_code, empty.content) == (500, b"")  # PHP 8 TypeError on an empty list
 
     trade_nos = [await create(client, sim, f"LIST{i:02d}") for i in range(52)]
     listed = (await api(client, sim, act="orders", limit="100")).json()

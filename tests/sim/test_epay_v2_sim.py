@@ -117,14 +117,14 @@ def query(**extra: str) -> dict[str, str]:
 
 async def test_create_query_pay_notify(env: Env) -> None:
     created = await env.create("V2ORDER1")
-    assert created.headers["content-type"] == "text/html; charset=UTF-8"  # Payment::echoJson, §9 Q2
+    assert created.headers["content-type"] == "text/html; charset=UTF-8"  # Payment::echoJson
     body = created.json()
     trade_no = body["trade_no"]
     assert body == {"code": 0, "trade_no": trade_no, "pay_type": "jump",
                     "pay_info": f"http://127.0.0.1:{env.sim.port}/v2/pay/submit/{trade_no}/",
                     "timestamp": str(NOW), "sign_type": "RSA", "sign": body["sign"]}
     assert "\\/" in created.text and platform_verifies(body)
-    assert content(body).startswith("code=0&")  # code=0 is signed (Q13)
+    assert content(body).startswith("code=0&")  # code=0 is signed
 
     unpaid = await env.call("api/pay/query", query(trade_no=trade_no))
     assert unpaid.headers["content-type"] == "application/json; charset=UTF-8"
@@ -163,15 +163,15 @@ async def test_merchant_info_and_orders(env: Env) -> None:
         "code": 0, "pid": 1001, "status": 1, "pay_status": 1, "settle_status": 1, "money": "25.50",
         "order_num": 3, "order_num_today": 2, "order_num_lastday": 0, "order_money_today": "25.5",
         "order_money_lastday": "0",
-    }  # no settle_type / settle_account / settle_name (§9 Q11)
+    }  # no settle_type / settle_account / settle_name
 
     orders = (await env.call("api/merchant/orders", query(limit="2"))).json()
     assert [r["trade_no"] for r in orders["data"]] == sorted(trade_nos, reverse=True)[:2]
-    assert content(orders) == f"code=0&timestamp={NOW}"  # the list itself is not signed (Q13)
+    assert content(orders) == f"code=0&timestamp={NOW}"  # the list itself is not signed
     assert platform_verifies(orders)
     assert orders["data"][0]["refundmoney"] is None and "clientip" in orders["data"][0]
     broken = (await env.call("api/merchant/orders", query(status="1"))).json()
-    assert [r["status"] for r in broken["data"]] == [0]  # any posted status filters on 0 (Q14)
+    assert [r["status"] for r in broken["data"]] == [0]  # any posted status filters on 0
 
 
 ERRORS = [  # (path, params, code, msg)

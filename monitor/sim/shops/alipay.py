@@ -1,5 +1,4 @@
-"""The shop side of Alipay 当面付 (``alipay_f2f``), as dujiaoka's ``AlipayController`` does it through yansongda/pay v2
-(protocols.md §1.5, §4).
+"""The shop side of Alipay 当面付 (``alipay_f2f``), as dujiaoka's ``AlipayController`` does it through yansongda/pay v2.
 
 Opening an order: ``alipay.trade.precreate`` POSTed form-encoded to the channel's ``gateway.do?charset=utf-8``,
 signed RSA2 with the app private key; the reply's ``code`` must be ``10000`` (checked first, as yansongda does) and

@@ -1,4 +1,4 @@
-"""The shop side of epay V1, as dujiaoka's ``YipayController`` does it (protocols.md §2.3, §2.6).
+"""The shop side of epay V1, as dujiaoka's ``YipayController`` does it.
 
 Opening an order: POST the MD5-signed form to the channel's ``mapi.php`` (the API flow; dujiaoka itself renders
 a form to ``submit.php``, which the simulator's buyers skip). Notify: ``GET /pay/yipay/notify_url``, look the

@@ -1,4 +1,4 @@
-"""The shop side of epusdt (``epusdt``), as dujiaoka's ``EpusdtController`` does it (protocols.md §1.5, §3).
+"""The shop side of epusdt (``epusdt``), as dujiaoka's ``EpusdtController`` does it.
 
 Opening an order: POST JSON ``{amount: (float) price, order_id, redirect_url, notify_url, signature}`` to the
 channel's ``api/v1/order/create-transaction``, signed with the API token (sorted ``k=v``, MD5); anything but

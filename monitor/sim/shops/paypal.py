@@ -1,4 +1,4 @@
-"""The shop side of PayPal (``paypal``) with OAuth client credentials and Orders v2 (protocols.md §6).
+"""The shop side of PayPal (``paypal``) with OAuth client credentials and Orders v2.
 
 dujiaoka uses the v1 Payments API and completes an order only when the buyer's browser comes back to its return
 URL, where it executes the payment; its ``notify_url`` only logs. The simulated shop keeps that shape with the
@@ -9,7 +9,7 @@ buyer approves is PayPal's order id. The buyer's return, ``GET /pay/paypal/retur
 is the shop's only notify: it captures the order (``POST v2/checkout/orders/{id}/capture``) and the capture
 succeeding (``COMPLETED``) is what "verified" means; the order is then completed with the captured amount and the
 browser is sent on to the order page (302). A buyer who approves and never comes back leaves no callback at all,
-the 掉单 of §7. A capture PayPal refuses is answered 400, one that fails on the way (HTTP error, 5xx, broken body)
+a lost order (掉单). A capture PayPal refuses is answered 400, one that fails on the way (HTTP error, 5xx, broken body)
 502; both are logged unverified and complete nothing.
 """
 

@@ -1,7 +1,7 @@
-"""The shop side of Stripe (``stripe``) with the modern PaymentIntents API and a signed webhook (protocols.md §6).
+"""The shop side of Stripe (``stripe``) with the modern PaymentIntents API and a signed webhook.
 
 dujiaoka itself pays through the deprecated Sources + Charges flow and learns of a payment only when the buyer's
-browser comes back (no webhooks), so a closed tab is a lost order (§6, §7). The simulated shop does what paymon's
+browser comes back (no webhooks), so a closed tab is a lost order. The simulated shop does what paymon's
 probes and a modern shop do instead: opening an order is ``POST v1/payment_intents`` (Bearer secret key, the amount
 in fen, ``currency=cny``, ``metadata[order_id]``) and the reference the buyer pays is the ``pi_`` id; payment is
 learned of only through the ``payment_intent.succeeded`` webhook at ``POST /pay/stripe/webhook``, whose
@@ -10,7 +10,7 @@ learned of only through the ``payment_intent.succeeded`` webhook at ``POST /pay/
 A channel whose simulated account has a webhook signing secret is wired to this shop when the shop registers it
 (:meth:`StripeShop.credentials_of` points the account's webhook endpoint at the shop, as a merchant does in the
 Dashboard). A channel without one never tells the shop anything: its paid orders stay ``created`` +
-``pay_redirect`` in the log while the gateway's ground truth says paid, which is the 掉单 mode of §7.
+``pay_redirect`` in the log while the gateway's ground truth says paid, which is the lost-order (掉单) mode.
 """
 
 from __future__ import annotations

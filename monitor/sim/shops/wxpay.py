@@ -1,5 +1,5 @@
 """The shop side of WeChat Pay API v2 (``wxpay_v2``), as dujiaoka's ``WepayController`` does it through
-yansongda/pay v2 (protocols.md §1.5, §5).
+yansongda/pay v2.
 
 Opening an order: ``pay/unifiedorder`` with ``trade_type=NATIVE``, ``total_fee`` in fen (``bcmul(price, 100, 0)``),
 ``body`` the order id, the merchant's ``spbill_create_ip`` and a random ``nonce_str``, signed MD5 (upper case,
@@ -7,7 +7,7 @@ Opening an order: ``pay/unifiedorder`` with ``trade_type=NATIVE``, ``total_fee``
 that order as yansongda does; the buyer then scans ``code_url``. Notify: ``POST /pay/wepay/notify_url`` with XML,
 the order looked up by ``out_trade_no`` (unknown: ``error``), the MD5 signature checked over every field, then the
 order completed with ``total_fee/100`` and ``transaction_id``; dujiaoka does not look at ``result_code``. The answer
-is a plain ``success`` (not WeChat's XML ack, §5 and §8), or ``fail`` for a bad signature or when completing throws
+is a plain ``success`` (not WeChat's XML ack), or ``fail`` for a bad signature or when completing throws
 (amount mismatch, already completed).
 """
 
