@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from monitor.config.fields import (
     ConfigModel,
@@ -409,9 +409,24 @@ class Routing(ConfigModel):
 
     mode: Literal["auto", "suggest", "off"] = "auto"
     sink: RoutingSink = Field(default_factory=lambda: {"kind": "yaml"}, validate_default=True)
+    #: Several sinks, each written every change (e.g. YAML for the weights and the shop's on/off switch in SQL);
+    #: given instead of ``sink``.
+    sinks: tuple[RoutingSink, ...] = ()
     min_active_per_method: Annotated[int, Field(ge=1, le=1000)] = 1
     max_changes_per_hour: Annotated[int, Field(ge=0, le=3600)] = 6
     restore: Restore = Field(default_factory=Restore)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sink_or_sinks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("sinks") and "sink" in data:
+            raise ValueError("give either sink or sinks, not both")
+        return data
+
+    @property
+    def all_sinks(self) -> tuple[YamlSink | SqlSink | WebhookSink, ...]:
+        """Every sink a weight change goes to, in order (``sinks``, else the one ``sink``)."""
+        return self.sinks or (self.sink,)
 
 
 class MonitorConfig(ConfigModel):
