@@ -13,8 +13,9 @@ reconciliation over ``api.php``, the pipeline) watches the shop's own record: it
   seconds: on a busy machine every step is late, but none may be skipped);
 - the lost-order ratio per channel and window within ±0.5 percentage points of lost / paid at the gateway, though
   the shop's record has no pay time (epay V1 notifies carry none);
-- callback latency p95 within 5 % (JSONL only: dujiaoka's table keeps no pay or redirect time, and its
-  timestamps are whole seconds, so a sub-second latency cannot be measured from it).
+- callback latency p95 within 5 % (or 0.3 s of scheduling delay on a busy machine; JSONL only: dujiaoka's table
+  keeps no pay or redirect time, and its timestamps are whole seconds, so a sub-second latency cannot be measured
+  from it).
 """
 
 from __future__ import annotations
@@ -284,7 +285,11 @@ def score(result: dict[str, object], *, latency: bool) -> dict[str, float]:
             true_p95 = float(np.quantile(latencies, 0.95))
             assert s.callback_p95 is not None
             figures[f"{channel}_p95_error_pct"] = abs(s.callback_p95 - true_p95) / true_p95 * 100
-            assert abs(s.callback_p95 - true_p95) <= 0.05 * true_p95, (channel, s.callback_p95, true_p95)
+            # Both sides are real clock readings taken in different processes (the shop logs the redirect and the
+            # callback, the gateway stamps the payment and the acknowledgement): on a busy machine each may be late
+            # by a scheduling delay, so beside 5 % the bound admits that delay (0.3 s), far below a wrong base.
+            bound = max(0.05 * true_p95, 0.3)
+            assert abs(s.callback_p95 - true_p95) <= bound, (channel, s.callback_p95, true_p95)
     really_lost = {oid: t for (ch, oid), t in truth.items() if t.paid and not t.callback_acknowledged}
     # A notify that comes after the deadline (a slow shop on a busy machine) makes the order rightly reported lost,
     # then recovered once the shop completes it: only an order the gateway really got acknowledged may be.
