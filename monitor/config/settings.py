@@ -401,7 +401,8 @@ class WebhookSink(ConfigModel):
     url: HttpUrl = Field(repr=False)
     secret: SecretValue
     timeout: PositiveDuration = timedelta(seconds=5)
-    name: Slug = "main"
+    #: Short: the outbox names the queue ``webhook:<name>`` in a 32-character column.
+    name: Annotated[Slug, Field(max_length=24)] = "main"
 
 
 RoutingSink = Annotated[YamlSink | SqlSink | WebhookSink, Field(discriminator="kind")]

@@ -217,6 +217,11 @@ def test_webhook_config_needs_a_secret_and_distinct_names(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="own name"):
         load_config(tmp_path / "monitor.yaml", env={"S": SECRET})
     (tmp_path / "monitor.yaml").write_text(
+        "routing: {sinks: [{kind: webhook, name: " + "x" * 25 + ", url: 'http://127.0.0.1:9/a', secret: '${S}'}]}\n",
+        encoding="utf-8")
+    with pytest.raises(ConfigError, match="at most 24"):
+        load_config(tmp_path / "monitor.yaml", env={"S": SECRET})
+    (tmp_path / "monitor.yaml").write_text(
         "routing: {sinks: [{kind: webhook, url: 'http://127.0.0.1:9/a', secret: '${S}'},\n"
         "                  {kind: webhook, name: shop-b, url: 'http://127.0.0.1:9/b', secret: '${S}'}]}\n",
         encoding="utf-8")
