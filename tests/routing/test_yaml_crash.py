@@ -64,3 +64,14 @@ def test_sigkill_at_random_moments_leaves_old_or_new_file(tmp_path: Path) -> Non
         seen.add(data)
     # The schedule killed writers on both sides of a rewrite: the test did exercise a file being replaced.
     assert seen == {OLD.encode(), new}
+
+    # What killed writers left behind is removed by a later write once it is old; a fresh one may be a live
+    # writer's and stays.
+    leftovers = list(tmp_path.glob(".channels.yaml.*.tmp"))
+    assert leftovers, "no kill landed inside a write"
+    for p in leftovers:
+        os.utime(p, (0, 0))
+    fresh = tmp_path / ".channels.yaml.live.tmp"
+    fresh.write_text("another writer's", encoding="utf-8")
+    sink.write(OLD_WEIGHTS if sink.read() == NEW_WEIGHTS else NEW_WEIGHTS)
+    assert list(tmp_path.glob(".channels.yaml.*.tmp")) == [fresh]
