@@ -27,7 +27,7 @@ from monitor.alerts.console import ConsoleSink
 from monitor.alerts.dispatch import Sink
 from monitor.argtypes import OneLineParser
 from monitor.clock import Clock, SystemClock
-from monitor.config import ChannelConfig, LoadedConfig, YamlSink, load_config
+from monitor.config import ChannelConfig, LoadedConfig, WebhookSink, YamlSink, load_config
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
@@ -105,6 +105,11 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
             weights = SINKS[sink_cfg.kind](sink_cfg.path, seed=sink_cfg.seed)
         else:
             log.warning("routing sink %s is not available yet; weights will not be changed", sink_cfg.kind)
+    webhooks: dict[str, Sink] = {}
+    if cfg.monitor.routing.mode == "auto":  # delivered from the outbox, where each change is queued as it is saved
+        for hook in (SINKS[s.kind].from_config(s, clock=clock) for s in cfg.monitor.routing.all_sinks
+                     if isinstance(s, WebhookSink)):
+            webhooks[hook.name] = hook
     channel_ids = [c.id for c in cfg.channels]
     sources: list[Source] = []
     for src in cfg.monitor.sources:
@@ -118,7 +123,8 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
         else:
             sources.append(DujiaokaSource(source_id=src.source_id, url=src.url.reveal(), pay_channels=src.channels,
                                           store=store, clock=clock))
-    pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)
+    pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources,
+                        webhooks=webhooks)
     queriers, skipped = build_queriers(cfg.channels, QUERIERS)
     for channel, why in skipped.items():
         log.info("reconcile: channel %s is not reconciled: %s", channel, why)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.alerts.dispatch import Sink, deliver_outbox
+from monitor.alerts.dispatch import Sink, deliver_in_order, deliver_outbox
 from monitor.alerts.evaluate import Evaluation, Snapshot, evaluate, skipped_detectors
 from monitor.alerts.probe_reasons import with_probe_reasons
 from monitor.alerts.render import duration
@@ -81,6 +81,7 @@ class Pipeline:
         sinks: Mapping[str, Sink],
         weights: YamlWeightSink | None,
         sources: Sequence[Source] = (),
+        webhooks: Mapping[str, Sink] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -89,7 +90,9 @@ class Pipeline:
         self.sinks = dict(sinks)
         self.weights = weights
         self.sources = list(sources)
-        self.routing = RoutingStage(cfg, store, weights, list(self.sinks))
+        #: Routing webhooks by outbox queue: they get the weight changes (not alerts), delivered in order.
+        self.webhooks = dict(webhooks or {})
+        self.routing = RoutingStage(cfg, store, weights, list(self.sinks) + list(self.webhooks))
         self.lost = ReconcileStore(store)
         # The reconciler reports right after recording its answers (``Reconciler.run``), maybe while a cycle runs
         # in another thread: one report at a time.
@@ -100,7 +103,8 @@ class Pipeline:
         self._labels = {s.source_id: s.label for s in cfg.monitor.sources}
         #: When each source last had new data (start time until then): ``paymon_ingest_lag_seconds``.
         self._last_data = {self._label(src): started for src in self.sources}
-        self.metrics.declare(channels=[c.id for c in cfg.channels], sources=list(self._last_data), sinks=self.sinks,
+        self.metrics.declare(channels=[c.id for c in cfg.channels], sources=list(self._last_data),
+                             sinks=[*self.sinks, *self.webhooks],
                              probes=[(c.id, p) for c in cfg.channels for p in PROBE_TYPES
                                      if getattr(c.probes, p) is not None])
         for rule in skipped_detectors(cfg):
@@ -112,9 +116,13 @@ class Pipeline:
         return self._labels.get(src.source_id, src.source_id)
 
     def close(self) -> None:
-        """Release the sources' open files."""
+        """Release the sources' open files and the webhooks' connections."""
         for src in self.sources:
             src.close()
+        for hook in self.webhooks.values():
+            close = getattr(hook, "close", None)
+            if close is not None:
+                close()
 
     # -- the cycle -------------------------------------------------------------------------------------------
 
@@ -197,6 +205,7 @@ class Pipeline:
         """Send what the outbox holds (this cycle's notifications and earlier ones due for a retry)."""
         deliver_outbox(self.store, self.sinks, group_wait=self.cfg.monitor.notify.group_wait,
                        on_result=self.metrics.count_notification)
+        deliver_in_order(self.store, self.webhooks, on_result=self.metrics.count_notification)
 
     def publish(self, snap: Snapshot, alerts: Mapping[tuple[str, str], AlertState], states: Mapping[str, str],
                 routed: RoutingOutcome) -> None:
@@ -213,7 +222,7 @@ class Pipeline:
             pending_window=labels[0] if labels else "15m", states=states,
             alerts={(rule, ch, severity.get(rule, "warning")): s.state == "firing" for (rule, ch), s in alerts.items()
                     if rule in severity and ch in channels},
-            weights=routed.weights, queue={sink: depth.get(sink, 0) for sink in self.sinks},
+            weights=routed.weights, queue={sink: depth.get(sink, 0) for sink in [*self.sinks, *self.webhooks]},
             last_data=dict(self._last_data), held_funds=self.lost.open_held_counts(),
         ))
 

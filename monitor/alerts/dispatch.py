@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from monitor.errors import SinkError
 from monitor.store import OutboxItem, Store
 
-__all__ = ["Sink", "deliver_outbox"]
+__all__ = ["Sink", "deliver_in_order", "deliver_outbox"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,11 @@ class Sink(Protocol):
     name: str
 
     def send(self, payload: Mapping[str, Any]) -> None: ...
+
+
+def backoff(attempts: int) -> timedelta:
+    """How long to wait before the next attempt after ``attempts`` failed ones: 5 s doubling, at most 10 min."""
+    return timedelta(seconds=min(2 ** min(attempts, 16) * 5, 600))
 
 
 def _batches(items: list[OutboxItem], group_wait: timedelta, now: datetime) -> list[list[OutboxItem]]:
@@ -60,8 +65,7 @@ def deliver_outbox(store: Store, sinks: Mapping[str, Sink], *, on_result: Any = 
             except SinkError as exc:
                 for item in batch:
                     if exc.retryable and attempts + 1 < MAX_ATTEMPTS:
-                        delay = timedelta(seconds=min(2 ** attempts * 5, 600))
-                        store.mark_retry(item.id, str(exc), now + delay)
+                        store.mark_retry(item.id, str(exc), now + backoff(attempts))
                         result = "retried"
                     else:
                         store.mark_failed(item.id, str(exc))
@@ -76,4 +80,30 @@ def deliver_outbox(store: Store, sinks: Mapping[str, Sink], *, on_result: Any = 
             if on_result is not None:
                 for _ in batch:
                     on_result(name, result)
+    return sent
+
+
+def deliver_in_order(store: Store, sinks: Mapping[str, Sink], *, on_result: Any = None, limit: int = 100) -> int:
+    """Send each sink's queue strictly in order, one item at a time (up to ``limit`` per sink); returns how many
+    were sent. A failed item is retried with backoff and never given up: everything queued behind it waits, so
+    the receiver sees every item once, in the order queued (weight changes to a webhook)."""
+    sent = 0
+    for name, sink in sinks.items():
+        for _ in range(limit):
+            item = store.next_in_order(name)
+            if item is None:
+                break
+            try:
+                sink.send(item.payload)
+            except SinkError as exc:
+                store.mark_retry(item.id, str(exc), store.clock.now() + backoff(item.attempts))
+                log.warning("%s: item %d not delivered (attempt %d, retried with backoff; later ones wait): %s",
+                            name, item.id, item.attempts + 1, exc)
+                if on_result is not None:
+                    on_result(name, "retried")
+                break
+            store.mark_sent(item.id)
+            sent += 1
+            if on_result is not None:
+                on_result(name, "sent")
     return sent

@@ -394,11 +394,15 @@ class SqlSink(ConfigModel):
 
 
 class WebhookSink(ConfigModel):
-    """POST every weight change as JSON to ``url``."""
+    """POST every weight change as JSON to ``url``, signed with HMAC-SHA256 under ``secret``. ``name`` tells
+    several webhooks apart: each has its own queue, delivered in order."""
 
     kind: Literal["webhook"] = "webhook"
     url: HttpUrl = Field(repr=False)
+    secret: SecretValue
     timeout: PositiveDuration = timedelta(seconds=5)
+    #: Short: the outbox names the queue ``webhook:<name>`` in a 32-character column.
+    name: Annotated[Slug, Field(max_length=24)] = "main"
 
 
 RoutingSink = Annotated[YamlSink | SqlSink | WebhookSink, Field(discriminator="kind")]
@@ -422,6 +426,13 @@ class Routing(ConfigModel):
         if isinstance(data, dict) and data.get("sinks") and "sink" in data:
             raise ValueError("give either sink or sinks, not both")
         return data
+
+    @model_validator(mode="after")
+    def _webhook_names(self) -> Routing:
+        names = [s.name for s in self.all_sinks if isinstance(s, WebhookSink)]
+        if len(set(names)) != len(names):
+            raise ValueError("each webhook sink needs its own name (name: ...), they queue separately")
+        return self
 
     @property
     def all_sinks(self) -> tuple[YamlSink | SqlSink | WebhookSink, ...]:

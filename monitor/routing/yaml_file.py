@@ -3,7 +3,8 @@
 The file is parsed with a round-trip YAML parser only to *locate* each channel's ``weight`` value; the rewrite
 replaces exactly those digits in the original text, so comments, key order, quotes and indentation survive
 byte for byte (CRLF line endings included). The new text goes to a temporary file in the same folder, is fsynced,
-and replaces the original atomically (``os.replace``): the shop never reads a half-written file.
+and replaces the original atomically (``os.replace``): the shop never reads a half-written file. A writer killed
+mid-write leaves only its temporary file behind; the next write removes such leftovers once they are old.
 
 With a ``seed``, a missing file is first created as a copy of the seed (its folder too): a shipped example stays
 untouched while paymon writes the operator's copy.
@@ -11,9 +12,11 @@ untouched while paymon writes the operator's copy.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ from monitor.errors import SinkError
 __all__ = ["YamlWeightSink"]
 
 _INT = re.compile(r"""(["']?)(\d+)\1""")
+#: A temporary file of ours this old was left by a writer that died mid-write (a live one exists for milliseconds).
+STALE_TEMP_S = 600.0
 
 
 def _keep_comment_column(new: str, old: str, rest: str) -> str:
@@ -124,8 +129,19 @@ class YamlWeightSink:
             self._replace("".join(lines))
         return changed
 
+    def _sweep(self) -> None:
+        """Remove temporary files that killed writers left beside the file, once older than STALE_TEMP_S."""
+        cutoff = time.time() - STALE_TEMP_S
+        for leftover in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+            except OSError:
+                pass  # gone meanwhile, or not ours to remove: harmless either way
+
     def _replace(self, text: str) -> None:
         folder = self.path.parent
+        self._sweep()
         mode = self.path.stat().st_mode & 0o777
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
         try:

@@ -50,6 +50,16 @@ class OutboxFacet(Facet):
             return [OutboxItem(r.id, r.sink, json.loads(r.payload), r.attempts, r.created_at)
                     for r in conn.execute(q)]
 
+    def next_in_order(self, sink: str) -> OutboxItem | None:
+        """The oldest undelivered item of ``sink`` if its attempt is due; None when the queue is empty or its head
+        waits for a retry. For sinks that must receive items in order: nothing behind the head is handed out."""
+        o = t.outbox.c
+        head = select(func.min(o.id)).where(o.sink == sink, o.sent_at.is_(None), o.failed_at.is_(None))
+        q = select(t.outbox).where(o.id == head.scalar_subquery(), o.next_attempt_at <= self.clock.now())
+        with self.engine.connect() as conn:
+            r = conn.execute(q).first()
+        return None if r is None else OutboxItem(r.id, r.sink, json.loads(r.payload), r.attempts, r.created_at)
+
     def outbox_depth(self) -> dict[str, int]:
         o = t.outbox.c
         q = select(o.sink, func.count()).where(o.sent_at.is_(None), o.failed_at.is_(None)).group_by(o.sink)
