@@ -53,8 +53,9 @@ def file_lock(path: Path, *, busy: str, wait: float = 0.0) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def routing_lock(url: str, wait: float = ROUTING_WAIT_S) -> contextlib.AbstractContextManager[None]:
+def routing_lock(url: str, wait: float | None = None) -> contextlib.AbstractContextManager[None]:
     """The lock a cycle's routing stage and ``paymon weights set|restore`` both hold while they read the rows and
-    the sink and write them back, so neither overwrites the other's change with a stale copy."""
-    return file_lock(lock_path(url, ".routing.lock"), wait=wait,
+    the sink and write them back, so neither overwrites the other's change with a stale copy. Waits ``wait``
+    seconds (default :data:`ROUTING_WAIT_S`) for it."""
+    return file_lock(lock_path(url, ".routing.lock"), wait=ROUTING_WAIT_S if wait is None else wait,
                      busy="another paymon is changing routing weights on this store; try again")

@@ -229,6 +229,7 @@ class Pipeline:
                     if rule in severity and ch in channels},
             weights=routed.weights, queue={sink: depth.get(sink, 0) for sink in self.sinks},
             last_data=dict(self._last_data), held_funds=self.lost.open_held_counts(),
+            weight_changes=self.store.weight_change_counts(),
         ))
 
     def prune(self) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from monitor.routing.policy import ChannelRouting, RestorePolicy
 from monitor.snapshot import in_maintenance
 from monitor.timefmt import zone_label
 
-__all__ = ["cmd_weights", "cli_actor"]
+__all__ = ["cli_actor", "cmd_weights", "run_weights"]
 
 
 def cli_actor() -> str:
@@ -51,14 +51,19 @@ def cmd_weights(args: argparse.Namespace) -> int:
     setup_logging(cfg.redactor, verbose=args.verbose)
     if getattr(args, "channel", None) is not None:  # a typo is one line, before anything is opened
         check_channel(args.channel, [c.id for c in cfg.channels])
-    action: Callable[[LoadedConfig, App, argparse.Namespace], int] = {
-        "show": _show, "history": _history, "set": _set, "restore": _restore}[args.action]
     app = build_app(cfg)
     try:
-        return action(cfg, app, args)
+        return run_weights(app, args)
     finally:
         app.pipeline.close()
         app.store.close()
+
+
+def run_weights(app: App, args: argparse.Namespace) -> int:
+    """Run one ``weights`` action on an app already built (its config, store, sink and clock)."""
+    action: Callable[[LoadedConfig, App, argparse.Namespace], int] = {
+        "show": _show, "history": _history, "set": _set, "restore": _restore}[args.action]
+    return action(app.cfg, app, args)
 
 
 def _show(cfg: LoadedConfig, app: App, args: argparse.Namespace) -> int:

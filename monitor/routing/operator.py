@@ -60,7 +60,7 @@ def set_weight(ch: ChannelRouting, row: RoutingRow | None, weight: int, *, holdi
     row, changes = adopt(ch, row, wished=bool(holding), now=now)
     if row.target == weight == row.baseline and not holding:
         return Edit(row, changes, f"{ch.id}: weight is {weight} already; nothing changed")
-    reason = "set by the operator"
+    reason = f"set by {actor}"
     if holding:
         reason += f" while {', '.join(holding)} fires (held until it resolves)"
     changes.append(WeightChange(ch.id, row.target, weight, reason, now, None, actor))
@@ -84,7 +84,7 @@ def restore_weight(ch: ChannelRouting, row: RoutingRow | None, *, holding: Seque
     if holding and not force:
         raise UsageError(f"{ch.id}: not restored, {', '.join(holding)} still fires on it (weight {row.target}, "
                          f"baseline {row.baseline}); wait until it resolves, or use --force")
-    reason = "restored by the operator" + (f" while {', '.join(holding)} fires (held until it resolves)"
+    reason = f"restored by {actor}" + (f" while {', '.join(holding)} fires (held until it resolves)"
                                            if holding else "")
     changes.append(WeightChange(ch.id, row.target, row.baseline, reason, now, None, actor))
     new = replace(row, target=row.baseline, step=0, reason=reason, changed_at=now, healthy_since=None,
