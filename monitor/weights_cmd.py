@@ -29,6 +29,7 @@ from monitor.routing.operator import (
     set_weight,
     show_lines,
     show_view,
+    unserved_methods,
 )
 from monitor.routing.plan import weight_wishes
 from monitor.routing.policy import ChannelRouting, RestorePolicy
@@ -89,6 +90,8 @@ def _show(cfg: LoadedConfig, app: App, args: argparse.Namespace) -> int:
 
 
 def _history(cfg: LoadedConfig, app: App, args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
     since = None
     if args.since is not None:
         try:
@@ -142,6 +145,12 @@ def _change(cfg: LoadedConfig, app: App, args: argparse.Namespace, edit: Callabl
             app.store.save_routing([result.row], result.changes, app.pipeline.routing.notify)
         written = app.pipeline.routing.apply(now)
     print(result.message)
+    if isinstance(getattr(args, "weight", None), int):
+        short = unserved_methods(channel, args.weight, cfg.channels, weights,
+                                 cfg.monitor.routing.min_active_per_method)
+        if short:
+            print(f"warning: {', '.join(short)} now has fewer than routing.min_active_per_method "
+                  f"({cfg.monitor.routing.min_active_per_method}) channels with weight > 0", file=sys.stderr)
     if written.held:
         print(f"paymon: recorded, but not written yet ({'; '.join(written.held)}); the next paymon cycle writes it",
               file=sys.stderr)

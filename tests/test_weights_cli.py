@@ -228,3 +228,15 @@ def test_mistakes_are_one_line_exit_2(rig: Rig, capsys: pytest.CaptureFixture[st
     assert code == 2
     assert err == message + "\n"
     assert rig.weight("main") == 60
+
+
+def test_setting_the_last_channel_of_a_method_to_0_is_done_with_a_warning(
+        rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
+    rig.probes("main", "ok")
+    rig.probes("backup", "ok")
+    rig.cycle()
+    assert weights(rig, capsys, "set", "backup", "0")[2] == ""
+    code, out, err = weights(rig, capsys, "set", "main", "0")
+    assert (code, out) == (0, "main: weight 60 → 0 (the new baseline)\n")
+    assert err == "warning: alipay now has fewer than routing.min_active_per_method (1) channels with weight > 0\n"
+    assert rig.weight("main") == 0  # the operator decided, knowingly

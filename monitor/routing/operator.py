@@ -23,7 +23,7 @@ from monitor.routing.policy import ChannelRouting, RestorePolicy, Wish, adopt, n
 from monitor.timefmt import show_time
 
 __all__ = ["Edit", "actor_label", "check_channel", "history_lines", "history_view", "holders",
-           "restore_weight", "set_weight", "show_lines", "show_view"]
+           "restore_weight", "set_weight", "show_lines", "show_view", "unserved_methods"]
 
 @dataclass(frozen=True)
 class Edit:
@@ -93,6 +93,16 @@ def restore_weight(ch: ChannelRouting, row: RoutingRow | None, *, holding: Seque
     if holding:
         msg += f"; forced while {', '.join(holding)} fires: paymon leaves the weight alone until it resolves"
     return Edit(new, changes, msg)
+
+
+def unserved_methods(channel: str, weight: int, channels: Sequence[ChannelConfig], weights: Mapping[str, int],
+                     min_active: int) -> list[str]:
+    """The payment methods of ``channel`` that would have fewer than ``min_active`` channels of weight > 0 if it
+    had ``weight`` (the guard paymon applies to its own drains; an operator may still choose it, knowingly)."""
+    now = {**weights, channel: weight}
+    methods: Sequence[str] = next((c.methods for c in channels if c.id == channel), [])
+    return [m for m in methods
+            if sum(1 for c in channels if m in c.methods and now.get(c.id, 0) > 0) < min_active]
 
 
 def actor_label(c: WeightChange) -> str:
