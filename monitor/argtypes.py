@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from monitor.config.zones import check_zone
 
-__all__ = ["OneLineParser", "port", "positive_float", "positive_rate", "timezone"]
+__all__ = ["OneLineParser", "port", "positive_float", "positive_rate", "timezone", "weight"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -75,3 +75,18 @@ def timezone(text: str) -> str:
         return check_zone(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: The largest routing weight an operator may set by hand.
+MAX_WEIGHT = 10_000
+
+
+def weight(text: str) -> int:
+    """A routing weight: a whole number from 0 to :data:`MAX_WEIGHT`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_WEIGHT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_WEIGHT}, got {text}")
+    return value

@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +27,10 @@ from monitor.clock import Clock, SystemClock
 from monitor.config import ChannelConfig, LoadedConfig, WebhookSink, YamlSink, load_config
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import NginxSource as NginxSourceConfig
-from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
+from monitor.errors import ConfigError, PaymonError, SinkError, UsageError
 from monitor.idle_parts import has_order_source
 from monitor.ingest import DujiaokaSource, JsonlSource, NginxSource, Source
+from monitor.locks import file_lock, lock_path
 from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline
 from monitor.reconcile import QUERIERS, Replayer
@@ -138,25 +136,9 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
     return App(cfg, store, clock, metrics, pipeline, weights, reconciler)
 
 
-@contextlib.contextmanager
-def run_lock(cfg: LoadedConfig) -> Iterator[None]:
+def run_lock(cfg: LoadedConfig) -> contextlib.AbstractContextManager[None]:
     """One paymon per store at a time: an overlapping ``once`` (or ``run``) exits instead of doubling work."""
-    url = cfg.monitor.storage.url
-    if url.startswith("sqlite:////"):
-        path = Path(url.removeprefix("sqlite:///")).with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"paymon-{digest}.lock"
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"another paymon is already running on this store (lock {path})") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(lock_path(cfg.monitor.storage.url), busy="another paymon is already running on this store")
 
 
 # -- commands -------------------------------------------------------------------------------------------------
@@ -472,6 +454,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
                    truth=Path(args.truth) if args.truth else None)
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from monitor.weights_cmd import cmd_weights as run
+
+    return run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="paymon",
@@ -525,6 +513,7 @@ def parser() -> argparse.ArgumentParser:
                      help="shop orders per second, at most 1000 (default: the scenario's, else 2)")
     sim.add_argument("--truth", metavar="FILE", help="write the ground truth of every order as JSON on exit")
     sim.set_defaults(func=cmd_sim)
+    _weights_parser(sub)
     demo = sub.add_parser("demo", help="simulated channels + shop traffic + the daemon; one channel fails and "
                           "recovers, and paymon says what it saw and did",
                           description="Runs everything on loopback with a temporary copy of the configs.")
@@ -534,6 +523,39 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--language", choices=["en", "zh"], default="en", help="language of the alert lines")
     demo.set_defaults(func=cmd_demo)
     return p
+
+
+def _weights_parser(sub: argparse._SubParsersAction[OneLineParser]) -> None:
+    """``paymon weights show|history|set|restore``, each with the common -c/-v options."""
+    help_ = "routing weights: show them and why, the audit trail, set one by hand, restore one to its baseline"
+    w = sub.add_parser("weights", help=help_, description=help_)
+    actions = w.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = actions.add_parser(name, help=help_, description=help_)
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"path of monitor.yaml (channels.yaml is found beside it; default {DEFAULT_CONFIG})")
+        sp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        sp.set_defaults(func=cmd_weights)
+        return sp
+
+    show = add("show", "per channel: the weight the shop reads, paymon's target, the operator's baseline, why it "
+               "is lower, the next restore step, operator hold")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    hist = add("history", "the audit trail of weight changes, newest first: time, channel, old → new, reason, "
+               "rule, actor")
+    hist.add_argument("--since", help="only this far back (e.g. 24h, 7d)")
+    hist.add_argument("--channel", help="only this channel")
+    hist.add_argument("--limit", type=int, default=100, help="at most this many changes (default 100)")
+    hist.add_argument("--json", action="store_true", help="print JSON")
+    st = add("set", "set a channel's weight by hand: it becomes the baseline and is written at once (an operator "
+             "hold while a rule still fires on it)")
+    st.add_argument("channel", metavar="CHANNEL")
+    st.add_argument("weight", metavar="N", type=argtypes.weight, help=f"0 to {argtypes.MAX_WEIGHT}")
+    rs = add("restore", "restore a lowered channel to its baseline now, skipping the remaining restore steps")
+    rs.add_argument("channel", metavar="CHANNEL")
+    rs.add_argument("--force", action="store_true",
+                    help="restore even while a rule still fires on it (then an operator hold until it resolves)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

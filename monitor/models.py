@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
 __all__ = [
+    "CHANGE_KINDS",
     "CHANNEL_STATES",
     "EVENT_KINDS",
     "FUTURE_TOLERANCE",
@@ -184,9 +185,16 @@ class AlertEvent:
         return f"{self.rule}|{self.channel}|{self.kind}|{self.at.isoformat()}"
 
 
+#: The ``reason`` label of ``paymon_routing_changes_total``: what kind of weight change it was (a bounded set; the
+#: audit's own reason text names the rule). ``operator``: any change not made by paymon (a hand edit it found, a
+#: ``paymon weights`` command); paymon's own are ``drain`` (to 0), ``reduce`` (lower) or ``restore`` (higher).
+CHANGE_KINDS: tuple[str, ...] = ("drain", "reduce", "restore", "operator")
+
+
 @dataclass(frozen=True, slots=True)
 class WeightChange:
-    """One routing-weight change, as audited. ``actor`` is ``paymon`` or ``operator`` (an edit paymon detected)."""
+    """One routing-weight change, as audited. ``actor`` is ``paymon``, ``operator`` (an edit paymon detected), or
+    who changed it by command (``cli:<user>``, ``telegram:<id>``)."""
 
     channel: str
     old: int

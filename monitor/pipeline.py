@@ -22,7 +22,9 @@ from monitor.alerts.render import duration
 from monitor.clock import Clock
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
+from monitor.errors import LockedError
 from monitor.ingest import Source
+from monitor.locks import routing_lock
 from monitor.metrics.counting import OnceCounter
 from monitor.metrics.prom import CycleView, Metrics
 from monitor.metrics.stats import order_facts
@@ -135,7 +137,7 @@ class Pipeline:
         maintenance = in_maintenance(self.cfg, now)
         prev = self.store.alert_states()
         result = self.evaluate(snap, prev, maintenance)
-        routed = self.routing.run(result.states, now, maintenance)
+        routed = self.route(result.states, now, maintenance)
         self.deliver()
         states = channel_states(self.cfg, snap, result.states, maintenance)
         self.publish(snap, result.states, states, routed)
@@ -201,6 +203,18 @@ class Pipeline:
             self.store.save_alerts([], result.quiet, [])
         return result
 
+    def route(self, states: Mapping[tuple[str, str], AlertState], now: datetime,
+              maintenance: Mapping[str, MaintenanceWindow]) -> RoutingOutcome:
+        """The routing stage, under the store's routing lock: ``paymon weights set|restore`` may be changing a
+        weight right now, and neither may write back a stale copy of the other's rows. Busy too long: this cycle
+        leaves the weights alone (the next one catches up)."""
+        try:
+            with routing_lock(self.cfg.monitor.storage.url):
+                return self.routing.run(states, now, maintenance)
+        except LockedError as exc:
+            log.warning("routing: %s", exc)
+            return RoutingOutcome(held=[str(exc)])
+
     def deliver(self) -> None:
         """Send what the outbox holds (this cycle's notifications and earlier ones due for a retry)."""
         deliver_outbox(self.store, self.sinks, group_wait=self.cfg.monitor.notify.group_wait,
@@ -224,6 +238,7 @@ class Pipeline:
                     if rule in severity and ch in channels},
             weights=routed.weights, queue={sink: depth.get(sink, 0) for sink in [*self.sinks, *self.webhooks]},
             last_data=dict(self._last_data), held_funds=self.lost.open_held_counts(),
+            weight_changes=self.store.weight_change_counts(),
         ))
 
     def prune(self) -> tuple[int, int]:

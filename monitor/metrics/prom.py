@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from monitor import __version__
 from monitor.clock import Clock
 from monitor.metrics.counting import OUTCOMES as ORDER_OUTCOMES
-from monitor.models import CHANNEL_STATES, OUTCOMES, ChannelStats, ProbeResult
+from monitor.models import CHANGE_KINDS, CHANNEL_STATES, OUTCOMES, ChannelStats, ProbeResult
 
 __all__ = ["CALLBACK_BUCKETS", "PROBE_BUCKETS", "CycleView", "Metrics"]
 
@@ -72,6 +72,8 @@ class CycleView:
     #: Open held funds per channel (the channel holds a buyer's money, the shop has no order); channels with none
     #: are left out (their gauge reads 0).
     held_funds: Mapping[str, int] = field(default_factory=dict)
+    #: Audited weight changes per (channel, kind) so far (``CHANGE_KINDS``), by paymon and by operators alike.
+    weight_changes: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class _Histogram:
@@ -252,6 +254,7 @@ class Metrics(Collector):
                 g["paymon_held_funds"].add_metric([channel], float(v.held_funds.get(channel, 0)))
             g["paymon_leader"].add_metric([], 1.0)  # one instance acts; leader election is not built yet
         yield from g.values()
+        yield _weight_changes(v)
 
 
 def _window_gauges(g: Mapping[str, GaugeMetricFamily], v: CycleView) -> None:
@@ -266,6 +269,19 @@ def _window_gauges(g: Mapping[str, GaugeMetricFamily], v: CycleView) -> None:
             g["paymon_pending_orders"].add_metric([channel], float(s.pending))
         for stage, n in zip(_FUNNEL, (s.orders, s.redirected, s.paid, s.callback, s.delivered), strict=True):
             g["paymon_funnel_orders"].add_metric([channel, window, stage], float(n))
+
+
+def _weight_changes(v: CycleView | None) -> Metric:
+    """``paymon_routing_changes_total``: a counter read from the audit (it survives restarts and counts changes
+    made by ``paymon weights`` in another process); every configured channel starts at 0 for every kind."""
+    fam = CounterMetricFamily("paymon_routing_changes", "Audited routing weight changes, by kind",
+                              labels=["channel", "reason"])
+    if v is not None:
+        counts = {(ch, k): 0 for ch in v.channels for k in CHANGE_KINDS}
+        counts.update({key: n for key, n in v.weight_changes.items() if key[0] in v.channels})
+        for (channel, kind), n in sorted(counts.items()):
+            fam.add_metric([channel, kind], float(n))
+    return fam
 
 
 def _kept(labels: Sequence[str], key: Labels, keep: Mapping[str, frozenset[str]]) -> bool:
@@ -294,7 +310,7 @@ _GAUGES: tuple[tuple[str, str, list[str]], ...] = (
     ("paymon_success_ratio", "Order success ratio over the window", ["channel", "window"]),
     ("paymon_lost_order_ratio", "Lost-order ratio over the window", ["channel", "window"]),
     ("paymon_pending_orders", "Orders still waiting for payment", ["channel"]),
-    ("paymon_routing_weight", "Routing weight in the shared config", ["channel"]),
+    ("paymon_routing_weight", "Routing weight the shop reads now", ["channel"]),
     ("paymon_channel_state", "1 for the channel's current state", ["channel", "state"]),
     ("paymon_alerts_firing", "1 while an alert fires", ["rule", "channel", "severity"]),
     ("paymon_notification_queue", "Notifications waiting", ["sink"]),

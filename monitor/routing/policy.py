@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from monitor.models import RoutingRow, WeightChange
 
-__all__ = ["ChannelRouting", "Decision", "RestorePolicy", "Wish", "decide", "next_restore"]
+__all__ = ["ChannelRouting", "Decision", "RestorePolicy", "Wish", "adopt", "decide", "next_restore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +193,12 @@ def next_restore(row: RoutingRow, restore: RestorePolicy) -> datetime | None:
         return None
     due = row.healthy_since + restore.healthy_for
     return max(due, row.changed_at + restore.every) if row.step else due
+
+
+def adopt(ch: ChannelRouting, row: RoutingRow | None, *, wished: bool,
+          now: datetime) -> tuple[RoutingRow, list[WeightChange]]:
+    """A channel's row with the shared file taken into account, as :func:`decide` sees it first (an operator's
+    edit adopted as the baseline, lost bookkeeping healed), and the audited edit if there was one. For callers
+    that change one row by hand (``paymon weights``) and must start from the same view as the policy."""
+    changes: list[WeightChange] = []
+    return _adopt(ch, row, wished, now, changes), changes

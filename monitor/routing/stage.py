@@ -70,18 +70,35 @@ class RoutingStage:
                            c.channel, c.old, c.new, c.reason)
             return RoutingOutcome(decision.changes, decision.held, weights)
         self.store.save_routing(decision.rows.values(), decision.changes, self.notify)
-        pending = {ch: row.target for ch, row in decision.rows.items() if weights.get(ch) != row.target}
+        applied = self.apply(now)
+        return RoutingOutcome(decision.changes, decision.held, applied.weights or weights)
+
+    def apply(self, now: datetime) -> RoutingOutcome:
+        """Write the stored rows' targets the sink does not hold yet, and mark each applied once the sink holds it.
+
+        Reads the rows back from the store, so whatever recorded them (this stage's plan, or ``paymon weights``)
+        is written the same way; a failed write leaves them pending for the next call."""
+        if self.sink is None:
+            return RoutingOutcome()
+        try:
+            weights = self.sink.read()
+        except SinkError as exc:
+            log.warning("routing: %s", exc)
+            return RoutingOutcome(held=[str(exc)])
+        configured = {c.id for c in self.cfg.channels}
+        rows = {ch: row for ch, row in self.store.routing_states().items() if ch in configured and ch in weights}
+        pending = {ch: row.target for ch, row in rows.items() if weights[ch] != row.target}
         if pending:
             try:
                 self.sink.write(pending)
             except SinkError as exc:
                 log.warning("routing: cannot write weights (will retry): %s", exc)
-                return RoutingOutcome(decision.changes, decision.held, weights)
+                return RoutingOutcome(held=[f"cannot write weights (will retry): {exc}"], weights=weights)
             weights.update(pending)
-        for ch, row in decision.rows.items():
-            if row.applied != weights.get(ch) and weights.get(ch) == row.target:
+        for ch, row in rows.items():
+            if row.applied != weights[ch] and weights[ch] == row.target:
                 self.store.mark_applied(ch, row.target)
-        return RoutingOutcome(decision.changes, decision.held, weights)
+        return RoutingOutcome(weights=weights)
 
     def _once(self, key: str, level: int, msg: str, *args: object) -> None:
         if key not in self._said:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, func, insert, select, update
 
 from monitor.models import RoutingRow, WeightChange
 from monitor.store import tables as t
@@ -75,6 +75,16 @@ class RoutingFacet(Facet):
             q = q.where(w.c.at >= since)
         with self.engine.connect() as conn:
             return [WeightChange(r.channel, r.old, r.new, r.reason, r.at, r.rule, r.actor) for r in conn.execute(q)]
+
+    def weight_change_counts(self) -> dict[tuple[str, str], int]:
+        """How many audited weight changes each channel had, by kind (``CHANGE_KINDS``): the counts behind
+        ``paymon_routing_changes_total``, read from the audit so they include changes other processes made."""
+        w = t.weight_changes.c
+        kind = case((w.actor != "paymon", "operator"), (w.new == 0, "drain"), (w.new < w.old, "reduce"),
+                    else_="restore")
+        q = select(w.channel, kind.label("kind"), func.count()).group_by(w.channel, kind)
+        with self.engine.connect() as conn:
+            return {(channel, k): n for channel, k, n in conn.execute(q)}
 
 
 def weight_payload(ch: WeightChange) -> dict[str, Any]:

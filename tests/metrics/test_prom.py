@@ -161,3 +161,31 @@ def test_the_source_label_is_the_configured_name_or_kind_and_file_name(rig: Rig)
     fams = scrape(rig.app.metrics)
     assert {s["source"] for s in fams["paymon_ingest_lag_seconds"]} == {"shop"}
     assert {s["source"] for s in fams["paymon_ingest_events"]} == {"shop"}
+
+
+def test_routing_weight_and_changes_count_every_change_including_the_operators(rig: Rig) -> None:
+    """The weight the shop reads, and changes by kind counted from the audit: a ``paymon weights set`` made in
+    another process counts too, and every channel has every kind at 0 from the first cycle."""
+    from monitor.routing.operator import set_weight
+    from monitor.routing.policy import ChannelRouting
+
+    rig.probes("main", "ok")
+    rig.probes("backup", "ok")
+    rig.app.pipeline.cycle()
+    fams = scrape(rig.app.metrics)
+    assert {(s["channel"], s["reason"]): s["_value"] for s in fams["paymon_routing_changes"]} == {
+        (ch, kind): "0.0" for ch in ("main", "backup") for kind in ("drain", "reduce", "restore", "operator")}
+
+    rig.probes("main", "timeout", "timeout", "timeout")
+    rig.app.pipeline.cycle()
+    store = rig.app.store
+    edit = set_weight(ChannelRouting("backup", 40, ("alipay",)), store.routing_states()["backup"], 30, holding=[],
+                      now=rig.clock.now(), actor="cli:ops")
+    store.save_routing([edit.row], edit.changes)  # what `paymon weights set backup 30` records
+    rig.app.pipeline.routing.apply(rig.clock.now())
+    rig.app.pipeline.cycle()
+    fams = scrape(rig.app.metrics)
+    assert {s["channel"]: s["_value"] for s in fams["paymon_routing_weight"]} == {"main": "0.0", "backup": "30.0"}
+    changes = {(s["channel"], s["reason"]): float(s["_value"]) for s in fams["paymon_routing_changes"]}
+    assert {k: v for k, v in changes.items() if v} == {("main", "drain"): 1.0, ("backup", "operator"): 1.0}
+    assert len(changes) == 8

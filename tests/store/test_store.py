@@ -129,6 +129,18 @@ def test_routing_rows_and_audit(store: Store, clock: FixedClock) -> None:
     }
 
 
+def test_weight_change_counts_by_kind(store: Store, clock: FixedClock) -> None:
+    at = clock.now()
+    store.save_routing([], [WeightChange("c1", 60, 0, "drain", at, "channel_down"),
+                            WeightChange("c1", 0, 15, "restore step 1/3", at),
+                            WeightChange("c1", 15, 30, "restore step 2/3", at),
+                            WeightChange("c2", 40, 20, "reduce", at, "low_success"),
+                            WeightChange("c2", 20, 25, "edited in the shared config", at, None, "operator"),
+                            WeightChange("c2", 25, 0, "set by cli:ops", at, None, "cli:ops")])
+    assert store.weight_change_counts() == {("c1", "drain"): 1, ("c1", "restore"): 2, ("c2", "reduce"): 1,
+                                            ("c2", "operator"): 2}
+
+
 def test_silences_expire(store: Store, clock: FixedClock) -> None:
     sid = store.add_silence("c1", clock.now() + timedelta(hours=1), rule="low_success", reason="maintenance")
     assert [s.id for s in store.active_silences()] == [sid]
