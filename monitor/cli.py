@@ -27,7 +27,7 @@ from monitor.alerts.console import ConsoleSink
 from monitor.alerts.dispatch import Sink
 from monitor.argtypes import OneLineParser
 from monitor.clock import Clock, SystemClock
-from monitor.config import ChannelConfig, LoadedConfig, YamlSink, load_config
+from monitor.config import ChannelConfig, LoadedConfig, load_config
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, LockedError, PaymonError, SinkError, UsageError
@@ -37,7 +37,7 @@ from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline
 from monitor.reconcile import QUERIERS, Replayer
 from monitor.reconcile.reconciler import Reconciler, build_queriers
-from monitor.routing import SINKS
+from monitor.routing import build_sinks
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.secret import RedactingFilter, Redactor
 from monitor.status import status_exit_code, status_view
@@ -63,6 +63,7 @@ class App:
     clock: Clock
     metrics: Metrics
     pipeline: Pipeline
+    #: The first YAML weight sink (the file the demo's shop reads), None without one.
     weights: YamlWeightSink | None
     reconciler: Reconciler | None = None
 
@@ -98,13 +99,8 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
         log.warning("notify.telegram is configured but the Telegram sink is not available yet; using the console")
         sinks.setdefault("console", ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream,
                                                 timezone=cfg.monitor.display.timezone))
-    weights = None
-    sink_cfg = cfg.monitor.routing.sink
-    if cfg.monitor.routing.mode != "off":
-        if isinstance(sink_cfg, YamlSink):
-            weights = SINKS[sink_cfg.kind](sink_cfg.path, seed=sink_cfg.seed)
-        else:
-            log.warning("routing sink %s is not available yet; weights will not be changed", sink_cfg.kind)
+    routing_sinks = build_sinks(cfg, store) if cfg.monitor.routing.mode != "off" else []
+    weights = next((s for s in routing_sinks if isinstance(s, YamlWeightSink)), None)
     channel_ids = [c.id for c in cfg.channels]
     sources: list[Source] = []
     for src in cfg.monitor.sources:
@@ -118,7 +114,8 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
         else:
             sources.append(DujiaokaSource(source_id=src.source_id, url=src.url.reveal(), pay_channels=src.channels,
                                           store=store, clock=clock))
-    pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources)
+    pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=routing_sinks,
+                        sources=sources)
     queriers, skipped = build_queriers(cfg.channels, QUERIERS)
     for channel, why in skipped.items():
         log.info("reconcile: channel %s is not reconciled: %s", channel, why)
@@ -296,10 +293,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _weights(app: App) -> dict[str, int]:
-    if app.weights is None:
+    """The weights the shop uses now, as the routing stage reads them (the configured ones when it cannot)."""
+    stage = app.pipeline.routing
+    if not stage.sinks:
         return {c.id: c.weight for c in app.cfg.channels}
     try:
-        return app.weights.read()
+        return stage.shop_weights(app.store.routing_states())
     except SinkError:
         return {c.id: c.weight for c in app.cfg.channels}
 

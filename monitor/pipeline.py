@@ -37,8 +37,8 @@ from monitor.models import (
     WeightChange,
 )
 from monitor.reconcile.reporting import LostReport, report_held, report_lost
+from monitor.routing.base import WeightSink
 from monitor.routing.stage import RoutingOutcome, RoutingStage
-from monitor.routing.yaml_file import YamlWeightSink
 from monitor.snapshot import in_maintenance, read_snapshot
 from monitor.status import channel_states
 from monitor.store import Store
@@ -79,7 +79,7 @@ class Pipeline:
         clock: Clock,
         metrics: Metrics,
         sinks: Mapping[str, Sink],
-        weights: YamlWeightSink | None,
+        weights: Sequence[WeightSink] = (),
         sources: Sequence[Source] = (),
     ) -> None:
         self.cfg = cfg
@@ -87,7 +87,6 @@ class Pipeline:
         self.clock = clock
         self.metrics = metrics
         self.sinks = dict(sinks)
-        self.weights = weights
         self.sources = list(sources)
         self.routing = RoutingStage(cfg, store, weights, list(self.sinks))
         self.lost = ReconcileStore(store)

@@ -68,7 +68,7 @@ def test_a_config_whose_parts_all_act_has_no_warning(tmp_path: Path, capsys: pyt
          "warning: notify: no notifier is configured (console is off and there is no other sink): alerts, lost "
          "orders and failing evaluation cycles are recorded but reach no one"),
         (MONITOR + "routing: {sink: {kind: webhook, url: 'http://127.0.0.1:9/w'}}\n", CHANNELS,
-         "warning: routing.sink kind webhook is not available yet: no weight will be changed (use kind yaml, or "
+         "warning: routing sink kind webhook is not available yet: it gets no weights (use kind yaml or sql, or "
          "routing.mode off)"),
         (MONITOR.replace("sources: [{kind: jsonl, path: var/orders.jsonl}]\n", ""),
          CHANNELS.replace("    probes: {query: {every: 30s, timeout: 5s}}\n", "", 1),

@@ -15,15 +15,19 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from monitor.errors import SinkError
 
-__all__ = ["YamlWeightSink"]
+if TYPE_CHECKING:
+    from monitor.config import LoadedConfig, YamlSink
+
+__all__ = ["YamlWeightSink", "yaml_sink"]
 
 _INT = re.compile(r"""(["']?)(\d+)\1""")
 
@@ -43,10 +47,13 @@ class YamlWeightSink:
     """Weights of ``channels[*].weight`` in one YAML file."""
 
     name = "yaml"
+    readable = True
+    switch = False
 
     def __init__(self, path: str | Path, *, seed: str | Path | None = None) -> None:
         self.path = Path(path)
         self.seed = Path(seed) if seed is not None else None
+        self.key = f"yaml:{self.path}"
 
     def _text(self) -> str:
         """The file's text with its line endings as they are (CRLF stays CRLF); seeds a missing file first."""
@@ -124,6 +131,11 @@ class YamlWeightSink:
             self._replace("".join(lines))
         return changed
 
+    def apply(self, weights: Mapping[str, int], now: datetime) -> dict[str, str]:
+        """The routing stage's write (:class:`~monitor.routing.base.WeightSink`): a file never waits."""
+        self.write(weights)
+        return {}
+
     def _replace(self, text: str) -> None:
         folder = self.path.parent
         mode = self.path.stat().st_mode & 0o777
@@ -143,3 +155,8 @@ class YamlWeightSink:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def yaml_sink(sink: YamlSink, cfg: LoadedConfig, store: object) -> YamlWeightSink:
+    """The ``yaml`` sink of the routing config (the sink registry's factory)."""
+    return YamlWeightSink(sink.path, seed=sink.seed)

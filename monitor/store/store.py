@@ -41,6 +41,7 @@ from monitor.store.orders import ORDER_COLUMNS, OrdersFacet, merge_event, orders
 from monitor.store.outbox import OutboxFacet
 from monitor.store.probes import ProbesFacet
 from monitor.store.routing import RoutingFacet, weight_payload
+from monitor.store.sink_state import SinkStateFacet
 
 # The value types and helpers that used to be defined here stay importable from here.
 __all__ = ["ORDER_COLUMNS", "Checkpoint", "OutboxItem", "RoutingRow", "Silence", "Store", "alert_payload",
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class Store(ProbesFacet, OrdersFacet, OutboxFacet, AlertsFacet, RoutingFacet):
+class Store(ProbesFacet, OrdersFacet, OutboxFacet, AlertsFacet, RoutingFacet, SinkStateFacet):
     """paymon's database. Build it with :meth:`open`, which applies migrations."""
 
     def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
