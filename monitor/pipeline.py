@@ -111,9 +111,11 @@ class Pipeline:
         return self._labels.get(src.source_id, src.source_id)
 
     def close(self) -> None:
-        """Release the sources' open files."""
+        """Release the sources' open files and the weight sinks' connections."""
         for src in self.sources:
             src.close()
+        for sink in self.routing.sinks:
+            sink.close()
 
     # -- the cycle -------------------------------------------------------------------------------------------
 

@@ -38,3 +38,7 @@ class WeightSink(Protocol):
         """Put ``weights`` where the shop reads them; returns {channel: why it waits} for those not applied yet."""
         ...
 
+    def close(self) -> None:
+        """Release connections (paymon is stopping)."""
+        ...
+

@@ -67,6 +67,11 @@ class RoutingStage:
         except SinkError as exc:
             log.warning("routing: %s", exc)
             return RoutingOutcome(held=[str(exc)])
+        for ch, row in rows.items():
+            if row.applied is not None and row.applied != row.target and weights.get(ch) == row.target:
+                # The first sink holds a change another may still lack: it counts as applied only once
+                # :meth:`apply` sees every sink hold it, so plan from the weight applied before.
+                weights[ch] = row.applied
         recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
                   if w.actor == "paymon" and w.new < w.old]
         decision = plan(self.cfg, states, maintenance, weights, rows, now=now, changes_last_hour=len(recent))
@@ -137,8 +142,8 @@ class RoutingStage:
         """Whether ``sink`` holds each channel's target (channels the sink does not carry are left out)."""
         if sink.readable:
             read = sink.read()
-            if sink.switch:
-                return {ch: (read[ch] > 0) == (row.target > 0) for ch, row in rows.items() if ch in read}
+            if sink.switch:  # opening is asked every cycle: it only reopens what paymon closed, and may be partial
+                return {ch: read[ch] == 0 and row.target == 0 for ch, row in rows.items() if ch in read}
             return {ch: read[ch] == row.target for ch, row in rows.items() if ch in read}
         confirmed = self.store.sink_weights(sink.key)
         # A sink paymon has not written yet holds what the shop had: the applied weight (recorded now, before

@@ -136,6 +136,9 @@ class YamlWeightSink:
         self.write(weights)
         return {}
 
+    def close(self) -> None:
+        """Nothing to release: every read and write opens the file anew."""
+
     def _replace(self, text: str) -> None:
         folder = self.path.parent
         mode = self.path.stat().st_mode & 0o777
