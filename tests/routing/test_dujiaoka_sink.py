@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -336,3 +337,29 @@ def test_a_lost_connection_loses_no_change(tmp_path: Path, clock: FixedClock, dj
     finally:
         shop.close()
         proxy.close()
+
+
+def test_the_readme_grant_is_enough(tmp_path: Path, clock: FixedClock, djk: Engine, mariadb_url: str) -> None:
+    """The MySQL user the README tells operators to create (SELECT on orders, SELECT and UPDATE of is_open on
+    pays) can do everything the sink does."""
+    url = make_url(mariadb_url)
+    user = f"paymon_r{uuid.uuid4().hex[:8]}"
+    db = url.database
+    with djk.begin() as conn:
+        conn.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'routing-pass-1'"))
+        conn.execute(text(f"GRANT SELECT ON {db}.orders TO '{user}'@'%'"))
+        conn.execute(text(f"GRANT SELECT (id, is_open), UPDATE (is_open) ON {db}.pays TO '{user}'@'%'"))
+    shop = Shop(tmp_path / "cfg", clock, djk,
+                url.set(username=user, password="routing-pass-1").render_as_string(hide_password=False))
+    try:
+        shop.order("G001", "main", minutes_ago=1)
+        assert shop.drain_main()[2].startswith("⏳ weight main (main) → 0 waits at sql-dujiaoka:")
+        shop.clock.advance(timedelta(minutes=21))
+        shop.probes("main", "timeout")
+        shop.cycle()
+        assert shop.is_open() == {"main": 0, "main-h5": 0, "backup": 1}
+        assert "routing-pass-1" not in shop.out.getvalue()
+    finally:
+        shop.close()
+        with djk.begin() as conn:
+            conn.execute(text(f"DROP USER '{user}'@'%'"))
