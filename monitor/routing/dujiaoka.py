@@ -95,9 +95,10 @@ class DujiaokaSink:
         """Open (weight > 0) or close (0) each channel's gateways; returns the closures that wait, with why."""
         waiting: dict[str, str] = {}
         try:
+            closed = self.store.closed_by_paymon(self.key)
             for channel, weight in weights.items():
                 if weight > 0:
-                    self._open(channel)
+                    self._open(channel, closed)
                 else:
                     why = self._close(channel, now)
                     if why:
@@ -106,8 +107,11 @@ class DujiaokaSink:
             raise self._error(exc) from None
         return waiting
 
-    def _open(self, channel: str) -> None:
-        mine = [pay_id for pay_id, ch in self.store.closed_by_paymon(self.key).items() if ch == channel]
+    def _open(self, channel: str, closed: Mapping[int, str] | None = None) -> None:
+        """Open again the gateways of ``channel`` that paymon closed (``closed``: read from the store if None)."""
+        if closed is None:
+            closed = self.store.closed_by_paymon(self.key)
+        mine = [pay_id for pay_id, ch in closed.items() if ch == channel]
         if mine:
             with self._db().begin() as conn:
                 conn.execute(self._set, {"ids": mine, "value": 1, "was": 0})

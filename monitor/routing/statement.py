@@ -63,7 +63,7 @@ class StatementSink:
         self.key = f"sql-statement:{shown}"
         self._engine: Engine | None = None
 
-    def _conn_engine(self) -> Engine:
+    def _db(self) -> Engine:
         if self._engine is None:
             self._engine = create_engine(self._url, pool_pre_ping=True)
         return self._engine
@@ -76,7 +76,7 @@ class StatementSink:
         shop may not list it yet), the others are applied together."""
         waiting: dict[str, str] = {}
         try:
-            with self._conn_engine().begin() as conn:
+            with self._db().begin() as conn:
                 for channel, weight in weights.items():
                     if conn.execute(self.statement, {"channel": channel, "weight": weight}).rowcount == 0:
                         waiting[channel] = "the configured UPDATE matched no row for this channel"
