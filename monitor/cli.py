@@ -24,7 +24,7 @@ from monitor.alerts.console import ConsoleSink
 from monitor.alerts.dispatch import Sink
 from monitor.argtypes import OneLineParser
 from monitor.clock import Clock, SystemClock
-from monitor.config import ChannelConfig, LoadedConfig, WebhookSink, YamlSink, load_config
+from monitor.config import ChannelConfig, LoadedConfig, WebhookSink, load_config
 from monitor.config import JsonlSource as JsonlSourceConfig
 from monitor.config import NginxSource as NginxSourceConfig
 from monitor.errors import ConfigError, PaymonError, SinkError, UsageError
@@ -35,7 +35,7 @@ from monitor.metrics.prom import Metrics
 from monitor.pipeline import Pipeline
 from monitor.reconcile import QUERIERS, Replayer
 from monitor.reconcile.reconciler import Reconciler, build_queriers
-from monitor.routing import SINKS
+from monitor.routing import WebhookWeightSink, build_sinks
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.secret import RedactingFilter, Redactor
 from monitor.status import status_exit_code, status_view
@@ -61,6 +61,7 @@ class App:
     clock: Clock
     metrics: Metrics
     pipeline: Pipeline
+    #: The first YAML weight sink (the file the demo's shop reads), None without one.
     weights: YamlWeightSink | None
     reconciler: Reconciler | None = None
 
@@ -96,16 +97,11 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
         log.warning("notify.telegram is configured but the Telegram sink is not available yet; using the console")
         sinks.setdefault("console", ConsoleSink(language=cfg.monitor.notify.language, names=names, stream=stream,
                                                 timezone=cfg.monitor.display.timezone))
-    weights = None
-    sink_cfg = cfg.monitor.routing.sink
-    if cfg.monitor.routing.mode != "off":
-        if isinstance(sink_cfg, YamlSink):
-            weights = SINKS[sink_cfg.kind](sink_cfg.path, seed=sink_cfg.seed)
-        else:
-            log.warning("routing sink %s is not available yet; weights will not be changed", sink_cfg.kind)
+    routing_sinks = build_sinks(cfg, store) if cfg.monitor.routing.mode != "off" else []
+    weights = next((s for s in routing_sinks if isinstance(s, YamlWeightSink)), None)
     webhooks: dict[str, Sink] = {}
     if cfg.monitor.routing.mode == "auto":  # delivered from the outbox, where each change is queued as it is saved
-        for hook in (SINKS[s.kind].from_config(s, clock=clock) for s in cfg.monitor.routing.all_sinks
+        for hook in (WebhookWeightSink.from_config(s, clock=clock) for s in cfg.monitor.routing.all_sinks
                      if isinstance(s, WebhookSink)):
             webhooks[hook.name] = hook
     channel_ids = [c.id for c in cfg.channels]
@@ -121,8 +117,8 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
         else:
             sources.append(DujiaokaSource(source_id=src.source_id, url=src.url.reveal(), pay_channels=src.channels,
                                           store=store, clock=clock))
-    pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=weights, sources=sources,
-                        webhooks=webhooks)
+    pipeline = Pipeline(cfg, store, clock=clock, metrics=metrics, sinks=sinks, weights=routing_sinks,
+                        sources=sources, webhooks=webhooks)
     queriers, skipped = build_queriers(cfg.channels, QUERIERS)
     for channel, why in skipped.items():
         log.info("reconcile: channel %s is not reconciled: %s", channel, why)
@@ -284,10 +280,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _weights(app: App) -> dict[str, int]:
-    if app.weights is None:
+    """The weights the shop uses now, as the routing stage reads them (the configured ones when it cannot)."""
+    stage = app.pipeline.routing
+    if not stage.sinks:
         return {c.id: c.weight for c in app.cfg.channels}
     try:
-        return app.weights.read()
+        return stage.shop_weights(app.store.routing_states())
     except SinkError:
         return {c.id: c.weight for c in app.cfg.channels}
 

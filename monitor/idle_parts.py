@@ -1,7 +1,7 @@
 """Configured parts that cannot act: what ``paymon check-config`` warns about, one line each.
 
 A valid config can still do less than it says: a Telegram section while paymon has no Telegram sender, no
-notifier at all, a routing sink paymon cannot write yet, a channel without a runnable probe, a rule whose signal
+notifier at all, a channel without a runnable probe, a rule whose signal
 nothing feeds or whose detector cannot watch its signal. None of these stops paymon (each is skipped at run
 time), which is exactly why the operator should hear of them before relying on the config. Pure: config in,
 warnings out.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from monitor.config import ChannelConfig, DujiaokaSource, JsonlSource, LoadedConfig, NginxSource, YamlSink
+from monitor.config import ChannelConfig, DujiaokaSource, JsonlSource, LoadedConfig, NginxSource
 from monitor.config.rules import PROBE_SIGNALS, Rule
 from monitor.models import PROBE_TYPES
 
@@ -25,7 +25,7 @@ _ORDER_SIGNALS = frozenset({"success_ratio", "orders", "lost_orders", "lost_orde
 def idle_parts(cfg: LoadedConfig) -> list[str]:
     """A warning (without the ``warning:`` prefix) for every configured part that cannot act."""
     runnable = runnable_probes(cfg.channels)
-    return [*_notifiers(cfg), *_routing(cfg), *_channels(cfg), *_rules(cfg, runnable)]
+    return [*_notifiers(cfg), *_channels(cfg), *_rules(cfg, runnable)]
 
 
 def runnable_probes(channels: tuple[ChannelConfig, ...]) -> dict[str, set[str]]:
@@ -51,13 +51,6 @@ def _notifiers(cfg: LoadedConfig) -> Iterator[str]:
     elif not notify.console:
         yield ("notify: no notifier is configured (console is off and there is no other sink): alerts, lost "
                "orders and failing evaluation cycles are recorded but reach no one")
-
-
-def _routing(cfg: LoadedConfig) -> Iterator[str]:
-    routing = cfg.monitor.routing
-    if routing.mode != "off" and not isinstance(routing.sink, YamlSink):
-        yield (f"routing.sink kind {routing.sink.kind} is not available yet: no weight will be changed "
-               "(use kind yaml, or routing.mode off)")
 
 
 def has_order_source(cfg: LoadedConfig, channel: str) -> bool:

@@ -39,8 +39,8 @@ from monitor.models import (
     WeightChange,
 )
 from monitor.reconcile.reporting import LostReport, report_held, report_lost
+from monitor.routing.base import WeightSink
 from monitor.routing.stage import RoutingOutcome, RoutingStage
-from monitor.routing.yaml_file import YamlWeightSink
 from monitor.snapshot import in_maintenance, read_snapshot
 from monitor.status import channel_states
 from monitor.store import Store
@@ -81,7 +81,7 @@ class Pipeline:
         clock: Clock,
         metrics: Metrics,
         sinks: Mapping[str, Sink],
-        weights: YamlWeightSink | None,
+        weights: Sequence[WeightSink] = (),
         sources: Sequence[Source] = (),
         webhooks: Mapping[str, Sink] | None = None,
     ) -> None:
@@ -90,7 +90,6 @@ class Pipeline:
         self.clock = clock
         self.metrics = metrics
         self.sinks = dict(sinks)
-        self.weights = weights
         self.sources = list(sources)
         #: Routing webhooks by outbox queue: they get the weight changes (not alerts), delivered in order.
         self.webhooks = dict(webhooks or {})
@@ -118,9 +117,11 @@ class Pipeline:
         return self._labels.get(src.source_id, src.source_id)
 
     def close(self) -> None:
-        """Release the sources' open files and the webhooks' connections."""
+        """Release the sources' open files, the weight sinks' and the webhooks' connections."""
         for src in self.sources:
             src.close()
+        for sink in self.routing.sinks:
+            sink.close()
         for hook in self.webhooks.values():
             close = getattr(hook, "close", None)
             if close is not None:

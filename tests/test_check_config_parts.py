@@ -67,9 +67,6 @@ def test_a_config_whose_parts_all_act_has_no_warning(tmp_path: Path, capsys: pyt
         (MONITOR.replace("notify: {language: en}", "notify: {language: en, console: false}"), CHANNELS,
          "warning: notify: no notifier is configured (console is off and there is no other sink): alerts, lost "
          "orders and failing evaluation cycles are recorded but reach no one"),
-        (MONITOR + "routing: {sink: {kind: webhook, url: 'http://127.0.0.1:9/w', secret: s3cret-hook}}\n", CHANNELS,
-         "warning: routing.sink kind webhook is not available yet: no weight will be changed (use kind yaml, or "
-         "routing.mode off)"),
         (MONITOR.replace("sources: [{kind: jsonl, path: var/orders.jsonl}]\n", ""),
          CHANNELS.replace("    probes: {query: {every: 30s, timeout: 5s}}\n", "", 1),
          "warning: channel epay-main: no probe is configured and no order source brings its orders: nothing "

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from monitor.alerts.render import render_alert, render_held, render_lost, render_weight
+from monitor.alerts.render import render_alert, render_held, render_lost, render_sink_waiting, render_weight
 from monitor.alerts.render_health import render_health
 from monitor.alerts.render_lost_batch import render_lost_batch
 from monitor.errors import SinkError
@@ -35,6 +35,8 @@ class ConsoleSink:
         for item in items:
             if item.get("type") == "weight":
                 text = render_weight(item, language=self.language, names=self.names)
+            elif item.get("type") == "sink_waiting":
+                text = render_sink_waiting(item, language=self.language, names=self.names)
             elif item.get("type") == "lost_order":
                 text = render_lost(item, language=self.language, names=self.names, timezone=self.timezone)
             elif item.get("type") == "held_funds":

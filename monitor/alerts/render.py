@@ -10,7 +10,8 @@ from monitor.alerts.probe_reasons import probe_reason
 from monitor.models import HELD_STATUS_WORDS
 from monitor.timefmt import DEFAULT_ZONE, show_time
 
-__all__ = ["alert_reason", "duration", "render_alert", "render_held", "render_lost", "render_weight"]
+__all__ = ["alert_reason", "duration", "render_alert", "render_held", "render_lost", "render_sink_waiting",
+           "render_weight"]
 
 _KIND = {
     "zh": {"firing": "🔴 告警", "reminder": "⏰ 仍在告警", "resolved": "✅ 已恢复"},
@@ -85,6 +86,9 @@ _REASON_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^rule (\S+): reduce to (\S+)× baseline$"), r"规则 \1: 降至原权重的 \2 倍"),
     (re.compile(r"^restore step (\d+)/(\d+)$"), r"逐步恢复 第 \1/\2 步"),
     (re.compile(r"^edited in the shared config$"), "运营者手动修改了配置"),
+    (re.compile(r"^(\d+) unpaid order\(s\) may still get their callback \(newest created (.+) Beijing time\).*$"),
+     r"\1 笔未支付订单仍可能收到回调 (最新一笔创建于北京时间 \2)；独角数卡拒收已关闭网关的回调，待回调窗口过后再关闭"),
+    (re.compile(r"^the configured UPDATE matched no row for this channel$"), "配置的 UPDATE 语句没有匹配到该通道的行"),
 )
 
 
@@ -103,6 +107,16 @@ def render_weight(p: Mapping[str, Any], *, language: str = "zh", names: Mapping[
     if language == "zh":
         return f"⚖️ 权重 {name} ({p['channel']}): {p['old']} → {p['new']} ({_reason(p['reason'], 'zh')})"
     return f"⚖️ weight {name} ({p['channel']}): {p['old']} → {p['new']} ({p['reason']})"
+
+
+def render_sink_waiting(p: Mapping[str, Any], *, language: str = "zh",
+                        names: Mapping[str, str] | None = None) -> str:
+    """One line for "a sink waits before applying a weight change" (sent once per change)."""
+    name = (names or {}).get(p["channel"], p["channel"])
+    if language == "zh":
+        return (f"⏳ 权重 {name} ({p['channel']}) → {p['target']} 暂未写入 {p['sink']}: "
+                f"{_reason(p['reason'], 'zh')}")
+    return f"⏳ weight {name} ({p['channel']}) → {p['target']} waits at {p['sink']}: {p['reason']}"
 
 
 def _when(text: Any, language: str, zone: str = DEFAULT_ZONE) -> str:

@@ -381,16 +381,43 @@ class YamlSink(ConfigModel):
     _default_is_channels_file = field_validator("path", mode="before")(_channels_file_default)
 
 
+def _single_update(value: str) -> str:
+    """A statement sink's SQL: one UPDATE with exactly the parameters ``:channel`` and ``:weight``."""
+    from monitor.routing.statement import statement_problem  # the sink owns the rule; imported late (no cycle)
+
+    problem = statement_problem(value)
+    if problem:
+        raise invalid(problem)
+    return value
+
+
 class SqlSink(ConfigModel):
-    """Write weights (or open/close) into a shop table like dujiaoka's ``pays``; ``channels``: row -> id."""
+    """Weights into the shop's own database. ``flavour: dujiaoka`` opens and closes dujiaoka's gateways
+    (``pays.is_open``; ``channels``: ``pays.id`` -> channel id); ``statement:`` runs one configured UPDATE with
+    ``:channel`` and ``:weight`` per change, for other shops."""
 
     kind: Literal["sql"] = "sql"
     url: Annotated[SecretValue, AfterValidator(_secret_db_url)]
+    flavour: Literal["dujiaoka"] | None = None
+    statement: Annotated[str, AfterValidator(_single_update)] | None = None
     table: Annotated[str, AfterValidator(_identifier)] = "pays"
     key_column: Annotated[str, AfterValidator(_identifier)] = "id"
     open_column: Annotated[str, AfterValidator(_identifier)] = "is_open"
     weight_column: Annotated[str, AfterValidator(_identifier)] | None = None
-    channels: Annotated[dict[RowId, str], AfterValidator(_not_empty)]
+    channels: dict[RowId, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _flavour_or_statement(self) -> SqlSink:
+        if self.statement is not None:
+            if self.flavour is not None:
+                raise invalid("give either flavour or statement, not both", at="statement")
+            return self
+        if self.flavour is None:
+            raise invalid("give flavour: dujiaoka (its pays.is_open) or statement: an UPDATE for other shops",
+                          at="flavour")
+        if not self.channels:
+            raise invalid("map at least one pays.id to a channel id", at="channels")
+        return self
 
 
 class WebhookSink(ConfigModel):

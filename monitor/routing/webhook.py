@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,8 @@ from monitor.config import WebhookSink
 from monitor.errors import SinkError
 from monitor.secret import Secret
 
-__all__ = ["FIELDS", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookWeightSink", "body", "sign"]
+__all__ = ["FIELDS", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "QueuedWebhook", "WebhookWeightSink", "body", "sign",
+           "webhook_sink"]
 
 SIGNATURE_HEADER = "X-Paymon-Signature"
 TIMESTAMP_HEADER = "X-Paymon-Timestamp"
@@ -83,3 +85,29 @@ class WebhookWeightSink:
 
     def close(self) -> None:
         self._client.close()
+
+
+class QueuedWebhook:
+    """The webhook as the routing stage sees it (:class:`~monitor.routing.base.WeightSink`): write-only, and
+    every weight is there as soon as it is decided, because the change it carries was queued in the outbox with
+    the decision; delivery (:class:`WebhookWeightSink`) is the outbox's business, in order, until a 2xx."""
+
+    readable = False
+    switch = False
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def read(self) -> dict[str, int]:
+        raise SinkError(f"{self.key} cannot be read", retryable=False)
+
+    def apply(self, weights: Mapping[str, int], now: datetime) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release here: the outbox's sender owns the connection."""
+
+
+def webhook_sink(sink: WebhookSink, cfg: object, store: object) -> QueuedWebhook:
+    """The ``webhook`` sink of the routing config (the sink registry's factory)."""
+    return QueuedWebhook(f"webhook:{sink.name}")

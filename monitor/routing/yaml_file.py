@@ -18,15 +18,19 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from monitor.errors import SinkError
 
-__all__ = ["YamlWeightSink"]
+if TYPE_CHECKING:
+    from monitor.config import LoadedConfig, YamlSink
+
+__all__ = ["YamlWeightSink", "yaml_sink"]
 
 _INT = re.compile(r"""(["']?)(\d+)\1""")
 #: A temporary file of ours this old was left by a writer that died mid-write (a live one exists for milliseconds).
@@ -48,10 +52,13 @@ class YamlWeightSink:
     """Weights of ``channels[*].weight`` in one YAML file."""
 
     name = "yaml"
+    readable = True
+    switch = False
 
     def __init__(self, path: str | Path, *, seed: str | Path | None = None) -> None:
         self.path = Path(path)
         self.seed = Path(seed) if seed is not None else None
+        self.key = f"yaml:{self.path}"
 
     def _text(self) -> str:
         """The file's text with its line endings as they are (CRLF stays CRLF); seeds a missing file first."""
@@ -139,6 +146,14 @@ class YamlWeightSink:
             except OSError:
                 pass  # gone meanwhile, or not ours to remove: harmless either way
 
+    def apply(self, weights: Mapping[str, int], now: datetime) -> dict[str, str]:
+        """The routing stage's write (:class:`~monitor.routing.base.WeightSink`): a file never waits."""
+        self.write(weights)
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release: every read and write opens the file anew."""
+
     def _replace(self, text: str) -> None:
         folder = self.path.parent
         self._sweep()
@@ -159,3 +174,8 @@ class YamlWeightSink:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def yaml_sink(sink: YamlSink, cfg: LoadedConfig, store: object) -> YamlWeightSink:
+    """The ``yaml`` sink of the routing config (the sink registry's factory)."""
+    return YamlWeightSink(sink.path, seed=sink.seed)

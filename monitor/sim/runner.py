@@ -47,11 +47,11 @@ def simulated(cfg: LoadedConfig) -> list[ChannelConfig]:
 
 
 def weight_file(cfg: LoadedConfig) -> YamlWeightSink:
-    """Where the shop reads its weights: the file paymon's YAML routing sink writes (seeded like paymon seeds it),
+    """Where the shop reads its weights: the file paymon's first YAML routing sink writes (seeded like paymon seeds it),
     else the channels file."""
-    sink = cfg.monitor.routing.sink
-    if isinstance(sink, YamlSink):
-        return YamlWeightSink(sink.path, seed=sink.seed)
+    for sink in cfg.monitor.routing.all_sinks:
+        if isinstance(sink, YamlSink):
+            return YamlWeightSink(sink.path, seed=sink.seed)
     return YamlWeightSink(cfg.channels_path)
 
 

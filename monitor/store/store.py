@@ -7,6 +7,8 @@
 - :mod:`~monitor.store.outbox`: queued notifications and their delivery attempts;
 - :mod:`~monitor.store.alerts`: alert state, alert history and silences;
 - :mod:`~monitor.store.routing`: routing rows and the weight-change audit;
+- :mod:`~monitor.store.sink_state`: what write-only weight sinks confirmed, the shop gateways paymon closed, and
+  the one "a sink waits" notification per change;
 - reconciliation lives in :mod:`~monitor.store.reconcile` (``ReconcileStore(store)``).
 
 This module owns what spans them: opening the database, migrations, health and retention.
@@ -16,8 +18,8 @@ Design rules that the rest of paymon relies on:
   re-reads the same lines and the per-order merge makes the re-read a no-op (nothing lost, nothing doubled);
 - alert state, alert history and the notification outbox commit together, so a restart neither re-sends a
   notification nor forgets one;
-- the routing target and its audit row commit together; the file is written afterwards and ``applied``
-  records what reached it, so a crash in between is healed on the next cycle.
+- the routing target and its audit row commit together; the sinks are written afterwards and ``applied``
+  records what reached every one of them, so a crash in between is healed on the next cycle.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from monitor.store.orders import ORDER_COLUMNS, OrdersFacet, merge_event, orders
 from monitor.store.outbox import OutboxFacet
 from monitor.store.probes import ProbesFacet
 from monitor.store.routing import RoutingFacet, weight_payload
+from monitor.store.sink_state import SinkStateFacet
 
 # The value types and helpers that used to be defined here stay importable from here.
 __all__ = ["ORDER_COLUMNS", "Checkpoint", "OutboxItem", "RoutingRow", "Silence", "Store", "alert_payload",
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class Store(ProbesFacet, OrdersFacet, OutboxFacet, AlertsFacet, RoutingFacet):
+class Store(ProbesFacet, OrdersFacet, OutboxFacet, AlertsFacet, RoutingFacet, SinkStateFacet):
     """paymon's database. Build it with :meth:`open`, which applies migrations."""
 
     def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "notify_replays",
     "probe_results",
     "reconcile_checks",
+    "routing_closed",
+    "routing_sink_weights",
     "routing_state",
     "silences",
     "weight_changes",
@@ -291,4 +293,25 @@ daemon_health = Table(
     Column("failures", Integer, nullable=False),
     Column("last_failure_at", UTCDateTime),
     Column("last_success_at", UTCDateTime),
+)
+
+# What a write-only weight sink (a configured UPDATE) last confirmed per channel: the routing stage writes again
+# whatever differs from the target.
+routing_sink_weights = Table(
+    "routing_sink_weights",
+    metadata,
+    Column("sink", String(200), primary_key=True),
+    Column("channel", String(64), primary_key=True),
+    Column("weight", Integer, nullable=False),
+)
+
+# The shop's gateways paymon itself closed (dujiaoka's ``pays`` rows): only these are ever opened again, so a
+# gateway the operator closed by hand stays closed. Written before the close, removed after the reopen.
+routing_closed = Table(
+    "routing_closed",
+    metadata,
+    Column("sink", String(200), primary_key=True),
+    Column("row_id", Integer, primary_key=True, autoincrement=False),
+    Column("channel", String(64), nullable=False),
+    Column("closed_at", UTCDateTime, nullable=False),
 )

@@ -30,7 +30,7 @@ def _upgrade_keeps_rows(url: str, clock: FixedClock) -> None:
     old.close()
 
     new = Store.open(url, clock=clock)  # opening migrates to head
-    assert new.revision() == "0008"
+    assert new.revision() == "0009"
     [probe] = new.probe_results()
     assert (probe.detail, probe.latency_s, probe.value) == ("kept", 0.25, None)
     assert probe.started_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -59,7 +59,7 @@ def test_opening_twice_is_a_no_op(tmp_path, clock) -> None:  # type: ignore[no-u
     url = f"sqlite:///{tmp_path / 'p.db'}"
     Store.open(url, clock=clock).close()
     s = Store.open(url, clock=clock)
-    assert s.revision() == "0008"
+    assert s.revision() == "0009"
     s.close()
     engine = create_engine(url)
     with engine.connect() as conn:

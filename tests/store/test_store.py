@@ -20,7 +20,7 @@ def ev(clock: FixedClock, event: str, order: str, minutes: float = 0, **kw: obje
 
 
 def test_schema_is_at_head(store: Store) -> None:
-    assert store.revision() == "0008"
+    assert store.revision() == "0009"
     assert store.ping()
 
 
