@@ -97,7 +97,7 @@ def test_a_config_whose_parts_all_act_has_no_warning(tmp_path: Path, capsys: pyt
          "warning: rule drift: detector cusum cannot watch signal orders (it watches success_ratio or "
          "probe_success_ratio); the rule is skipped"),
     ],
-    ids=["telegram-without-sender", "no-notifier", "routing-sink-unavailable", "channel-watched-by-nothing",
+    ids=["telegram-without-sender", "no-notifier", "channel-watched-by-nothing",
          "channel-without-probe", "probe-unsupported-for-kind", "balance-rule-without-balance-probe",
          "probe-rule-naming-a-probe-no-channel-has", "order-rule-without-order-source", "rule-scope-empty",
          "detector-on-wrong-signal"],
