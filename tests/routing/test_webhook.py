@@ -109,9 +109,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 class Rig:
-    def __init__(self, folder: Path, clock: FixedClock, url: str) -> None:
+    def __init__(self, folder: Path, clock: FixedClock, url: str, monitor: str = MONITOR) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "monitor.yaml").write_text(MONITOR.replace("URL", url), encoding="utf-8")
+        (folder / "monitor.yaml").write_text(monitor.replace("URL", url), encoding="utf-8")
         (folder / "channels.yaml").write_text(CHANNELS, encoding="utf-8")
         self.folder = folder
         self.clock = clock
@@ -165,6 +165,28 @@ def test_every_change_arrives_once_in_order_signed_after_500s_and_a_restart(
     assert receiver.accepted[1]["reason"] == "restore step 1/3"
     assert receiver.bad_signatures == 0
     assert rig.app.store.outbox_depth().get("webhook:main", 0) == 0
+    rig.app.pipeline.close()
+    rig.app.store.close()
+
+
+def test_a_webhook_alone_gets_every_change(tmp_path: Path, clock: FixedClock, receiver: Receiver) -> None:
+    """With no file to read back, paymon plans from its own applied weights; the shop hears of each change."""
+    alone = MONITOR.replace("    - {kind: yaml, path: channels.yaml}\n", "")
+    rig = Rig(tmp_path, clock, receiver.url, alone)
+    receiver.failing = False
+    before = (tmp_path / "channels.yaml").read_text(encoding="utf-8")
+    rig.probes("main", "ok")
+    rig.app.pipeline.cycle()
+    rig.probes("main", "timeout", "timeout", "timeout")
+    rig.app.pipeline.cycle()  # drained
+    rig.probes("main", "ok")
+    for _ in range(30):
+        clock.advance(timedelta(minutes=1))
+        rig.app.pipeline.cycle()
+    assert [(r["old"], r["new"]) for r in receiver.accepted] == [(60, 0), (0, 15), (15, 30), (30, 60)]
+    assert receiver.bad_signatures == 0
+    assert (tmp_path / "channels.yaml").read_text(encoding="utf-8") == before  # no file sink: nothing written
+    assert rig.app.store.routing_states()["main"].applied == 60
     rig.app.pipeline.close()
     rig.app.store.close()
 
