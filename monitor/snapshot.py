@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from monitor.alerts.evaluate import DETECTOR_HISTORY, PROBE_DETECTOR_SIGNALS, Snapshot
+from monitor.alerts.recovery import recovering
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
@@ -118,15 +119,18 @@ def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     last = store.last_probes()
     signals = Signals(stats=orders.stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
                       unsettled_balance=unsettled(last), merchant_banned=merchant_standing(last))
+    d = cfg.monitor.defaults
+    held = recovering(store.routing_states(), orders.judged, last, now=now,
+                      pay_timeout={c.id: c.pay_timeout or d.pay_timeout for c in cfg.channels})
     if not detectors:
-        return Snapshot(now, orders.stats, signals, last, judged=orders.judged)
+        return Snapshot(now, orders.stats, signals, last, judged=orders.judged, recovering=held)
     probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}
     if any(r.signal in PROBE_DETECTOR_SIGNALS for r in detectors):
         for r in reversed(store.probe_results(since=now - DETECTOR_HISTORY)):
             probe_outcomes.setdefault((r.channel, r.probe), []).append((r.started_at, r.ok))
     periods = firing_periods(store.alert_history(since=now - DETECTOR_HISTORY, limit=100_000),
                              {r.name for r in detectors})
-    return Snapshot(now, orders.stats, signals, last, orders.outcomes, probe_outcomes, periods, orders.judged)
+    return Snapshot(now, orders.stats, signals, last, orders.outcomes, probe_outcomes, periods, orders.judged, held)
 
 
 def firing_periods(history: list[dict[str, Any]], rules: set[str]) -> dict[

@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from monitor.alerts.detectors import CusumState, Tally, estimate_baseline, params_for, update
-from monitor.alerts.lifecycle import RuleSpec, step
+from monitor.alerts.lifecycle import OPS, RuleSpec, make_event, step
 from monitor.alerts.muting import Routed, inhibited_by, route
+from monitor.alerts.recovery import Recovering, recovery_resolves
 from monitor.alerts.signals import Query, Signals, signal_value
 from monitor.config import LoadedConfig, Rule, parse_duration
 from monitor.models import AlertEvent, AlertState, ChannelStats, ProbeResult
@@ -64,6 +65,9 @@ class Snapshot:
     firing_periods: Mapping[tuple[str, str], list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
     #: The orders the stats were computed from, judged (``judge_orders``), for the order counters.
     judged: pd.DataFrame | None = None
+    #: Channels paymon holds below their baseline, as their ``success_ratio`` alerts are judged meanwhile
+    #: (``monitor.alerts.recovery``).
+    recovering: Mapping[str, Recovering] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[AlertKey, Al
                     if rule.applies_to(ch):
                         key = (rule.name, ch.id)
                         spec, after, evs = cusum_step(rule, ch.id, snap, prev.get(key) or AlertState(rule.name, ch.id),
-                                                      d.min_orders)
+                                                      d.min_orders, cfg)
                         specs.setdefault(rule.name, spec)
                         current[key] = after
                         events.extend(evs)
@@ -129,6 +133,8 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[AlertKey, Al
             value = signal_value(rule.signal, snap.signals, q)
             before = prev.get((rule.name, ch.id)) or AlertState(rule.name, ch.id)
             after, evs = step(before, spec, value, snap.now)
+            if rule.signal == "success_ratio" and after.state == "firing":
+                after, evs = _on_recovery(cfg, rule, spec, ch.id, snap, after, evs, _healthy_side(spec))
             current[(rule.name, ch.id)] = after
             events.extend(evs)
     return events, current, specs
@@ -143,8 +149,33 @@ def _threshold_spec(rule: Rule) -> RuleSpec:
     )
 
 
-def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
-               default_min_orders: int) -> tuple[RuleSpec, AlertState, list[AlertEvent]]:
+def _healthy_side(spec: RuleSpec) -> Callable[[float], bool]:
+    """Whether a value would resolve a firing threshold rule (on the healthy side of ``recover``, else of
+    ``threshold``)."""
+    level = spec.recover if spec.recover is not None else spec.threshold
+    return lambda v: not OPS[spec.op](v, level)
+
+
+def _on_recovery(cfg: LoadedConfig, rule: Rule, spec: RuleSpec, channel: str, snap: Snapshot,
+                 after: AlertState, events: list[AlertEvent],
+                 healthy: Callable[[float], bool] | None) -> tuple[AlertState, list[AlertEvent]]:
+    """A ``success_ratio`` alert still firing on a channel paymon holds below its baseline: judged on the orders
+    since paymon lowered it (or since its exploration trickle began) and, without exploration, on its probes
+    (``monitor.alerts.recovery``); resolved when that says healthy, else left as the rule left it."""
+    rec = snap.recovering.get(channel)
+    if rec is None:
+        return after, events
+    explore = cfg.monitor.routing.explore
+    gate = explore.min_orders if explore is not None else (
+        rule.min_orders if rule.min_orders is not None else cfg.monitor.defaults.min_orders)
+    if not recovery_resolves(rec, min_orders=gate, explore=explore is not None, healthy=healthy):
+        return after, events
+    resolved = AlertState(rule.name, channel, "inactive", value=rec.ratio, detector=after.detector)
+    return resolved, [make_event("resolved", spec, channel, snap.now, rec.ratio)]
+
+
+def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, default_min_orders: int,
+               cfg: LoadedConfig) -> tuple[RuleSpec, AlertState, list[AlertEvent]]:
     """One evaluation of a ``detector: cusum`` rule on one channel (see ``monitor.alerts.detectors``).
 
     The CUSUM reads the orders decided (or, for ``probe_success_ratio``, the probe results) since its last update
@@ -182,4 +213,8 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
             value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else params.h
     state = replace(state, updated_at=now.timestamp())
     after, events = step(prev, spec, value, now)
+    if rule.signal == "success_ratio" and after.state == "firing":
+        midway = (params.p0 + params.p1) / 2 if params is not None else None
+        after, events = _on_recovery(cfg, rule, spec, channel, snap, after, events,
+                                     None if midway is None else lambda v: v >= midway)
     return spec, replace(after, detector=json.dumps(state.to_dict())), events

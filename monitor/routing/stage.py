@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from monitor.alerts.recovery import probes_pass
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.errors import SinkError
@@ -59,8 +60,9 @@ class RoutingStage:
             return RoutingOutcome(held=[str(exc)])
         recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
                   if w.actor == "paymon" and w.new < w.old]
-        decision = plan(self.cfg, states, maintenance, weights, self.store.routing_states(), now=now,
-                        changes_last_hour=len(recent))
+        rows, last = self.store.routing_states(), self.store.last_probes()
+        decision = plan(self.cfg, states, maintenance, weights, rows, now=now, changes_last_hour=len(recent),
+                        probes_ok={ch for ch, row in rows.items() if probes_pass(last, ch, row.changed_at)})
         for msg in decision.held:
             self._once(msg, logging.WARNING, "routing held: %s", msg)
         if routing.mode != "auto":  # suggest: say what would change, write nothing

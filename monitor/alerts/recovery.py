@@ -1,0 +1,85 @@
+"""Judging a channel paymon has drained or reduced. Pure.
+
+A ``success_ratio`` alert is judged on orders, but a channel at weight 0 gets none: "no data" never resolves it,
+and the weight it holds down would stay down forever. So while paymon holds a channel below its baseline, a firing
+``success_ratio`` alert on it is judged on what can still be seen:
+
+- the orders created since paymon lowered it (or since the exploration trickle began): once ``min_orders`` of
+  them are settled (created at least the pay timeout ago, so every one has its outcome), their success ratio is
+  the verdict, as the rule would judge it;
+- without ``routing.explore``, also the channel's probes: when its ``query`` and ``test_order`` probes both
+  succeed (their newest results, at least one of them since it was lowered) and no order created since has
+  failed or is still open, the alert resolves. A channel whose probes keep failing is never judged healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from monitor.models import ProbeResult, RoutingRow
+
+__all__ = ["JUDGED_PROBES", "Recovering", "probes_pass", "recovering", "recovery_resolves"]
+
+#: The probes that say whether a channel takes payments again.
+JUDGED_PROBES = ("query", "test_order")
+
+
+@dataclass(frozen=True, slots=True)
+class Recovering:
+    """A channel paymon holds below its baseline, as its ``success_ratio`` alerts are judged: since when its
+    orders count, how many of them are settled and how many of those succeeded, whether any order since has
+    failed or is still open, and whether its probes pass."""
+
+    since: datetime
+    settled: int = 0
+    succeeded: int = 0
+    failed_or_open: bool = False
+    probes_pass: bool = False
+
+    @property
+    def ratio(self) -> float | None:
+        return self.succeeded / self.settled if self.settled else None
+
+
+def probes_pass(last: Mapping[tuple[str, str], ProbeResult], channel: str, since: datetime) -> bool:
+    """The channel's newest ``query`` and ``test_order`` results (those it has) all succeed, and at least one of
+    them ran after ``since``: it answers again, not merely "nothing failed since"."""
+    newest = [r for (ch, probe), r in last.items() if ch == channel and probe in JUDGED_PROBES]
+    return bool(newest) and all(r.ok for r in newest) and any(r.started_at > since for r in newest)
+
+
+def recovering(rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
+               last: Mapping[tuple[str, str], ProbeResult], *, now: datetime,
+               pay_timeout: Mapping[str, timedelta]) -> dict[str, Recovering]:
+    """Every channel paymon holds below its baseline, judged since its last weight change (the lowering, or the
+    start of the exploration trickle). ``judged`` is the snapshot's judged orders (``judge_orders``);
+    ``pay_timeout`` each channel's."""
+    out: dict[str, Recovering] = {}
+    for ch, row in rows.items():
+        if row.target >= row.baseline or ch not in pay_timeout:
+            continue
+        since = row.changed_at
+        settled = succeeded = 0
+        failed_or_open = False
+        if judged is not None and len(judged):
+            mine = judged[(judged["channel"] == ch) & (judged["created_at"] >= pd.Timestamp(since))]
+            done = mine[mine["created_at"] <= pd.Timestamp(now - pay_timeout[ch])]
+            settled = int((done["success_time"].notna() | done["fail_time"].notna()).sum())
+            succeeded = int(done["success_time"].notna().sum())
+            failed_or_open = bool((mine["success_time"].isna()).any())
+        out[ch] = Recovering(since, settled, succeeded, failed_or_open, probes_pass(last, ch, since))
+    return out
+
+
+def recovery_resolves(rec: Recovering, *, min_orders: int, explore: bool,
+                      healthy: Callable[[float], bool] | None) -> bool:
+    """Whether a firing ``success_ratio`` alert on a channel paymon holds down resolves now: ``min_orders``
+    settled orders since, and ``healthy`` says their ratio is on the healthy side (None: the rule cannot judge a
+    ratio yet); or, without exploration, its probes pass and no order since has failed or is still open."""
+    if rec.settled >= min_orders and rec.ratio is not None:
+        return healthy is not None and healthy(rec.ratio)
+    return not explore and rec.probes_pass and not rec.failed_or_open
