@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from monitor.alerts.detectors import CusumState, Tally, estimate_baseline, params_for, update
-from monitor.alerts.lifecycle import OPS, RuleSpec, make_event, step
+from monitor.alerts.lifecycle import RuleSpec, make_event, step
 from monitor.alerts.muting import Routed, inhibited_by, route
-from monitor.alerts.recovery import Recovering, recovery_resolves
+from monitor.alerts.recovery import Recovering, judged_ratio, resolves_on_probes
 from monitor.alerts.signals import Query, Signals, signal_value
 from monitor.config import LoadedConfig, Rule, parse_duration
 from monitor.models import AlertEvent, AlertState, ChannelStats, ProbeResult
@@ -131,10 +131,13 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[AlertKey, Al
             q = Query(ch.id, window, parse_duration(window).total_seconds(), rule.probe or "query",
                       rule.min_orders if rule.min_orders is not None else d.min_orders)
             value = signal_value(rule.signal, snap.signals, q)
+            rec = snap.recovering.get(ch.id) if rule.signal == "success_ratio" else None
+            if rec is not None:  # held down by paymon: judged on the orders since, not the window's
+                value = judged_ratio(rec, _recovery_gate(cfg, rule))
             before = prev.get((rule.name, ch.id)) or AlertState(rule.name, ch.id)
             after, evs = step(before, spec, value, snap.now)
-            if rule.signal == "success_ratio" and after.state == "firing":
-                after, evs = _on_recovery(cfg, rule, spec, ch.id, snap, after, evs, _healthy_side(spec))
+            if rec is not None:
+                after, evs = _on_recovery(cfg, spec, ch.id, snap, before, after, evs)
             current[(rule.name, ch.id)] = after
             events.extend(evs)
     return events, current, specs
@@ -149,28 +152,23 @@ def _threshold_spec(rule: Rule) -> RuleSpec:
     )
 
 
-def _healthy_side(spec: RuleSpec) -> Callable[[float], bool]:
-    """Whether a value would resolve a firing threshold rule (on the healthy side of ``recover``, else of
-    ``threshold``)."""
-    level = spec.recover if spec.recover is not None else spec.threshold
-    return lambda v: not OPS[spec.op](v, level)
-
-
-def _on_recovery(cfg: LoadedConfig, rule: Rule, spec: RuleSpec, channel: str, snap: Snapshot,
-                 after: AlertState, events: list[AlertEvent],
-                 healthy: Callable[[float], bool] | None) -> tuple[AlertState, list[AlertEvent]]:
-    """A ``success_ratio`` alert still firing on a channel paymon holds below its baseline: judged on the orders
-    since paymon lowered it (or since its exploration trickle began) and, without exploration, on its probes
-    (``monitor.alerts.recovery``); resolved when that says healthy, else left as the rule left it."""
-    rec = snap.recovering.get(channel)
-    if rec is None:
-        return after, events
+def _recovery_gate(cfg: LoadedConfig, rule: Rule) -> int:
+    """How many settled orders since paymon acted judge a ``success_ratio`` rule on a channel it holds down."""
     explore = cfg.monitor.routing.explore
-    gate = explore.min_orders if explore is not None else (
-        rule.min_orders if rule.min_orders is not None else cfg.monitor.defaults.min_orders)
-    if not recovery_resolves(rec, min_orders=gate, explore=explore is not None, healthy=healthy):
+    if explore is not None:
+        return explore.min_orders
+    return rule.min_orders if rule.min_orders is not None else cfg.monitor.defaults.min_orders
+
+
+def _on_recovery(cfg: LoadedConfig, spec: RuleSpec, channel: str, snap: Snapshot, before: AlertState,
+                 after: AlertState, events: list[AlertEvent]) -> tuple[AlertState, list[AlertEvent]]:
+    """A ``success_ratio`` alert still firing on a channel paymon holds below its baseline, without exploration:
+    resolved when its probes pass and no order since has failed or is still open (``monitor.alerts.recovery``)."""
+    rec = snap.recovering.get(channel)
+    if (rec is None or before.state != "firing" or after.state != "firing"
+            or not resolves_on_probes(rec, explore=cfg.monitor.routing.explore is not None)):
         return after, events
-    resolved = AlertState(rule.name, channel, "inactive", value=rec.ratio, detector=after.detector)
+    resolved = AlertState(spec.name, channel, "inactive", value=rec.ratio, detector=after.detector)
     return resolved, [make_event("resolved", spec, channel, snap.now, rec.ratio)]
 
 
@@ -182,7 +180,8 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
     against the channel's own baseline (its firing periods left out); it fires when it alarms. The CUSUM restarts
     after an alarm, so a firing alert resolves on the data instead: when the ratio over the rule's window (default
     15m) is back at least half-way between the design drop and the baseline. The detector's state travels in the
-    alert state.
+    alert state. On a ``success_ratio`` rule, a channel paymon holds below its baseline is judged on the orders
+    since it acted (``monitor.alerts.recovery``), and a drained one does not fire on late outcomes.
     """
     now = snap.now
     state = CusumState.from_dict(json.loads(prev.detector)) if prev.detector else CusumState()
@@ -199,6 +198,7 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
         severity=rule.severity, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
         actions=tuple(a.kind for a in rule.actions),
     )
+    rec = snap.recovering.get(channel) if rule.signal == "success_ratio" else None
     value: float | None = None
     if params is not None:
         since = state.updated_at
@@ -210,11 +210,13 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
             gate = rule.min_orders if rule.min_orders is not None else default_min_orders
             q = Query(channel, window, parse_duration(window).total_seconds(), probe, 0 if on_probes else gate)
             ratio = signal_value(rule.signal, snap.signals, q)
+            if rec is not None:  # held down by paymon: judged on the orders since, not the window's
+                ratio = judged_ratio(rec, _recovery_gate(cfg, rule))
             value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else params.h
+        elif rec is not None and rec.drained:  # late outcomes of orders from before the drain fire nothing
+            value = None
     state = replace(state, updated_at=now.timestamp())
     after, events = step(prev, spec, value, now)
-    if rule.signal == "success_ratio" and after.state == "firing":
-        midway = (params.p0 + params.p1) / 2 if params is not None else None
-        after, events = _on_recovery(cfg, rule, spec, channel, snap, after, events,
-                                     None if midway is None else lambda v: v >= midway)
+    if rec is not None:
+        after, events = _on_recovery(cfg, spec, channel, snap, prev, after, events)
     return spec, replace(after, detector=json.dumps(state.to_dict())), events

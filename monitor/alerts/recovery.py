@@ -6,7 +6,8 @@ and the weight it holds down would stay down forever. So while paymon holds a ch
 
 - the orders created since paymon lowered it (or since the exploration trickle began): once ``min_orders`` of
   them are settled (created at least the pay timeout ago, so every one has its outcome), their success ratio is
-  the verdict, as the rule would judge it;
+  the rule's value (until then: no verdict), not the window's, which still holds the orders that failed before;
+  on a drained channel late outcomes of older orders do not fire a statistical detector either;
 - without ``routing.explore``, also the channel's probes: when its ``query`` and ``test_order`` probes both
   succeed (their newest results, at least one of them since it was lowered) and no order created since has
   failed or is still open, the alert resolves. A channel whose probes keep failing is never judged healthy.
@@ -14,7 +15,7 @@ and the weight it holds down would stay down forever. So while paymon holds a ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +23,7 @@ import pandas as pd
 
 from monitor.models import ProbeResult, RoutingRow
 
-__all__ = ["JUDGED_PROBES", "Recovering", "probes_pass", "recovering", "recovery_resolves"]
+__all__ = ["JUDGED_PROBES", "Recovering", "probes_pass", "judged_ratio", "passing", "recovering", "resolves_on_probes"]
 
 #: The probes that say whether a channel takes payments again.
 JUDGED_PROBES = ("query", "test_order")
@@ -35,6 +36,8 @@ class Recovering:
     failed or is still open, and whether its probes pass."""
 
     since: datetime
+    #: At weight 0: no order since can say anything, and late outcomes of older orders must not fire a rule.
+    drained: bool = False
     settled: int = 0
     succeeded: int = 0
     failed_or_open: bool = False
@@ -50,6 +53,11 @@ def probes_pass(last: Mapping[tuple[str, str], ProbeResult], channel: str, since
     them ran after ``since``: it answers again, not merely "nothing failed since"."""
     newest = [r for (ch, probe), r in last.items() if ch == channel and probe in JUDGED_PROBES]
     return bool(newest) and all(r.ok for r in newest) and any(r.started_at > since for r in newest)
+
+
+def passing(rows: Mapping[str, RoutingRow], last: Mapping[tuple[str, str], ProbeResult]) -> set[str]:
+    """The channels with a routing row whose probes pass since its last weight change (:func:`probes_pass`)."""
+    return {ch for ch, row in rows.items() if probes_pass(last, ch, row.changed_at)}
 
 
 def recovering(rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
@@ -71,15 +79,18 @@ def recovering(rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
             settled = int((done["success_time"].notna() | done["fail_time"].notna()).sum())
             succeeded = int(done["success_time"].notna().sum())
             failed_or_open = bool((mine["success_time"].isna()).any())
-        out[ch] = Recovering(since, settled, succeeded, failed_or_open, probes_pass(last, ch, since))
+        out[ch] = Recovering(since, row.target == 0, settled, succeeded, failed_or_open,
+                             probes_pass(last, ch, since))
     return out
 
 
-def recovery_resolves(rec: Recovering, *, min_orders: int, explore: bool,
-                      healthy: Callable[[float], bool] | None) -> bool:
-    """Whether a firing ``success_ratio`` alert on a channel paymon holds down resolves now: ``min_orders``
-    settled orders since, and ``healthy`` says their ratio is on the healthy side (None: the rule cannot judge a
-    ratio yet); or, without exploration, its probes pass and no order since has failed or is still open."""
-    if rec.settled >= min_orders and rec.ratio is not None:
-        return healthy is not None and healthy(rec.ratio)
+
+def judged_ratio(rec: Recovering, min_orders: int) -> float | None:
+    """The success ratio of the settled orders since paymon acted, once there are ``min_orders`` of them."""
+    return rec.ratio if rec.settled >= min_orders else None
+
+
+def resolves_on_probes(rec: Recovering, *, explore: bool) -> bool:
+    """Without exploration, a firing ``success_ratio`` alert on a channel paymon holds down resolves when its
+    probes pass and no order since has failed or is still open."""
     return not explore and rec.probes_pass and not rec.failed_or_open

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from monitor.alerts.recovery import probes_pass
+from monitor.alerts.recovery import passing
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.errors import SinkError
@@ -62,7 +62,7 @@ class RoutingStage:
                   if w.actor == "paymon" and w.new < w.old]
         rows, last = self.store.routing_states(), self.store.last_probes()
         decision = plan(self.cfg, states, maintenance, weights, rows, now=now, changes_last_hour=len(recent),
-                        probes_ok={ch for ch, row in rows.items() if probes_pass(last, ch, row.changed_at)})
+                        probes_ok=passing(rows, last))
         for msg in decision.held:
             self._once(msg, logging.WARNING, "routing held: %s", msg)
         if routing.mode != "auto":  # suggest: say what would change, write nothing
