@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from monitor.alerts.evaluate import DETECTOR_HISTORY, PROBE_DETECTOR_SIGNALS, Snapshot
-from monitor.alerts.recovery import Recovering, recovering
+from monitor.alerts.recovery import Recovering, lowered_at, recovering
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
@@ -107,11 +107,12 @@ def merchant_standing(last: Mapping[tuple[str, str], ProbeResult]) -> dict[str, 
 
 
 def held_down(cfg: LoadedConfig, rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
-              last: Mapping[tuple[str, str], ProbeResult], now: datetime) -> dict[str, Recovering]:
+              last: Mapping[tuple[str, str], ProbeResult], now: datetime,
+              lowered: Mapping[str, datetime]) -> dict[str, Recovering]:
     """The channels paymon holds below their baseline, as their ``success_ratio`` alerts are judged meanwhile
     (``monitor.alerts.recovery``). Pure; the daemon's snapshot and ``paymon backtest`` both call it."""
     d = cfg.monitor.defaults
-    return recovering(rows, judged, last, now=now,
+    return recovering(rows, judged, last, now=now, lowered=lowered,
                       pay_timeout={c.id: c.pay_timeout or d.pay_timeout for c in cfg.channels})
 
 
@@ -128,7 +129,10 @@ def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     last = store.last_probes()
     signals = Signals(stats=orders.stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
                       unsettled_balance=unsettled(last), merchant_banned=merchant_standing(last))
-    held = held_down(cfg, store.routing_states(), orders.judged, last, now)
+    rows = store.routing_states()
+    lowered = lowered_at(store.weight_history(since=now - DETECTOR_HISTORY, limit=10_000)) if any(
+        r.target < r.baseline for r in rows.values()) else {}
+    held = held_down(cfg, rows, orders.judged, last, now, lowered)
     if not detectors:
         return Snapshot(now, orders.stats, signals, last, judged=orders.judged, recovering=held)
     probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}

@@ -181,7 +181,7 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
     after an alarm, so a firing alert resolves on the data instead: when the ratio over the rule's window (default
     15m) is back at least half-way between the design drop and the baseline. The detector's state travels in the
     alert state. On a ``success_ratio`` rule, a channel paymon holds below its baseline is judged on the orders
-    since it acted (``monitor.alerts.recovery``), and a drained one does not fire on late outcomes.
+    since it acted (``monitor.alerts.recovery``), not on late outcomes of the orders that made it act.
     """
     now = snap.now
     state = CusumState.from_dict(json.loads(prev.detector)) if prev.detector else CusumState()
@@ -202,7 +202,8 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
     value: float | None = None
     if params is not None:
         since = state.updated_at
-        fresh = [ok for at, ok in outcomes if since is not None and since < at.timestamp() <= now.timestamp()]
+        seen = rec.outcomes if rec is not None else outcomes  # held down: orders since paymon acted only
+        fresh = [ok for at, ok in seen if since is not None and since < at.timestamp() <= now.timestamp()]
         state, alarmed, statistic = update(state, fresh, params, now)
         value = statistic
         if prev.state == "firing":
@@ -213,8 +214,6 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
             if rec is not None:  # held down by paymon: judged on the orders since, not the window's
                 ratio = judged_ratio(rec, _recovery_gate(cfg, rule))
             value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else params.h
-        elif rec is not None and rec.drained:  # late outcomes of orders from before the drain fire nothing
-            value = None
     state = replace(state, updated_at=now.timestamp())
     after, events = step(prev, spec, value, now)
     if rec is not None:

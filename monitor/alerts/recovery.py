@@ -7,7 +7,8 @@ and the weight it holds down would stay down forever. So while paymon holds a ch
 - the orders created since paymon lowered it (or since the exploration trickle began): once ``min_orders`` of
   them are settled (created at least the pay timeout ago, so every one has its outcome), their success ratio is
   the rule's value (until then: no verdict), not the window's, which still holds the orders that failed before;
-  on a drained channel late outcomes of older orders do not fire a statistical detector either;
+  a statistical detector reads only the outcomes of orders created since paymon lowered the channel (the late
+  outcomes of older orders belong to the incident paymon already acted on);
 - without ``routing.explore``, also the channel's probes: when its ``query`` and ``test_order`` probes both
   succeed (their newest results, at least one of them since it was lowered) and no order created since has
   failed or is still open, the alert resolves. A channel whose probes keep failing is never judged healthy.
@@ -15,13 +16,13 @@ and the weight it holds down would stay down forever. So while paymon holds a ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
 
-from monitor.models import ProbeResult, RoutingRow
+from monitor.models import ProbeResult, RoutingRow, WeightChange
 
 __all__ = ["JUDGED_PROBES", "Recovering", "probes_pass", "judged_ratio", "passing", "recovering", "resolves_on_probes"]
 
@@ -36,12 +37,13 @@ class Recovering:
     failed or is still open, and whether its probes pass."""
 
     since: datetime
-    #: At weight 0: no order since can say anything, and late outcomes of older orders must not fire a rule.
-    drained: bool = False
     settled: int = 0
     succeeded: int = 0
     failed_or_open: bool = False
     probes_pass: bool = False
+    #: Outcomes (decided at, succeeded?), oldest first, of the orders created since paymon last lowered the
+    #: channel: what a statistical detector may still learn from (older orders belong to what it acted on).
+    outcomes: tuple[tuple[datetime, bool], ...] = ()
 
     @property
     def ratio(self) -> float | None:
@@ -55,6 +57,15 @@ def probes_pass(last: Mapping[tuple[str, str], ProbeResult], channel: str, since
     return bool(newest) and all(r.ok for r in newest) and any(r.started_at > since for r in newest)
 
 
+def lowered_at(history: Iterable[WeightChange]) -> dict[str, datetime]:
+    """When paymon last lowered each channel, from the weight audit (any order)."""
+    out: dict[str, datetime] = {}
+    for w in history:
+        if w.actor == "paymon" and w.new < w.old and (w.channel not in out or w.at > out[w.channel]):
+            out[w.channel] = w.at
+    return out
+
+
 def passing(rows: Mapping[str, RoutingRow], last: Mapping[tuple[str, str], ProbeResult]) -> set[str]:
     """The channels with a routing row whose probes pass since its last weight change (:func:`probes_pass`)."""
     return {ch for ch, row in rows.items() if probes_pass(last, ch, row.changed_at)}
@@ -62,10 +73,11 @@ def passing(rows: Mapping[str, RoutingRow], last: Mapping[tuple[str, str], Probe
 
 def recovering(rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
                last: Mapping[tuple[str, str], ProbeResult], *, now: datetime,
-               pay_timeout: Mapping[str, timedelta]) -> dict[str, Recovering]:
+               pay_timeout: Mapping[str, timedelta], lowered: Mapping[str, datetime]) -> dict[str, Recovering]:
     """Every channel paymon holds below its baseline, judged since its last weight change (the lowering, or the
-    start of the exploration trickle). ``judged`` is the snapshot's judged orders (``judge_orders``);
-    ``pay_timeout`` each channel's."""
+    start of the exploration trickle or of a restore step). ``judged`` is the snapshot's judged orders
+    (``judge_orders``); ``pay_timeout`` each channel's; ``lowered`` when paymon last lowered each (:func:`lowered_at`;
+    its last change when unknown)."""
     out: dict[str, Recovering] = {}
     for ch, row in rows.items():
         if row.target >= row.baseline or ch not in pay_timeout:
@@ -73,16 +85,23 @@ def recovering(rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
         since = row.changed_at
         settled = succeeded = 0
         failed_or_open = False
+        outcomes: list[tuple[datetime, bool]] = []
         if judged is not None and len(judged):
+            ours = judged[(judged["channel"] == ch)
+                          & (judged["created_at"] >= pd.Timestamp(min(since, lowered.get(ch, since))))]
+            for ok_at, fail_at in zip(ours["success_time"], ours["fail_time"], strict=True):
+                if not pd.isna(ok_at):
+                    outcomes.append((ok_at.to_pydatetime(), True))
+                elif not pd.isna(fail_at):
+                    outcomes.append((fail_at.to_pydatetime(), False))
             mine = judged[(judged["channel"] == ch) & (judged["created_at"] >= pd.Timestamp(since))]
             done = mine[mine["created_at"] <= pd.Timestamp(now - pay_timeout[ch])]
             settled = int((done["success_time"].notna() | done["fail_time"].notna()).sum())
             succeeded = int(done["success_time"].notna().sum())
-            failed_or_open = bool((mine["success_time"].isna()).any())
-        out[ch] = Recovering(since, row.target == 0, settled, succeeded, failed_or_open,
-                             probes_pass(last, ch, since))
+            failed_or_open = bool(mine["success_time"].isna().any())
+        out[ch] = Recovering(since, settled, succeeded, failed_or_open, probes_pass(last, ch, since),
+                             tuple(sorted(outcomes, key=lambda o: o[0])))
     return out
-
 
 
 def judged_ratio(rec: Recovering, min_orders: int) -> float | None:
