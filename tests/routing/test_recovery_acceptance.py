@@ -33,8 +33,8 @@ ORDERS_AT = timedelta(seconds=10)  # the shop's orders come 10 s after each prob
 EXPIRE_S = 1200.0
 HEALTHY = timedelta(minutes=70)  # the shipped low_success detector needs an hour of history first
 CHANNELS = ("epay-main", "epay-backup")
-#: The outage begins this long before a query probe, so its 80 seconds span three of them (0 s, 30 s, 60 s in),
-#: as the shipped channel_down rule needs; the repair comes 10 s after the third.
+#: The outage begins this long after a query probe (10 s before the next), so its 80 seconds span three of them
+#: (10 s, 40 s and 70 s in), as the shipped channel_down rule needs; the repair comes 10 s after the third.
 OFFSET = timedelta(seconds=20)
 
 
@@ -46,8 +46,8 @@ async def sim(clock: FixedClock) -> AsyncIterator[SimServer]:
 
 class Traffic:
     """The shop: ``PER_TICK`` orders each tick (between the probe moments) per channel at its full weight (a share
-    at a lower weight), each
-    opened at the gateway over HTTP and visited by its buyer; notifies answered at once; unpaid orders expire."""
+    at a lower weight), each opened at the gateway over HTTP and visited by its buyer; notifies answered at once;
+    unpaid orders expire."""
 
     def __init__(self, shop: Shop, sim: SimServer, run: Run) -> None:
         self.shop, self.sim, self.run = shop, sim, run
