@@ -24,12 +24,14 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from monitor.alerts.evaluate import Snapshot, evaluate
+from monitor.alerts.recovery import lowered_at, passing
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
 from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow, WeightChange
 from monitor.routing.plan import plan
 from monitor.snapshot import (
     PROBE_WINDOW_SIGNALS,
+    held_down,
     in_maintenance,
     merchant_standing,
     order_view,
@@ -141,15 +143,16 @@ class _History:
                              key=lambda r: (r.started_at, r.probe))
         self.detectors = any(r.detector is not None for r in cfg.monitor.rules)
 
-    def snapshot(self, t: datetime) -> Snapshot:
-        """What the daemon's snapshot would have held at ``t``: orders created by then, probes run by then."""
+    def snapshot(self, t: datetime, rows: Mapping[str, RoutingRow], lowered: Mapping[str, datetime]) -> Snapshot:
+        """What the daemon's snapshot would have held at ``t``: orders created by then, probes run by then, and
+        the channels the simulated routing ``rows`` hold down."""
         created = self.frame["created_at"]
         known = self.frame[created.isna() | (created <= pd.Timestamp(t))]
         orders = order_view(self.cfg, known, t, outcomes=self.detectors)
         streaks, last, recent = _probe_view(self.probes, t, self.probe_window)
         return Snapshot(t, orders.stats, Signals(orders.stats, streaks, recent, unsettled(last),
                                                     merchant_standing(last)), last,
-                        orders.outcomes)
+                        orders.outcomes, recovering=held_down(self.cfg, rows, orders.judged, last, t, lowered))
 
 
 def _muted_in(channels: set[str]) -> Callable[[str, str], bool]:
@@ -186,12 +189,14 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
     edits = [c for c in audit if c.actor == "operator" and c.at > start and c.channel in simulated]
     states: dict[tuple[str, str], AlertState] = {}
     changes_at: list[datetime] = []
+    lowered = lowered_at(c for c in audit if c.at <= start)
     out: list[Moment] = []
     total = int((now - start) / step) + 1
     every = max(1, total // 100)
     for done, t in enumerate(_steps(start, now, step), start=1):
         maintenance = in_maintenance(cfg, t)
-        result = evaluate(cfg, history.snapshot(t), states, muted=_muted_in(set(maintenance)))
+        snap = history.snapshot(t, rows if cfg.monitor.routing.mode == "auto" else {}, lowered)
+        result = evaluate(cfg, snap, states, muted=_muted_in(set(maintenance)))
         states = result.states
         out += [_alert_moment(t, e, names) for e in result.loud]
         while edits and edits[0].at <= t:  # the operator's own edits, when they happened
@@ -199,12 +204,14 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
             simulated[edit.channel] = edit.new
         if cfg.monitor.routing.mode != "off":
             decision = plan(cfg, states, maintenance, simulated, rows, now=t,
-                            changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)))
+                            changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)),
+                            probes_ok=passing(rows, snap.last_probes))
             rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
             for c in decision.changes:
                 simulated[c.channel] = c.new
                 if c.actor == "paymon" and c.new < c.old:
                     changes_at.append(t)
+                    lowered[c.channel] = t
                 out.append(Moment(t, "weight", c.channel, c.rule,
                                   f"WEIGHT {names[c.channel]} ({c.channel}) {c.old} → {c.new} ({c.reason})"))
         if on_progress is not None and (done % every == 0 or done == total):

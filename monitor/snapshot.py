@@ -16,15 +16,16 @@ from typing import Any
 import pandas as pd
 
 from monitor.alerts.evaluate import DETECTOR_HISTORY, PROBE_DETECTOR_SIGNALS, Snapshot
+from monitor.alerts.recovery import Recovering, lowered_at, recovering
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig, parse_duration
 from monitor.config.maintenance import MaintenanceWindow, open_window
 from monitor.metrics.stats import compute_stats, decided_outcomes, judge_orders
-from monitor.models import MERCHANT_BANNED, ChannelStats, ProbeResult
+from monitor.models import MERCHANT_BANNED, ChannelStats, ProbeResult, RoutingRow
 from monitor.store import Store
 
-__all__ = ["PROBE_WINDOW_SIGNALS", "OrderView", "in_maintenance", "merchant_standing", "order_view", "orders_since",
-           "read_snapshot", "unsettled", "windows"]
+__all__ = ["PROBE_WINDOW_SIGNALS", "OrderView", "held_down", "in_maintenance", "merchant_standing", "order_view",
+           "orders_since", "read_snapshot", "unsettled", "windows"]
 
 #: Signals whose rules read the probe results of their window.
 PROBE_WINDOW_SIGNALS = ("probe_success_ratio", "probe_latency_p95", "bad_signatures")
@@ -105,6 +106,16 @@ def merchant_standing(last: Mapping[tuple[str, str], ProbeResult]) -> dict[str, 
     return {channel: verdict for channel, (_, verdict) in said.items()}
 
 
+def held_down(cfg: LoadedConfig, rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
+              last: Mapping[tuple[str, str], ProbeResult], now: datetime,
+              lowered: Mapping[str, datetime]) -> dict[str, Recovering]:
+    """The channels paymon holds below their baseline, as their ``success_ratio`` alerts are judged meanwhile
+    (``monitor.alerts.recovery``). Pure; the daemon's snapshot and ``paymon backtest`` both call it."""
+    d = cfg.monitor.defaults
+    return recovering(rows, judged, last, now=now, lowered=lowered,
+                      pay_timeout={c.id: c.pay_timeout or d.pay_timeout for c in cfg.channels})
+
+
 def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     """Read the store and compute every number the rules and the status view need."""
     detectors = [r for r in cfg.monitor.rules if r.detector is not None]
@@ -118,15 +129,19 @@ def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
     last = store.last_probes()
     signals = Signals(stats=orders.stats, probe_streaks=store.probe_failures_in_a_row(), probe_window=recent,
                       unsettled_balance=unsettled(last), merchant_banned=merchant_standing(last))
+    rows = store.routing_states()
+    lowered = lowered_at(store.weight_history(since=now - DETECTOR_HISTORY, limit=10_000)) if any(
+        r.target < r.baseline for r in rows.values()) else {}
+    held = held_down(cfg, rows, orders.judged, last, now, lowered)
     if not detectors:
-        return Snapshot(now, orders.stats, signals, last, judged=orders.judged)
+        return Snapshot(now, orders.stats, signals, last, judged=orders.judged, recovering=held)
     probe_outcomes: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}
     if any(r.signal in PROBE_DETECTOR_SIGNALS for r in detectors):
         for r in reversed(store.probe_results(since=now - DETECTOR_HISTORY)):
             probe_outcomes.setdefault((r.channel, r.probe), []).append((r.started_at, r.ok))
     periods = firing_periods(store.alert_history(since=now - DETECTOR_HISTORY, limit=100_000),
                              {r.name for r in detectors})
-    return Snapshot(now, orders.stats, signals, last, orders.outcomes, probe_outcomes, periods, orders.judged)
+    return Snapshot(now, orders.stats, signals, last, orders.outcomes, probe_outcomes, periods, orders.judged, held)
 
 
 def firing_periods(history: list[dict[str, Any]], rules: set[str]) -> dict[

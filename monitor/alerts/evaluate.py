@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from monitor.alerts.detectors import CusumState, Tally, estimate_baseline, params_for, update
-from monitor.alerts.lifecycle import RuleSpec, step
+from monitor.alerts.lifecycle import RuleSpec, make_event, step
 from monitor.alerts.muting import Routed, inhibited_by, route
+from monitor.alerts.recovery import Recovering, judged_ratio, resolves_on_probes
 from monitor.alerts.signals import Query, Signals, signal_value
 from monitor.config import LoadedConfig, Rule, parse_duration
 from monitor.models import AlertEvent, AlertState, ChannelStats, ProbeResult
@@ -64,6 +65,9 @@ class Snapshot:
     firing_periods: Mapping[tuple[str, str], list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
     #: The orders the stats were computed from, judged (``judge_orders``), for the order counters.
     judged: pd.DataFrame | None = None
+    #: Channels paymon holds below their baseline, as their ``success_ratio`` alerts are judged meanwhile
+    #: (``monitor.alerts.recovery``).
+    recovering: Mapping[str, Recovering] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[AlertKey, Al
                     if rule.applies_to(ch):
                         key = (rule.name, ch.id)
                         spec, after, evs = cusum_step(rule, ch.id, snap, prev.get(key) or AlertState(rule.name, ch.id),
-                                                      d.min_orders)
+                                                      d.min_orders, cfg)
                         specs.setdefault(rule.name, spec)
                         current[key] = after
                         events.extend(evs)
@@ -127,8 +131,13 @@ def evaluate_rules(cfg: LoadedConfig, snap: Snapshot, prev: Mapping[AlertKey, Al
             q = Query(ch.id, window, parse_duration(window).total_seconds(), rule.probe or "query",
                       rule.min_orders if rule.min_orders is not None else d.min_orders)
             value = signal_value(rule.signal, snap.signals, q)
+            rec = snap.recovering.get(ch.id) if rule.signal == "success_ratio" else None
+            if rec is not None:  # held down by paymon: judged on the orders since, not the window's
+                value = judged_ratio(rec, _recovery_gate(cfg, rule))
             before = prev.get((rule.name, ch.id)) or AlertState(rule.name, ch.id)
             after, evs = step(before, spec, value, snap.now)
+            if rec is not None:
+                after, evs = _on_recovery(cfg, spec, ch.id, snap, before, after, evs)
             current[(rule.name, ch.id)] = after
             events.extend(evs)
     return events, current, specs
@@ -143,15 +152,36 @@ def _threshold_spec(rule: Rule) -> RuleSpec:
     )
 
 
-def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
-               default_min_orders: int) -> tuple[RuleSpec, AlertState, list[AlertEvent]]:
+def _recovery_gate(cfg: LoadedConfig, rule: Rule) -> int:
+    """How many settled orders since paymon acted judge a ``success_ratio`` rule on a channel it holds down."""
+    explore = cfg.monitor.routing.explore
+    if explore is not None:
+        return explore.min_orders
+    return rule.min_orders if rule.min_orders is not None else cfg.monitor.defaults.min_orders
+
+
+def _on_recovery(cfg: LoadedConfig, spec: RuleSpec, channel: str, snap: Snapshot, before: AlertState,
+                 after: AlertState, events: list[AlertEvent]) -> tuple[AlertState, list[AlertEvent]]:
+    """A ``success_ratio`` alert still firing on a channel paymon holds below its baseline, without exploration:
+    resolved when its probes pass and no order since has failed or is still open (``monitor.alerts.recovery``)."""
+    rec = snap.recovering.get(channel)
+    if (rec is None or before.state != "firing" or after.state != "firing"
+            or not resolves_on_probes(rec, explore=cfg.monitor.routing.explore is not None)):
+        return after, events
+    resolved = AlertState(spec.name, channel, "inactive", value=rec.ratio, detector=after.detector)
+    return resolved, [make_event("resolved", spec, channel, snap.now, rec.ratio)]
+
+
+def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, default_min_orders: int,
+               cfg: LoadedConfig) -> tuple[RuleSpec, AlertState, list[AlertEvent]]:
     """One evaluation of a ``detector: cusum`` rule on one channel (see ``monitor.alerts.detectors``).
 
     The CUSUM reads the orders decided (or, for ``probe_success_ratio``, the probe results) since its last update
     against the channel's own baseline (its firing periods left out); it fires when it alarms. The CUSUM restarts
     after an alarm, so a firing alert resolves on the data instead: when the ratio over the rule's window (default
     15m) is back at least half-way between the design drop and the baseline. The detector's state travels in the
-    alert state.
+    alert state. On a ``success_ratio`` rule, a channel paymon holds below its baseline is judged on the orders
+    since it acted (``monitor.alerts.recovery``), not on late outcomes of the orders that made it act.
     """
     now = snap.now
     state = CusumState.from_dict(json.loads(prev.detector)) if prev.detector else CusumState()
@@ -168,10 +198,12 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
         severity=rule.severity, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
         actions=tuple(a.kind for a in rule.actions),
     )
+    rec = snap.recovering.get(channel) if rule.signal == "success_ratio" else None
     value: float | None = None
     if params is not None:
         since = state.updated_at
-        fresh = [ok for at, ok in outcomes if since is not None and since < at.timestamp() <= now.timestamp()]
+        seen = rec.outcomes if rec is not None else outcomes  # held down: orders since paymon acted only
+        fresh = [ok for at, ok in seen if since is not None and since < at.timestamp() <= now.timestamp()]
         state, alarmed, statistic = update(state, fresh, params, now)
         value = statistic
         if prev.state == "firing":
@@ -179,7 +211,11 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState,
             gate = rule.min_orders if rule.min_orders is not None else default_min_orders
             q = Query(channel, window, parse_duration(window).total_seconds(), probe, 0 if on_probes else gate)
             ratio = signal_value(rule.signal, snap.signals, q)
+            if rec is not None:  # held down by paymon: judged on the orders since, not the window's
+                ratio = judged_ratio(rec, _recovery_gate(cfg, rule))
             value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else params.h
     state = replace(state, updated_at=now.timestamp())
     after, events = step(prev, spec, value, now)
+    if rec is not None:
+        after, events = _on_recovery(cfg, spec, channel, snap, prev, after, events)
     return spec, replace(after, detector=json.dumps(state.to_dict())), events

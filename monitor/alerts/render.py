@@ -85,6 +85,7 @@ _REASON_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^rule (\S+): drain$"), r"规则 \1: 摘除 (权重归零)"),
     (re.compile(r"^rule (\S+): reduce to (\S+)× baseline$"), r"规则 \1: 降至原权重的 \2 倍"),
     (re.compile(r"^restore step (\d+)/(\d+)$"), r"逐步恢复 第 \1/\2 步"),
+    (re.compile(r"^explore: (\S+)× baseline$"), r"试探恢复: 原权重的 \1 倍 (少量真实订单)"),
     (re.compile(r"^edited in the shared config$"), "运营者手动修改了配置"),
     (re.compile(r"^(\d+) unpaid order\(s\) may still get their callback \(newest created (.+) Beijing time\).*$"),
      r"\1 笔未支付订单仍可能收到回调 (最新一笔创建于北京时间 \2)；独角数卡拒收已关闭网关的回调，待回调窗口过后再关闭"),

@@ -362,6 +362,15 @@ class Restore(ConfigModel):
     healthy_for: PositiveDuration = timedelta(minutes=10)
 
 
+class Explore(ConfigModel):
+    """Restore a channel paymon drained through a trickle of real orders first: the restore's first step is
+    ``share`` of the baseline, and a ``success_ratio`` rule still firing on the channel is judged only on the
+    orders created since the trickle began, once ``min_orders`` of them are settled."""
+
+    share: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    min_orders: Annotated[int, Field(ge=1, le=100_000)] = 20
+
+
 def _channels_file_default(cls: type, value: Any, info: ValidationInfo) -> Any:
     """A missing path means the channels file being loaded (``channels.yaml`` beside monitor.yaml)."""
     if value is not None:
@@ -446,6 +455,8 @@ class Routing(ConfigModel):
     min_active_per_method: Annotated[int, Field(ge=1, le=1000)] = 1
     max_changes_per_hour: Annotated[int, Field(ge=0, le=3600)] = 6
     restore: Restore = Field(default_factory=Restore)
+    #: Unset: a drained channel's success_ratio alerts are judged by its probes (see ``Explore`` for the other way).
+    explore: Explore | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,7 @@ call :func:`plan`, the first with the shared config's weights, the second with a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from monitor.alerts.muting import inhibited_by
@@ -21,15 +21,16 @@ def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState
                   maintenance: Mapping[str, MaintenanceWindow]) -> list[Wish]:
     """What firing rules with weight actions, and draining maintenance windows, ask of the routing policy."""
     actions = {r.name: r.actions for r in cfg.monitor.rules}
+    on_orders = {r.name for r in cfg.monitor.rules if r.signal == "success_ratio"}
     wishes = []
     for (rule, channel), s in states.items():
         if s.state != "firing":
             continue
         for a in actions.get(rule, ()):
             if a.kind == "drain":
-                wishes.append(Wish(channel, rule, 0.0))
+                wishes.append(Wish(channel, rule, 0.0, by_orders=rule in on_orders))
             elif a.kind == "reduce_weight" and a.factor is not None:
-                wishes.append(Wish(channel, rule, a.factor))
+                wishes.append(Wish(channel, rule, a.factor, by_orders=rule in on_orders))
     wishes += [Wish(channel, "maintenance", 0.0, "maintenance window") for channel, w in maintenance.items()
                if w.drain]
     # The policy keeps the first of equal wishes: let a rule that inhibits another go first, so a change both
@@ -40,15 +41,18 @@ def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState
 
 def plan(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
          maintenance: Mapping[str, MaintenanceWindow], weights: Mapping[str, int], rows: Mapping[str, RoutingRow],
-         *, now: datetime, changes_last_hour: int) -> Decision:
+         *, now: datetime, changes_last_hour: int, probes_ok: Collection[str] = ()) -> Decision:
     """Every channel's target weight for this cycle, from the alert states after evaluation, the open maintenance
-    windows, the weights the shop reads now (channels without one are left out) and the routing rows so far."""
+    windows, the weights the shop reads now (channels without one are left out), the routing rows so far and the
+    channels whose probes pass now."""
     routing = cfg.monitor.routing
     r = routing.restore
-    channels = [ChannelRouting(c.id, weights[c.id], tuple(c.methods)) for c in cfg.channels if c.id in weights]
+    channels = [ChannelRouting(c.id, weights[c.id], tuple(c.methods), c.id in probes_ok)
+                for c in cfg.channels if c.id in weights]
     return decide(
         channels, rows, weight_wishes(cfg, states, maintenance), now=now,
-        restore=RestorePolicy(tuple(r.steps), r.every, r.healthy_for),
+        restore=RestorePolicy(tuple(r.steps), r.every, r.healthy_for,
+                              routing.explore.share if routing.explore is not None else None),
         min_active_per_method=routing.min_active_per_method,
         max_changes_per_hour=routing.max_changes_per_hour, changes_last_hour=changes_last_hour,
     )

@@ -10,6 +10,10 @@
   resolve (``operator_hold``).
 - Guards: no change leaves a payment method with fewer than ``min_active_per_method`` channels of weight > 0,
   and at most ``max_changes_per_hour`` lowering changes are made (restores are always allowed: they only help).
+- Exploration (``restore.explore``, a share of the baseline): the restore's first step is that share, a trickle
+  of real orders. A drained channel whose probes pass and on which only rules judged on orders still fire (a
+  ``success_ratio`` alert cannot resolve without orders) gets the trickle after ``healthy_for`` and keeps it
+  until those rules resolve on the trickle's orders; the restore then goes on. Failing probes: no trickle.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from datetime import datetime, timedelta
 
 from monitor.models import RoutingRow, WeightChange
 
-__all__ = ["ChannelRouting", "Decision", "RestorePolicy", "Wish", "adopt", "decide", "next_restore"]
+__all__ = ["EXPLORE", "ChannelRouting", "Decision", "RestorePolicy", "Wish", "adopt", "decide", "next_restore"]
+
+#: How the reason of an exploration step begins.
+EXPLORE = "explore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +35,23 @@ class RestorePolicy:
     steps: tuple[float, ...] = (0.25, 0.5, 1.0)
     every: timedelta = timedelta(minutes=5)
     healthy_for: timedelta = timedelta(minutes=10)
+    #: The exploration share of the baseline (the restore's first step), or None: no exploration.
+    explore: float | None = None
+
+    def trickle(self, baseline: int) -> int:
+        """The exploration step's weight for ``baseline`` (at least 1), or 0 without exploration."""
+        return max(1, int(round(baseline * self.explore))) if self.explore is not None and baseline > 0 else 0
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelRouting:
-    """A channel as routing sees it: its weight in the shared file now, and the payment methods it serves."""
+    """A channel as routing sees it: its weight in the shared file now, the payment methods it serves, and
+    whether its probes pass now (``monitor.alerts.recovery.probes_pass``)."""
 
     id: str
     file_weight: int
     methods: tuple[str, ...] = ()
+    probes_ok: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +63,8 @@ class Wish:
     factor: float
     #: Why, in words, when it is not a rule (a maintenance window).
     reason: str | None = None
+    #: The rule judges orders (``success_ratio``): on a drained channel it can only resolve on a trickle of them.
+    by_orders: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,9 @@ def decide(
     changes_last_hour: int = 0,
 ) -> Decision:
     """Compute every channel's target weight for this cycle."""
+    wishes = list(wishes)
     wished = _strongest(wishes)
+    on_orders_only = {ch for ch in wished if all(w.by_orders for w in wishes if w.channel == ch)}
     changes: list[WeightChange] = []
     # 1. Adopt operator edits and make sure every channel has a row.
     out = {ch.id: _adopt(ch, rows.get(ch.id), ch.id in wished, now, changes) for ch in channels}
@@ -84,7 +103,13 @@ def decide(
     for ch in channels:
         wish = wished.get(ch.id)
         row = out[ch.id]
-        out[ch.id] = _lower(ch, row, wish, cycle) if wish is not None else _restore(ch, row, restore, cycle)
+        if wish is None:
+            out[ch.id] = _restore(ch, row, restore, cycle)
+        elif (ch.id in on_orders_only and ch.probes_ok and not row.operator_hold
+              and row.target <= restore.trickle(row.baseline) < row.baseline):
+            out[ch.id] = _explore(ch, row, restore, cycle)
+        else:
+            out[ch.id] = _lower(ch, row, wish, cycle)
     return Decision(out, cycle.changes, cycle.held)
 
 
@@ -170,9 +195,12 @@ def _restore(ch: ChannelRouting, row: RoutingRow, restore: RestorePolicy, cycle:
         return replace(row, healthy_since=None, step=0) if row.healthy_since or row.step else row
     healthy_since = row.healthy_since or now
     row = replace(row, healthy_since=healthy_since)
-    due = now - healthy_since >= restore.healthy_for and (row.step == 0 or now - row.changed_at >= restore.every)
+    first = row.step == 0 and not row.reason.startswith(EXPLORE)
+    due = now - healthy_since >= restore.healthy_for and (first or now - row.changed_at >= restore.every)
     if not due:
         return row
+    if row.target < restore.trickle(row.baseline):
+        return _to_trickle(ch, row, restore, cycle)
     nxt = row.step
     want = row.target
     while nxt < len(restore.steps) and want <= row.target:
@@ -185,6 +213,26 @@ def _restore(ch: ChannelRouting, row: RoutingRow, restore: RestorePolicy, cycle:
     return replace(row, target=want, step=nxt if want < row.baseline else 0, reason=reason, changed_at=now)
 
 
+def _explore(ch: ChannelRouting, row: RoutingRow, restore: RestorePolicy, cycle: _Cycle) -> RoutingRow:
+    """A drained channel whose probes pass, held down only by rules judged on orders: once healthy for
+    ``healthy_for`` it gets the exploration trickle, and keeps it (no further step) while those rules fire."""
+    if row.target >= restore.trickle(row.baseline):
+        return row
+    healthy_since = row.healthy_since or cycle.now
+    row = replace(row, healthy_since=healthy_since)
+    if cycle.now - healthy_since < restore.healthy_for:
+        return row
+    return _to_trickle(ch, row, restore, cycle)
+
+
+def _to_trickle(ch: ChannelRouting, row: RoutingRow, restore: RestorePolicy, cycle: _Cycle) -> RoutingRow:
+    want = restore.trickle(row.baseline)
+    reason = f"{EXPLORE}: {restore.explore:g}× baseline"
+    cycle.changes.append(WeightChange(ch.id, row.target, want, reason, cycle.now))
+    cycle.active[ch.id] = True
+    return replace(row, target=want, step=0, reason=reason, changed_at=cycle.now)
+
+
 def next_restore(row: RoutingRow, restore: RestorePolicy) -> datetime | None:
     """When the next restore step is due for a channel below its baseline (the same test as the restore itself:
     healthy for ``healthy_for``, and ``every`` since the last step); None when it is at its baseline, or while
@@ -192,7 +240,7 @@ def next_restore(row: RoutingRow, restore: RestorePolicy) -> datetime | None:
     if row.target >= row.baseline or row.healthy_since is None:
         return None
     due = row.healthy_since + restore.healthy_for
-    return max(due, row.changed_at + restore.every) if row.step else due
+    return max(due, row.changed_at + restore.every) if row.step or row.reason.startswith(EXPLORE) else due
 
 
 def adopt(ch: ChannelRouting, row: RoutingRow | None, *, wished: bool,

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from monitor.alerts.recovery import passing
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.errors import SinkError
@@ -74,7 +75,8 @@ class RoutingStage:
                 weights[ch] = row.applied
         recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
                   if w.actor == "paymon" and w.new < w.old]
-        decision = plan(self.cfg, states, maintenance, weights, rows, now=now, changes_last_hour=len(recent))
+        decision = plan(self.cfg, states, maintenance, weights, rows, now=now, changes_last_hour=len(recent),
+                        probes_ok=passing(rows, self.store.last_probes()))
         for msg in decision.held:
             self._once(msg, logging.WARNING, "routing held: %s", msg)
         if routing.mode != "auto":  # suggest: say what would change, write nothing
