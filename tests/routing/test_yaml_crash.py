@@ -30,11 +30,12 @@ OLD_WEIGHTS = {"epay-main": 60, "epay-backup": 40, "usdt": 100}
 KILLS = 200
 
 
-def _writer(path: Path) -> None:
-    """The child: flip the file between the two weight sets until killed."""
+def _writer(path: Path, done: int) -> None:
+    """The child: flip the file between the two weight sets until killed, saying so on ``done`` after each."""
     sink = YamlWeightSink(path)
     while True:
         sink.write(NEW_WEIGHTS if sink.read() == OLD_WEIGHTS else OLD_WEIGHTS)
+        os.write(done, b".")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to kill a writer mid-write")
@@ -48,15 +49,21 @@ def test_sigkill_at_random_moments_leaves_old_or_new_file(tmp_path: Path) -> Non
     rng = random.Random(13)  # fixed seed: the same kill schedule on every run
     seen: set[bytes] = set()
     for _ in range(KILLS):
+        read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns; it is killed
             try:
-                _writer(path)
+                os.close(read_end)
+                _writer(path, write_end)
             finally:
                 os._exit(1)
+        os.close(write_end)
+        # Kill only after the child finished one rewrite (however busy the machine), at a random moment after.
+        assert os.read(read_end, 1) == b"."
         time.sleep(rng.uniform(0, 0.04))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        os.close(read_end)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "the writer stopped by itself"
         data = path.read_bytes()
         assert data in (OLD.encode(), new), "channels.yaml is neither the old nor the new content"
@@ -65,11 +72,11 @@ def test_sigkill_at_random_moments_leaves_old_or_new_file(tmp_path: Path) -> Non
     # The schedule killed writers on both sides of a rewrite: the test did exercise a file being replaced.
     assert seen == {OLD.encode(), new}
 
-    # What killed writers left behind is removed by a later write once it is old; a fresh one may be a live
-    # writer's and stays.
-    leftovers = list(tmp_path.glob(".channels.yaml.*.tmp"))
-    assert leftovers, "no kill landed inside a write"
-    for p in leftovers:
+    # A writer killed mid-write leaves its temporary file (whether one of the kills above did depends on timing):
+    # a later write removes such files once old, and leaves a fresh one, maybe a live writer's.
+    dead = tmp_path / ".channels.yaml.dead.tmp"
+    dead.write_text("half a fi", encoding="utf-8")
+    for p in tmp_path.glob(".channels.yaml.*.tmp"):
         os.utime(p, (0, 0))
     fresh = tmp_path / ".channels.yaml.live.tmp"
     fresh.write_text("another writer's", encoding="utf-8")
