@@ -28,6 +28,7 @@ from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
 from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow, WeightChange
 from monitor.routing.plan import plan
+from monitor.routing.smart import is_smart
 from monitor.snapshot import (
     PROBE_WINDOW_SIGNALS,
     in_maintenance,
@@ -191,7 +192,8 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
     every = max(1, total // 100)
     for done, t in enumerate(_steps(start, now, step), start=1):
         maintenance = in_maintenance(cfg, t)
-        result = evaluate(cfg, history.snapshot(t), states, muted=_muted_in(set(maintenance)))
+        snap = history.snapshot(t)
+        result = evaluate(cfg, snap, states, muted=_muted_in(set(maintenance)))
         states = result.states
         out += [_alert_moment(t, e, names) for e in result.loud]
         while edits and edits[0].at <= t:  # the operator's own edits, when they happened
@@ -199,11 +201,12 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
             simulated[edit.channel] = edit.new
         if cfg.monitor.routing.mode != "off":
             decision = plan(cfg, states, maintenance, simulated, rows, now=t,
-                            changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)))
+                            changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)),
+                            stats=snap.stats)
             rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
             for c in decision.changes:
                 simulated[c.channel] = c.new
-                if c.actor == "paymon" and c.new < c.old:
+                if c.actor == "paymon" and c.new < c.old and not is_smart(c.reason):
                     changes_at.append(t)
                 out.append(Moment(t, "weight", c.channel, c.rule,
                                   f"WEIGHT {names[c.channel]} ({c.channel}) {c.old} → {c.new} ({c.reason})"))

@@ -127,7 +127,7 @@ class Pipeline:
         maintenance = in_maintenance(self.cfg, now)
         prev = self.store.alert_states()
         result = self.evaluate(snap, prev, maintenance)
-        routed = self.routing.run(result.states, now, maintenance)
+        routed = self.routing.run(result.states, now, maintenance, snap.stats)
         self.deliver()
         states = channel_states(self.cfg, snap, result.states, maintenance)
         self.publish(snap, result.states, states, routed)

@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.errors import SinkError
-from monitor.models import AlertState, WeightChange
+from monitor.models import AlertState, ChannelStats, WeightChange
 from monitor.routing.plan import plan
+from monitor.routing.smart import is_smart
 from monitor.routing.yaml_file import YamlWeightSink
 from monitor.store import Store
 
@@ -48,7 +49,8 @@ class RoutingStage:
         self._said: set[str] = set()  # warnings and suggestions already logged once
 
     def run(self, states: Mapping[tuple[str, str], AlertState], now: datetime,
-            maintenance: Mapping[str, MaintenanceWindow]) -> RoutingOutcome:
+            maintenance: Mapping[str, MaintenanceWindow],
+            stats: Mapping[tuple[str, str], ChannelStats] | None = None) -> RoutingOutcome:
         routing = self.cfg.monitor.routing
         if self.sink is None or routing.mode == "off":
             return RoutingOutcome()
@@ -58,16 +60,17 @@ class RoutingStage:
             log.warning("routing: %s", exc)
             return RoutingOutcome(held=[str(exc)])
         recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
-                  if w.actor == "paymon" and w.new < w.old]
+                  if w.actor == "paymon" and w.new < w.old and not is_smart(w.reason)]
         decision = plan(self.cfg, states, maintenance, weights, self.store.routing_states(), now=now,
-                        changes_last_hour=len(recent))
+                        changes_last_hour=len(recent), stats=stats)
         for msg in decision.held:
             self._once(msg, logging.WARNING, "routing held: %s", msg)
-        if routing.mode != "auto":  # suggest: say what would change, write nothing
+        if not routing.writes:  # suggest (or smart's shadow): say what would change, write nothing
+            mode = "smart, shadow" if routing.mode == "smart" else routing.mode
             for c in decision.changes:
                 self._once(f"suggest|{c.channel}|{c.old}|{c.new}", logging.INFO,
-                           "routing suggestion (mode: suggest, nothing written): %s %d -> %d (%s)",
-                           c.channel, c.old, c.new, c.reason)
+                           "routing suggestion (mode: %s, nothing written): %s %d -> %d (%s)",
+                           mode, c.channel, c.old, c.new, c.reason)
             return RoutingOutcome(decision.changes, decision.held, weights)
         self.store.save_routing(decision.rows.values(), decision.changes, self.notify)
         pending = {ch: row.target for ch, row in decision.rows.items() if weights.get(ch) != row.target}
