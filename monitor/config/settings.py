@@ -420,7 +420,7 @@ class Smart(ConfigModel):
     every: PositiveDuration = timedelta(minutes=15)
     floor: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
     dead_band: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
-    prior: Annotated[tuple[float, float], AfterValidator(_prior)] = (1.0, 1.0)
+    prior: Annotated[tuple[float, float], AfterValidator(_prior)] = (19.0, 1.0)
     window: WindowText = "1h"
     shadow: bool = False
 

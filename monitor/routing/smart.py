@@ -36,7 +36,7 @@ class SmartPolicy:
     every: timedelta = timedelta(minutes=15)
     floor: float = 0.05
     dead_band: float = 0.05
-    prior: tuple[float, float] = (1.0, 1.0)
+    prior: tuple[float, float] = (19.0, 1.0)
 
 
 @dataclass(frozen=True, slots=True)

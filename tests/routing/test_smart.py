@@ -170,12 +170,29 @@ def test_smart_end_to_end_and_its_shadow_mode(rig: Rig, mode: str, caplog: pytes
     with caplog.at_level(logging.INFO):
         lines = rig.cycle()
         rig.cycle()
-    # success 5/12 and 11/12 (posterior means), baselines 60 + 40: shares 31 % and 69 %
+    # the default prior [19, 1]: posterior means 23/30 and 29/30; baselines 60 + 40: shares 44 % and 56 %
     if mode == "smart":
-        assert lines == ["⚖️ weight main (main): 60 → 31 (smart: 31% of alipay, success 41.7%, fee 0.00%)",
-                         "⚖️ weight backup (backup): 40 → 69 (smart: 69% of alipay, success 91.7%, fee 0.00%)"]
-        assert (rig.weight("main"), rig.weight("backup")) == (31, 69)
+        assert lines == ["⚖️ weight main (main): 60 → 44 (smart: 44% of alipay, success 76.7%, fee 0.00%)",
+                         "⚖️ weight backup (backup): 40 → 56 (smart: 56% of alipay, success 96.7%, fee 0.00%)"]
+        assert (rig.weight("main"), rig.weight("backup")) == (44, 56)
     else:
         assert lines == [] and (rig.weight("main"), rig.weight("backup")) == (60, 40)
-        assert caplog.text.count("routing suggestion (mode: smart, shadow, nothing written): main 60 -> 31") == 1
+        assert caplog.text.count("routing suggestion (mode: smart, shadow, nothing written): main 60 -> 44") == 1
         assert rig.app.store.weight_history() == []
+
+
+def test_smart_changes_leave_the_hourly_budget_to_the_rules(rig: Rig) -> None:
+    """A smart lowering does not use up ``max_changes_per_hour``: a drain right after it still happens."""
+    path = rig.folder / "monitor.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "routing:\n", "routing:\n  mode: smart\n  max_changes_per_hour: 1\n"), encoding="utf-8")
+    rig.restart()
+    for i in range(10):
+        rig.events({"event": "order_created", "order_id": f"m{i}", "channel": "main", "amount": "10.00"},
+                   {"event": "order_created", "order_id": f"b{i}", "channel": "backup", "amount": "10.00"},
+                   {"event": "callback_received", "order_id": f"b{i}", "channel": "backup", "verified": True})
+    rig.clock.advance(timedelta(minutes=16))
+    assert [line.split(" (")[0] for line in rig.cycle()] == ["⚖️ weight main", "⚖️ weight backup"]
+    assert rig.weight("main") < 60
+    rig.probes("backup", "timeout", "timeout", "timeout")
+    assert rig.cycle()[-1].startswith("⚖️ weight backup (backup): 60 → 0 (rule channel_down: drain)")
