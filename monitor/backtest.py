@@ -29,6 +29,7 @@ from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
 from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow, WeightChange
 from monitor.routing.plan import plan
+from monitor.routing.smart import is_smart
 from monitor.snapshot import (
     PROBE_WINDOW_SIGNALS,
     held_down,
@@ -195,7 +196,7 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
     every = max(1, total // 100)
     for done, t in enumerate(_steps(start, now, step), start=1):
         maintenance = in_maintenance(cfg, t)
-        snap = history.snapshot(t, rows if cfg.monitor.routing.mode == "auto" else {}, lowered)
+        snap = history.snapshot(t, rows if cfg.monitor.routing.mode in ("auto", "smart") else {}, lowered)
         result = evaluate(cfg, snap, states, muted=_muted_in(set(maintenance)))
         states = result.states
         out += [_alert_moment(t, e, names) for e in result.loud]
@@ -205,11 +206,11 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
         if cfg.monitor.routing.mode != "off":
             decision = plan(cfg, states, maintenance, simulated, rows, now=t,
                             changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)),
-                            probes_ok=passing(rows, snap.last_probes))
+                            probes_ok=passing(rows, snap.last_probes), stats=snap.stats)
             rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
             for c in decision.changes:
                 simulated[c.channel] = c.new
-                if c.actor == "paymon" and c.new < c.old:
+                if c.actor == "paymon" and c.new < c.old and not is_smart(c.reason):
                     changes_at.append(t)
                     lowered[c.channel] = t
                 out.append(Moment(t, "weight", c.channel, c.rule,

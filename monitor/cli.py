@@ -100,7 +100,7 @@ def build_app(cfg: LoadedConfig, *, clock: Clock | None = None, stream: TextIO |
     routing_sinks = build_sinks(cfg, store) if cfg.monitor.routing.mode != "off" else []
     weights = next((s for s in routing_sinks if isinstance(s, YamlWeightSink)), None)
     webhooks: dict[str, Sink] = {}
-    if cfg.monitor.routing.mode == "auto":  # delivered from the outbox, where each change is queued as it is saved
+    if cfg.monitor.routing.writes:  # delivered from the outbox, where each change is queued as it is saved
         for hook in (WebhookWeightSink.from_config(s, clock=clock) for s in cfg.monitor.routing.all_sinks
                      if isinstance(s, WebhookSink)):
             webhooks[hook.name] = hook

@@ -138,7 +138,7 @@ class Pipeline:
         maintenance = in_maintenance(self.cfg, now)
         prev = self.store.alert_states()
         result = self.evaluate(snap, prev, maintenance)
-        routed = self.route(result.states, now, maintenance)
+        routed = self.route(result.states, now, maintenance, snap.stats)
         self.deliver()
         states = channel_states(self.cfg, snap, result.states, maintenance)
         self.publish(snap, result.states, states, routed)
@@ -205,13 +205,14 @@ class Pipeline:
         return result
 
     def route(self, states: Mapping[tuple[str, str], AlertState], now: datetime,
-              maintenance: Mapping[str, MaintenanceWindow]) -> RoutingOutcome:
+              maintenance: Mapping[str, MaintenanceWindow],
+              stats: Mapping[tuple[str, str], ChannelStats] | None = None) -> RoutingOutcome:
         """The routing stage, under the store's routing lock: ``paymon weights set|restore`` may be changing a
         weight right now, and neither may write back a stale copy of the other's rows. Busy too long: this cycle
         leaves the weights alone (the next one catches up)."""
         try:
             with routing_lock(self.cfg.monitor.storage.url):
-                return self.routing.run(states, now, maintenance)
+                return self.routing.run(states, now, maintenance, stats)
         except LockedError as exc:
             log.warning("routing: %s", exc)
             return RoutingOutcome(held=[str(exc)])

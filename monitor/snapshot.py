@@ -35,6 +35,8 @@ def windows(cfg: LoadedConfig) -> dict[str, timedelta]:
     """Every window a stat is computed for: the configured ``defaults.windows`` and each rule's own ``window``."""
     labels = list(cfg.monitor.defaults.windows)
     labels += [r.window for r in cfg.monitor.rules if r.window and r.window not in labels]
+    if cfg.monitor.routing.mode == "smart" and cfg.monitor.routing.smart.window not in labels:
+        labels.append(cfg.monitor.routing.smart.window)  # the success counts smart weights read
     return {label: parse_duration(label) for label in labels}
 
 

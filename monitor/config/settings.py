@@ -49,6 +49,7 @@ __all__ = [
     "Retention",
     "Routing",
     "RoutingSink",
+    "Smart",
     "Source",
     "SqlSink",
     "StorageConfig",
@@ -444,10 +445,31 @@ class WebhookSink(ConfigModel):
 RoutingSink = Annotated[YamlSink | SqlSink | WebhookSink, Field(discriminator="kind")]
 
 
-class Routing(ConfigModel):
-    """How routing weights are changed: ``auto`` writes, ``suggest`` only proposes, ``off`` does nothing."""
+def _prior(prior: tuple[float, float]) -> tuple[float, float]:
+    if any(not 0 < x <= 10_000 for x in prior):
+        raise invalid("prior is [successes, failures] pseudo-counts, each > 0 (and at most 10000)")
+    return prior
 
-    mode: Literal["auto", "suggest", "off"] = "auto"
+
+class Smart(ConfigModel):
+    """``mode: smart``: among healthy channels of a payment method, weights proportional to each channel's
+    Beta-posterior success ratio over ``window`` × (1 − fee_rate), each at least ``floor`` of the group, changed at
+    most every ``every`` and only when a share moves by more than ``dead_band``. ``shadow``: plan and log the
+    smart weights, write nothing (like ``suggest``)."""
+
+    every: PositiveDuration = timedelta(minutes=15)
+    floor: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
+    dead_band: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
+    prior: Annotated[tuple[float, float], AfterValidator(_prior)] = (19.0, 1.0)
+    window: WindowText = "1h"
+    shadow: bool = False
+
+
+class Routing(ConfigModel):
+    """How routing weights are changed: ``auto`` writes, ``suggest`` only proposes, ``off`` does nothing;
+    ``smart`` is ``auto`` plus success- and fee-weighted shares among healthy channels (``smart:``)."""
+
+    mode: Literal["auto", "suggest", "off", "smart"] = "auto"
     sink: RoutingSink = Field(default_factory=lambda: {"kind": "yaml"}, validate_default=True)
     #: Several sinks, each written every change (e.g. YAML for the weights and the shop's on/off switch in SQL);
     #: given instead of ``sink``.
@@ -457,6 +479,12 @@ class Routing(ConfigModel):
     restore: Restore = Field(default_factory=Restore)
     #: Unset: a drained channel's success_ratio alerts are judged by its probes (see ``Explore`` for the other way).
     explore: Explore | None = None
+    smart: Smart = Field(default_factory=Smart)
+
+    @property
+    def writes(self) -> bool:
+        """Whether decisions are written to the sinks (``auto``, ``smart`` unless ``smart.shadow``)."""
+        return self.mode == "auto" or (self.mode == "smart" and not self.smart.shadow)
 
     @model_validator(mode="before")
     @classmethod

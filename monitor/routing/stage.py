@@ -24,9 +24,10 @@ from monitor.alerts.recovery import passing
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.errors import SinkError
-from monitor.models import AlertState, RoutingRow, WeightChange
+from monitor.models import AlertState, ChannelStats, RoutingRow, WeightChange
 from monitor.routing.base import WeightSink
 from monitor.routing.plan import plan
+from monitor.routing.smart import is_smart
 from monitor.store import Store
 
 __all__ = ["RoutingOutcome", "RoutingStage"]
@@ -57,8 +58,10 @@ class RoutingStage:
         self._said: set[str] = set()  # warnings and suggestions already logged once
 
     def run(self, states: Mapping[tuple[str, str], AlertState], now: datetime,
-            maintenance: Mapping[str, MaintenanceWindow]) -> RoutingOutcome:
-        """Plan this cycle's weights from ``states`` and ``maintenance`` and (mode ``auto``) apply them."""
+            maintenance: Mapping[str, MaintenanceWindow],
+            stats: Mapping[tuple[str, str], ChannelStats] | None = None) -> RoutingOutcome:
+        """Plan this cycle's weights from ``states``, ``maintenance`` and (mode ``smart``) the window ``stats``,
+        and apply them when the mode writes."""
         routing = self.cfg.monitor.routing
         if not self.sinks or routing.mode == "off":
             return RoutingOutcome()
@@ -74,16 +77,17 @@ class RoutingStage:
                 # :meth:`apply` sees every sink hold it, so plan from the weight applied before.
                 weights[ch] = row.applied
         recent = [w for w in self.store.weight_history(since=now - timedelta(hours=1))
-                  if w.actor == "paymon" and w.new < w.old]
+                  if w.actor == "paymon" and w.new < w.old and not is_smart(w.reason)]
         decision = plan(self.cfg, states, maintenance, weights, rows, now=now, changes_last_hour=len(recent),
-                        probes_ok=passing(rows, self.store.last_probes()))
+                        probes_ok=passing(rows, self.store.last_probes()), stats=stats)
         for msg in decision.held:
             self._once(msg, logging.WARNING, "routing held: %s", msg)
-        if routing.mode != "auto":  # suggest: say what would change, write nothing
+        if not routing.writes:  # suggest (or smart's shadow): say what would change, write nothing
+            mode = "smart, shadow" if routing.mode == "smart" else routing.mode
             for c in decision.changes:
                 self._once(f"suggest|{c.channel}|{c.old}|{c.new}", logging.INFO,
-                           "routing suggestion (mode: suggest, nothing written): %s %d -> %d (%s)",
-                           c.channel, c.old, c.new, c.reason)
+                           "routing suggestion (mode: %s, nothing written): %s %d -> %d (%s)",
+                           mode, c.channel, c.old, c.new, c.reason)
             return RoutingOutcome(decision.changes, decision.held, weights)
         self.store.save_routing(decision.rows.values(), decision.changes, self.notify)
         applied = self.apply(now)
