@@ -3,7 +3,6 @@ written as dujiaoka writes them, the daemon's cycle on a fixed clock, the real s
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import uuid
@@ -15,13 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
-from monitor.cli import App, build_app
 from monitor.clock import FixedClock
-from monitor.config import load_config
-from monitor.models import ProbeResult
 from monitor.sim.dujiaoka import DujiaokaWriter
 from monitor.sim.shop import ShopOrder
 from tests.ingest.test_dujiaoka_source import schema
+from tests.routing.rig import AppRig
 
 MONITOR = """\
 storage: {url: "sqlite:///var/paymon.db"}
@@ -127,40 +124,13 @@ def djk(mariadb_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-class Shop:
+class Shop(AppRig):
     """paymon with the dujiaoka sink, driven cycle by cycle on a fixed clock, and the shop's database."""
 
     def __init__(self, folder: Path, clock: FixedClock, db: Engine, url: str, monitor: str | None = None) -> None:
-        (folder / "var").mkdir(parents=True, exist_ok=True)
-        (folder / "monitor.yaml").write_text(monitor or MONITOR, encoding="utf-8")
-        (folder / "channels.yaml").write_text(CHANNELS, encoding="utf-8")
-        self.folder, self.clock, self.db, self.url = folder, clock, db, url
+        self.db, self.url = db, url
         self.writer = DujiaokaWriter(db, PAY_IDS)
-        self.out = io.StringIO()
-        self.app = self.start()
-
-    def start(self) -> App:
-        return build_app(load_config(self.folder / "monitor.yaml", env={"SHOP_DB": self.url}), clock=self.clock,
-                         stream=self.out)
-
-    def restart(self) -> None:
-        self.close()
-        self.app = self.start()
-
-    def close(self) -> None:
-        self.app.pipeline.close()
-        self.app.store.close()
-
-    def probes(self, channel: str, *outcomes: str) -> None:
-        for o in outcomes:
-            self.clock.advance(1)
-            self.app.store.add_probe_results([ProbeResult(channel, "query", o, 0.1, self.clock.now())])
-
-    def cycle(self) -> list[str]:
-        """Run a cycle; return the notification lines it printed."""
-        before = len(self.out.getvalue().splitlines())
-        self.app.pipeline.cycle()
-        return [line.split(" ", 3)[3] for line in self.out.getvalue().splitlines()[before:]]
+        super().__init__(folder, clock, monitor or MONITOR, CHANNELS, env={"SHOP_DB": url})
 
     def order(self, sn: str, channel: str, minutes_ago: float = 1) -> None:
         """A buyer picks ``channel``: dujiaoka writes an unpaid order (status 1)."""

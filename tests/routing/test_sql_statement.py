@@ -3,7 +3,6 @@ config load, and several sinks at once: every change reaches every sink, and cou
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -12,13 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from monitor.cli import App, build_app
 from monitor.clock import FixedClock
 from monitor.config import load_config
 from monitor.errors import ConfigError
-from monitor.models import ProbeResult
 from monitor.routing.statement import statement_problem
 from monitor.routing.yaml_file import YamlWeightSink
+from tests.routing.rig import AppRig
 from tests.routing.test_dujiaoka_sink import CHANNELS, MONITOR
 
 STATEMENT = "UPDATE shop_gateways SET weight = :weight WHERE code = :channel"
@@ -63,40 +61,14 @@ def test_sql_needs_a_flavour_or_a_statement(tmp_path: Path) -> None:
     assert "give flavour: dujiaoka" in str(err.value)
 
 
-class Rig:
+class Rig(AppRig):
     """paymon with the sinks of ``sinks`` (YAML text), on a fixed clock; the shop's table at ``shop_url``."""
 
     def __init__(self, folder: Path, clock: FixedClock, shop_url: str, sinks: str) -> None:
-        (folder / "var").mkdir(parents=True, exist_ok=True)
         monitor = MONITOR[: MONITOR.index("  sinks:\n")] + "  sinks:\n" + sinks + MONITOR[MONITOR.index("  restore"):]
-        (folder / "monitor.yaml").write_text(monitor, encoding="utf-8")
-        (folder / "channels.yaml").write_text(CHANNELS, encoding="utf-8")
-        self.folder, self.clock, self.shop_url = folder, clock, shop_url
+        self.shop_url = shop_url
         self.shop = create_engine(shop_url)
-        self.out = io.StringIO()
-        self.app = self.start()
-
-    def start(self) -> App:
-        cfg = load_config(self.folder / "monitor.yaml", env={"SHOP_DB": self.shop_url})
-        return build_app(cfg, clock=self.clock, stream=self.out)
-
-    def restart(self) -> None:
-        self.close()
-        self.app = self.start()
-
-    def close(self) -> None:
-        self.app.pipeline.close()
-        self.app.store.close()
-
-    def probes(self, channel: str, *outcomes: str) -> None:
-        for o in outcomes:
-            self.clock.advance(1)
-            self.app.store.add_probe_results([ProbeResult(channel, "query", o, 0.1, self.clock.now())])
-
-    def cycle(self) -> list[str]:
-        before = len(self.out.getvalue().splitlines())
-        self.app.pipeline.cycle()
-        return [line.split(" ", 3)[3] for line in self.out.getvalue().splitlines()[before:]]
+        super().__init__(folder, clock, monitor, CHANNELS, env={"SHOP_DB": shop_url})
 
     def shop_weights(self) -> dict[str, tuple[int, str]]:
         with self.shop.connect() as conn:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import threading
 from collections.abc import Iterator
@@ -17,14 +16,13 @@ from typing import Any
 
 import pytest
 
-from monitor.cli import App, build_app
 from monitor.clock import FixedClock
 from monitor.config import load_config
 from monitor.errors import ConfigError
-from monitor.metrics.prom import Metrics
-from monitor.models import ProbeResult, RoutingRow, WeightChange
+from monitor.models import RoutingRow, WeightChange
 from monitor.routing.webhook import WebhookWeightSink
 from monitor.store import Store
+from tests.routing.rig import AppRig
 
 SECRET = "hook-secret-0123456789"
 
@@ -108,29 +106,9 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-class Rig:
+class Rig(AppRig):
     def __init__(self, folder: Path, clock: FixedClock, url: str, monitor: str = MONITOR) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "monitor.yaml").write_text(monitor.replace("URL", url), encoding="utf-8")
-        (folder / "channels.yaml").write_text(CHANNELS, encoding="utf-8")
-        self.folder = folder
-        self.clock = clock
-        self.out = io.StringIO()
-        self.app = self.start()
-
-    def start(self) -> App:
-        cfg = load_config(self.folder / "monitor.yaml", env={"HOOK_SECRET": SECRET})
-        return build_app(cfg, clock=self.clock, stream=self.out, metrics=Metrics())
-
-    def restart(self) -> None:
-        self.app.pipeline.close()
-        self.app.store.close()
-        self.app = self.start()
-
-    def probes(self, channel: str, *outcomes: str) -> None:
-        for o in outcomes:
-            self.clock.advance(1)
-            self.app.store.add_probe_results([ProbeResult(channel, "query", o, 0.1, self.clock.now())])
+        super().__init__(folder, clock, monitor.replace("URL", url), CHANNELS, env={"HOOK_SECRET": SECRET})
 
 
 def test_every_change_arrives_once_in_order_signed_after_500s_and_a_restart(
