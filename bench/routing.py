@@ -19,9 +19,9 @@ CUSUM detector learn its baseline.
 - **auto** / **smart**: paymon's cycle on the shipped rules and routing settings (``config/monitor.yaml``), run
   every minute in simulated time on what was known then through ``paymon backtest``'s own stepper
   (:class:`monitor.backtest.Simulation`): the daemon's snapshot (a channel paymon holds down is judged on the
-  orders since it acted, and on its probes), evaluation, and routing plan (told whose probes pass); the weights it
-  decides are what the shop reads from the next order on. ``smart`` is ``routing.mode: smart`` with the default ``smart:``
-  settings.
+  orders since it acted, a drained one also on its probes), evaluation, and routing plan (told whose probes
+  pass); the weights it decides are what the shop reads from the next order on. ``smart`` is ``routing.mode:
+  smart`` with the default ``smart:`` settings.
 - **oracle**: knows every channel's true success probability minute by minute and sends each minute's orders to
   the channel with the best success × (1 − fee).
 
