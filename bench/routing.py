@@ -16,11 +16,12 @@ orders, amounts and random draws (common random numbers); six hours of normal tr
 CUSUM detector learn its baseline.
 
 - **static**: the operator's weights all day.
-- **auto** / **smart**: paymon's evaluation (:func:`monitor.alerts.evaluate.evaluate`) and routing plan
-  (:func:`monitor.routing.plan.plan`) on the shipped rules and routing settings (``config/monitor.yaml``), run
-  every minute in simulated time on what was known then, as ``paymon backtest`` does; the weights they decide are
-  what the shop reads from the next order on. ``smart`` is ``routing.mode: smart`` with the default ``smart:``
-  settings.
+- **auto** / **smart**: paymon's cycle on the shipped rules and routing settings (``config/monitor.yaml``), run
+  every minute in simulated time on what was known then through ``paymon backtest``'s own stepper
+  (:class:`monitor.backtest.Simulation`): the daemon's snapshot (a channel paymon holds down is judged on the
+  orders since it acted, a drained one also on its probes), evaluation, and routing plan (told whose probes
+  pass); the weights it decides are what the shop reads from the next order on. ``smart`` is ``routing.mode:
+  smart`` with the default ``smart:`` settings.
 - **oracle**: knows every channel's true success probability minute by minute and sends each minute's orders to
   the channel with the best success × (1 − fee).
 
@@ -37,7 +38,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,10 @@ import numpy as np
 import pandas as pd
 from ruamel.yaml import YAML
 
-from monitor.alerts.evaluate import Snapshot, evaluate
-from monitor.alerts.signals import Signals
+from monitor.backtest import History, Simulation
 from monitor.config import LoadedConfig, load_config
-from monitor.models import AlertState, ProbeResult, RoutingRow
-from monitor.routing.plan import plan
-from monitor.routing.smart import is_smart
-from monitor.snapshot import order_view, orders_since
+from monitor.models import ProbeResult
+from monitor.snapshot import orders_since
 from monitor.store.orders import orders_to_frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +107,7 @@ def pick(weights: Mapping[str, int], u: float) -> str:
         acc += w / total
         if u < acc:
             return ch
-    return next(ch for ch, w in reversed(weights.items()) if w > 0)
+    return next(ch for ch, w in reversed(list(weights.items())) if w > 0)
 
 
 #: Parts of the day reported apart: (label, from hour, to hour).
@@ -157,48 +155,40 @@ Router = Callable[[datetime], dict[str, int]]
 
 
 class Paymon:
-    """paymon's cycle in simulated time: the orders known so far → snapshot → evaluation → routing plan."""
+    """paymon's cycle in simulated time, through ``paymon backtest``'s machinery (:class:`monitor.backtest.Simulation`
+    on a :class:`monitor.backtest.History` of the orders and probes so far): the daemon's snapshot (the channels it
+    holds down judged on the orders since), evaluation, and routing plan (with the channels whose probes pass)."""
 
     def __init__(self, cfg: LoadedConfig) -> None:
         self.cfg = cfg
-        self.weights = {ch: BASELINE for ch in CHANNELS}
-        self.rows: dict[str, RoutingRow] = {}
-        self.states: dict[tuple[str, str], AlertState] = {}
+        self.sim = Simulation(cfg, {ch: BASELINE for ch in CHANNELS})
         self.orders: list[dict[str, Any]] = []
-        self.streaks = {(ch, "query"): 0 for ch in CHANNELS}
-        self.last: dict[tuple[str, str], ProbeResult] = {}
-        self.lowered: list[datetime] = []
+        self.probes: list[ProbeResult] = []
         self.changes: list[str] = []
         self.warmup: list[str] = []  # changes before the day (not counted)
 
+    @property
+    def weights(self) -> dict[str, int]:
+        return self.sim.weights
+
     def probe(self, t: datetime) -> None:
         for ch in CHANNELS:
-            ok = probe_ok(ch, t)
-            self.streaks[(ch, "query")] = 0 if ok else self.streaks[(ch, "query")] + 1
-            self.last[(ch, "query")] = ProbeResult(ch, "query", "ok" if ok else "http_error", 0.1, t)
+            self.probes.append(ProbeResult(ch, "query", "ok" if probe_ok(ch, t) else "http_error", 0.1, t))
 
     def cycle(self, t: datetime, day_started: bool) -> None:
         since = pd.Timestamp(orders_since(self.cfg, t))
         frame = orders_to_frame(self.orders)
-        frame = frame[frame["created_at"] >= since]
-        view = order_view(self.cfg, frame, t, outcomes=True)
-        snap = Snapshot(t, view.stats, Signals(view.stats, dict(self.streaks), {}), dict(self.last), view.outcomes)
-        self.states = evaluate(self.cfg, snap, self.states, muted=lambda rule, ch: False).states
-        budget = sum(1 for at in self.lowered if at > t - timedelta(hours=1))
-        d = plan(self.cfg, self.states, {}, self.weights, self.rows, now=t, changes_last_hour=budget,
-                 stats=view.stats)
-        self.rows = {ch: replace(r, applied=r.target) for ch, r in d.rows.items()}
-        for c in d.changes:
-            self.weights[c.channel] = c.new
-            if c.actor == "paymon" and c.new < c.old and not is_smart(c.reason):
-                self.lowered.append(t)
-            if day_started:
-                self.changes.append(f"{t:%H:%M} {c.channel} {c.old}→{c.new} ({c.reason})")
-            else:
-                self.warmup.append(f"{t:%H:%M} {c.channel} {c.old}→{c.new} ({c.reason})")
+        history = History(self.cfg, frame[frame["created_at"] >= since], self.probes)
+        snap = self.sim.snapshot(history, t)
+        self.sim.evaluate(snap, {})
+        for c in self.sim.route(snap, {}):
+            (self.changes if day_started else self.warmup).append(
+                f"{t:%H:%M} {c.channel} {c.old}→{c.new} ({c.reason})")
         if len(self.orders) > 20_000:  # keep what the widest window can still read
             cut = t - timedelta(days=1, hours=1)
             self.orders = [o for o in self.orders if o["created_at"] >= cut]
+        if len(self.probes) > 2_000:  # the failure streaks and the last results need only the recent ones
+            self.probes = self.probes[-1_000:]
 
 
 def run(name: str, minutes: list[Minute], rate: float, folder: Path) -> Result:

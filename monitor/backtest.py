@@ -18,15 +18,16 @@ replay.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from monitor.alerts.evaluate import Snapshot, evaluate
+from monitor.alerts.evaluate import Evaluation, Snapshot, evaluate
 from monitor.alerts.recovery import lowered_at, passing
 from monitor.alerts.signals import Signals
 from monitor.config import LoadedConfig
+from monitor.config.maintenance import MaintenanceWindow
 from monitor.models import AlertEvent, AlertState, ProbeResult, RoutingRow, WeightChange
 from monitor.routing.plan import plan
 from monitor.routing.smart import is_smart
@@ -42,7 +43,7 @@ from monitor.snapshot import (
 )
 from monitor.store import Store
 
-__all__ = ["Moment", "Replay", "backtest", "routing_at"]
+__all__ = ["History", "Moment", "Replay", "Simulation", "backtest", "routing_at"]
 
 #: No replay starts before this: a ``--since`` of 100000 days must not overflow the calendar.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -123,8 +124,25 @@ def _steps(start: datetime, end: datetime, step: timedelta) -> Iterator[datetime
         t += step
 
 
-class _History:
-    """History loaded once, cut at any moment to what was known then."""
+class History:
+    """History loaded once, cut at any moment to what was known then: orders as a frame (``orders_frame``) and
+    probe results sorted oldest first. ``paymon backtest`` loads it from the store (:meth:`load`); the routing
+    bench builds it from the orders and probes it simulated."""
+
+    def __init__(self, cfg: LoadedConfig, frame: pd.DataFrame, probes: list[ProbeResult]) -> None:
+        self.cfg = cfg
+        spans = windows(cfg)
+        self.frame = frame
+        probe_windows = [r.window for r in cfg.monitor.rules if r.signal in PROBE_WINDOW_SIGNALS]
+        self.probe_window = max((spans.get(w or "15m", max(spans.values())) for w in probe_windows), default=None)
+        self.probes = probes
+        self.detectors = any(r.detector is not None for r in cfg.monitor.rules)
+
+    @classmethod
+    def load(cls, cfg: LoadedConfig, store: Store, start: datetime) -> History:
+        """What the store holds for a replay from ``start`` (and the windows reaching back before it)."""
+        return cls(cfg, store.orders_frame(orders_since(cfg, start)),
+                   sorted(store.probe_results(since=start - timedelta(days=1)), key=lambda r: (r.started_at, r.probe)))
 
     def first_record(self) -> datetime | None:
         """When the earliest stored order was created or probe ran; None without any."""
@@ -133,16 +151,6 @@ class _History:
         if created is not None and len(created):
             firsts.append(created.min().to_pydatetime())
         return min(firsts) if firsts else None
-
-    def __init__(self, cfg: LoadedConfig, store: Store, start: datetime) -> None:
-        self.cfg = cfg
-        spans = windows(cfg)
-        self.frame = store.orders_frame(orders_since(cfg, start))
-        probe_windows = [r.window for r in cfg.monitor.rules if r.signal in PROBE_WINDOW_SIGNALS]
-        self.probe_window = max((spans.get(w or "15m", max(spans.values())) for w in probe_windows), default=None)
-        self.probes = sorted(store.probe_results(since=start - timedelta(days=1)),
-                             key=lambda r: (r.started_at, r.probe))
-        self.detectors = any(r.detector is not None for r in cfg.monitor.rules)
 
     def snapshot(self, t: datetime, rows: Mapping[str, RoutingRow], lowered: Mapping[str, datetime]) -> Snapshot:
         """What the daemon's snapshot would have held at ``t``: orders created by then, probes run by then, and
@@ -154,6 +162,51 @@ class _History:
         return Snapshot(t, orders.stats, Signals(orders.stats, streaks, recent, unsettled(last),
                                                     merchant_standing(last)), last,
                         orders.outcomes, recovering=held_down(self.cfg, rows, orders.judged, last, t, lowered))
+
+
+@dataclass
+class Simulation:
+    """paymon's evaluation and routing on a simulated copy of the weights, one step at a time, as the daemon's
+    cycle runs them (snapshot with the channels held down → evaluate → plan with the channels whose probes pass).
+    ``paymon backtest`` steps it through stored history; the routing bench runs it in a closed loop, the shop
+    reading the weights it decides."""
+
+    cfg: LoadedConfig
+    #: The weights the shop reads (changed in place by :meth:`route`).
+    weights: dict[str, int]
+    rows: dict[str, RoutingRow] = field(default_factory=dict)
+    #: When paymon last lowered each channel (``monitor.alerts.recovery.lowered_at``).
+    lowered: dict[str, datetime] = field(default_factory=dict)
+    states: dict[tuple[str, str], AlertState] = field(default_factory=dict)
+    #: When paymon lowered a weight (the hourly budget counts these).
+    changes_at: list[datetime] = field(default_factory=list)
+
+    def snapshot(self, history: History, t: datetime) -> Snapshot:
+        """The snapshot at ``t``, the channels these rows hold down included (as the daemon's store would)."""
+        return history.snapshot(t, self.rows if self.cfg.monitor.routing.mode in ("auto", "smart") else {},
+                                self.lowered)
+
+    def evaluate(self, snap: Snapshot, maintenance: Mapping[str, MaintenanceWindow]) -> Evaluation:
+        """The shared evaluation step, maintenance windows muting (silences are people's decisions: not here)."""
+        result = evaluate(self.cfg, snap, self.states, muted=_muted_in(set(maintenance)))
+        self.states = result.states
+        return result
+
+    def route(self, snap: Snapshot, maintenance: Mapping[str, MaintenanceWindow]) -> list[WeightChange]:
+        """The routing plan on the states after :meth:`evaluate`; its changes are applied to ``weights``."""
+        if self.cfg.monitor.routing.mode == "off":
+            return []
+        t = snap.now
+        decision = plan(self.cfg, self.states, maintenance, self.weights, self.rows, now=t,
+                        changes_last_hour=sum(1 for c in self.changes_at if c > t - timedelta(hours=1)),
+                        probes_ok=passing(self.rows, snap.last_probes), stats=snap.stats)
+        self.rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
+        for c in decision.changes:
+            self.weights[c.channel] = c.new
+            if c.actor == "paymon" and c.new < c.old and not is_smart(c.reason):
+                self.changes_at.append(t)
+                self.lowered[c.channel] = t
+        return decision.changes
 
 
 def _muted_in(channels: set[str]) -> Callable[[str, str], bool]:
@@ -175,7 +228,7 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
     weight audit never mentions. ``on_start(start, clamped)`` is called once the start is known (before the first
     step), ``on_progress(done, total, at)`` about a hundred times on the way."""
     start = now - since if since < now - _EPOCH else _EPOCH
-    history = _History(cfg, store, start)
+    history = History.load(cfg, store, start)
     first = history.first_record()
     if first is None or first > now:
         return Replay([], None)
@@ -188,33 +241,21 @@ def backtest(cfg: LoadedConfig, store: Store, weights: Mapping[str, int], *, sin
     names = {c.id: c.name for c in cfg.channels}
     simulated, rows = routing_at({c.id: int(weights.get(c.id, c.weight)) for c in cfg.channels}, audit, start)
     edits = [c for c in audit if c.actor == "operator" and c.at > start and c.channel in simulated]
-    states: dict[tuple[str, str], AlertState] = {}
-    changes_at: list[datetime] = []
-    lowered = lowered_at(c for c in audit if c.at <= start)
+    sim = Simulation(cfg, simulated, rows, lowered_at(c for c in audit if c.at <= start))
     out: list[Moment] = []
     total = int((now - start) / step) + 1
     every = max(1, total // 100)
     for done, t in enumerate(_steps(start, now, step), start=1):
         maintenance = in_maintenance(cfg, t)
-        snap = history.snapshot(t, rows if cfg.monitor.routing.mode in ("auto", "smart") else {}, lowered)
-        result = evaluate(cfg, snap, states, muted=_muted_in(set(maintenance)))
-        states = result.states
+        snap = sim.snapshot(history, t)
+        result = sim.evaluate(snap, maintenance)
         out += [_alert_moment(t, e, names) for e in result.loud]
         while edits and edits[0].at <= t:  # the operator's own edits, when they happened
             edit = edits.pop(0)
-            simulated[edit.channel] = edit.new
-        if cfg.monitor.routing.mode != "off":
-            decision = plan(cfg, states, maintenance, simulated, rows, now=t,
-                            changes_last_hour=sum(1 for c in changes_at if c > t - timedelta(hours=1)),
-                            probes_ok=passing(rows, snap.last_probes), stats=snap.stats)
-            rows = {ch: replace(r, applied=r.target) for ch, r in decision.rows.items()}
-            for c in decision.changes:
-                simulated[c.channel] = c.new
-                if c.actor == "paymon" and c.new < c.old and not is_smart(c.reason):
-                    changes_at.append(t)
-                    lowered[c.channel] = t
-                out.append(Moment(t, "weight", c.channel, c.rule,
-                                  f"WEIGHT {names[c.channel]} ({c.channel}) {c.old} → {c.new} ({c.reason})"))
+            sim.weights[edit.channel] = edit.new
+        out += [Moment(t, "weight", c.channel, c.rule,
+                       f"WEIGHT {names[c.channel]} ({c.channel}) {c.old} → {c.new} ({c.reason})")
+                for c in sim.route(snap, maintenance)]
         if on_progress is not None and (done % every == 0 or done == total):
             on_progress(done, total, t)
     return Replay(out, start, clamped, total)

@@ -9,9 +9,12 @@ and the weight it holds down would stay down forever. So while paymon holds a ch
   the rule's value (until then: no verdict), not the window's, which still holds the orders that failed before;
   a statistical detector reads only the outcomes of orders created since paymon lowered the channel (the late
   outcomes of older orders belong to the incident paymon already acted on);
-- without ``routing.explore``, also the channel's probes: when its ``query`` and ``test_order`` probes both
-  succeed (their newest results, at least one of them since it was lowered) and no order created since has
-  failed or is still open, the alert resolves. A channel whose probes keep failing is never judged healthy.
+- without ``routing.explore``, a drained channel (weight 0: no orders can judge it) also by its probes: when its
+  ``query`` and ``test_order`` probes both succeed (their newest results, at least one of them since it was
+  drained) and no order created since has failed or is still open, the alert resolves. A channel whose probes
+  keep failing is never judged healthy. A reduced channel still gets orders, and a probe that answers says
+  nothing about how many buyers' payments succeed (a channel at 70 % answers every query): it is judged on its
+  orders only, else it would be restored at once, still degraded, merely because no order had reached it yet.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class Recovering:
     #: Outcomes (decided at, succeeded?), oldest first, of the orders created since paymon last lowered the
     #: channel: what a statistical detector may still learn from (older orders belong to what it acted on).
     outcomes: tuple[tuple[datetime, bool], ...] = ()
+    #: At weight 0 (no orders reach it), not merely reduced.
+    drained: bool = False
 
     @property
     def ratio(self) -> float | None:
@@ -100,7 +105,7 @@ def recovering(rows: Mapping[str, RoutingRow], judged: pd.DataFrame | None,
             succeeded = int(done["success_time"].notna().sum())
             failed_or_open = bool(mine["success_time"].isna().any())
         out[ch] = Recovering(since, settled, succeeded, failed_or_open, probes_pass(last, ch, since),
-                             tuple(sorted(outcomes, key=lambda o: o[0])))
+                             tuple(sorted(outcomes, key=lambda o: o[0])), drained=row.target == 0)
     return out
 
 
@@ -110,6 +115,6 @@ def judged_ratio(rec: Recovering, min_orders: int) -> float | None:
 
 
 def resolves_on_probes(rec: Recovering, *, explore: bool) -> bool:
-    """Without exploration, a firing ``success_ratio`` alert on a channel paymon holds down resolves when its
-    probes pass and no order since has failed or is still open."""
-    return not explore and rec.probes_pass and not rec.failed_or_open
+    """Without exploration, a firing ``success_ratio`` alert on a channel paymon has drained resolves when its
+    probes pass and no order since has failed or is still open. A reduced channel is judged on its orders only."""
+    return not explore and rec.drained and rec.probes_pass and not rec.failed_or_open

@@ -86,3 +86,51 @@ def test_with_exploration_a_trickle_that_still_fails_keeps_the_channel_at_the_tr
     lines = minutes(rig, 60, "ok")
     assert not any("RESOLVED" in line or "restore" in line for line in lines), lines
     assert rig.weight("main") == 6
+
+
+REDUCED = "⚖️ weight main (main): 60 → 30 (rule low_success: reduce to 0.5× baseline)"
+
+
+def reduced_by_low_success(rig: Rig) -> None:
+    """As :func:`drained_by_low_success` on the shipped ``reduce_weight: 0.5``: main at half weight, still taking
+    orders."""
+    rig.probes("main", "ok")
+    rig.probes("backup", "ok")
+    for i in range(10):
+        rig.events({"event": "order_created", "order_id": f"O{i}", "channel": "main", "amount": "10.00"})
+    rig.clock.advance(timedelta(minutes=4))
+    for i in range(3):
+        rig.events({"event": "callback_received", "order_id": f"O{i}", "channel": "main", "verified": True})
+    rig.clock.advance(timedelta(minutes=12))
+    assert rig.cycle() == []
+    rig.clock.advance(timedelta(minutes=2))
+    assert rig.cycle() == [FIRED, REDUCED]
+
+
+def test_a_reduced_channel_is_not_restored_on_its_probes_while_no_order_has_judged_it(rig: Rig) -> None:
+    # A degraded channel still answers its query probe: a probe says nothing of its buyers' success ratio.
+    reduced_by_low_success(rig)
+    lines = minutes(rig, 40, "ok")
+    assert not any("RESOLVED" in line or "restore" in line for line in lines), lines
+    assert rig.weight("main") == 30
+
+
+def test_a_reduced_channel_still_failing_its_orders_stays_reduced(rig: Rig) -> None:
+    reduced_by_low_success(rig)
+    for i in range(6):  # orders at the reduced weight, none paid
+        rig.events({"event": "order_created", "order_id": f"R{i}", "channel": "main", "amount": "10.00"})
+    lines = minutes(rig, 60, "ok")
+    assert not any("RESOLVED" in line or "restore" in line for line in lines), lines
+    assert rig.weight("main") == 30
+
+
+def test_a_reduced_channel_is_restored_once_the_orders_since_are_healthy(rig: Rig) -> None:
+    reduced_by_low_success(rig)
+    for i in range(6):  # orders at the reduced weight, all paid
+        rig.events({"event": "order_created", "order_id": f"R{i}", "channel": "main", "amount": "10.00"})
+        rig.events({"event": "callback_received", "order_id": f"R{i}", "channel": "main", "verified": True})
+    assert minutes(rig, 14, "ok") == []  # settled only once their pay timeout is over
+    assert minutes(rig, 1, "ok") == [
+        "✅ RESOLVED [warning] main (main) · low_success: success_ratio = 100.0% (threshold 80.0%)"]
+    assert minutes(rig, 10, "ok") == ["⚖️ weight main (main): 30 → 60 (restore step 3/3)"]
+    assert rig.weight("main") == 60
