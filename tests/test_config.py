@@ -376,6 +376,11 @@ BROKEN = [
         "monitor.yaml:2 routing.sink.path", "no such file: w.yaml",
     ),
     Broken(
+        "missing file of a second sink", "monitor", "rules:",
+        "routing: {sinks: [{kind: yaml}, {kind: yaml, path: w.yaml}]}\nrules:",
+        "monitor.yaml:2 routing.sinks[1].path", "no such file: w.yaml",
+    ),
+    Broken(
         "same source label", "monitor", "rules:",
         "sources: [{kind: jsonl, path: a/o.jsonl}, {kind: jsonl, path: b/o.jsonl}]\nrules:",
         "monitor.yaml:2 sources[1]",

@@ -135,14 +135,24 @@ def _source_ids(monitor: Document, config: MonitorConfig) -> Iterator[Problem]:
 
 
 def _sink_file(monitor: Document, channels: Document) -> Iterator[Problem]:
-    """A YAML weight sink must name an existing file (a missing channels file is reported on its own), or one its
-    ``seed`` (an existing file) will create; a folder on the way that is a file is an error either way."""
+    """A YAML weight sink (``routing.sink`` or any of ``routing.sinks``) must name an existing file (a missing
+    channels file is reported on its own), or one its ``seed`` (an existing file) will create; a folder on the way
+    that is a file is an error either way."""
     routing = monitor.data.get("routing") if isinstance(monitor.data, dict) else None
-    sink = routing.get("sink") if isinstance(routing, dict) else None
-    if not isinstance(sink, dict) or sink.get("kind") != "yaml":
+    if not isinstance(routing, dict):
         return
+    places: list[tuple[DocPath, object]] = [(("routing", "sink"), routing.get("sink"))]
+    if isinstance(routing.get("sinks"), list):
+        places += [(("routing", "sinks", i), sink) for i, sink in enumerate(routing["sinks"])]
+    for at, sink in places:
+        if isinstance(sink, dict) and sink.get("kind") == "yaml":
+            yield from _yaml_sink_file(monitor, channels, at, sink)
+
+
+def _yaml_sink_file(monitor: Document, channels: Document, at: DocPath,
+                    sink: dict[str, object]) -> Iterator[Problem]:
     named, seed = sink.get("path"), sink.get("seed")
-    where: DocPath = ("routing", "sink", "path")
+    where: DocPath = (*at, "path")
     if not isinstance(named, str) or not named.strip() or monitor.is_failed(where):
         return
     target = Path(os.path.normpath(monitor.path.parent / Path(named).expanduser()))
@@ -154,10 +164,10 @@ def _sink_file(monitor: Document, channels: Document) -> Iterator[Problem]:
         yield monitor.problem(where, f"no such file: {named} (add 'seed: <example file>' to create it on first use)")
     elif not (folder := _nearest_existing(target.parent)).is_dir():
         yield monitor.problem(where, f"cannot create {named}: {folder} is not a folder")
-    elif not monitor.is_failed(("routing", "sink", "seed")):
+    elif not monitor.is_failed((*at, "seed")):
         source = Path(os.path.normpath(monitor.path.parent / Path(seed).expanduser()))
         if not source.is_file():
-            yield monitor.problem(("routing", "sink", "seed"), f"no such file: {seed}")
+            yield monitor.problem((*at, "seed"), f"no such file: {seed}")
 
 
 def _nearest_existing(folder: Path) -> Path:
