@@ -28,6 +28,7 @@ from monitor.alerts.render import alert_reason
 from monitor.config import LoadedConfig
 from monitor.config.maintenance import MaintenanceWindow
 from monitor.models import AlertState, ChannelStats, ProbeResult, RoutingRow
+from monitor.routing.plan import restore_policy
 from monitor.routing.policy import RestorePolicy, next_restore
 from monitor.snapshot import in_maintenance, read_snapshot
 from monitor.store import Store
@@ -131,8 +132,7 @@ def status_view(cfg: LoadedConfig, store: Store, now: datetime, weights: Mapping
     alerts = store.alert_states()
     states = channel_states(cfg, snap, alerts, in_maintenance(cfg, now))
     routing = store.routing_states()
-    r = cfg.monitor.routing.restore
-    restore = RestorePolicy(tuple(r.steps), r.every, r.healthy_for)
+    restore = restore_policy(cfg)
     reasons = channel_reasons(cfg, alerts)
     signals = {r.name: r.signal for r in cfg.monitor.rules}
     language = cfg.monitor.notify.language

@@ -31,8 +31,8 @@ from monitor.routing.operator import (
     show_view,
     unserved_methods,
 )
-from monitor.routing.plan import weight_wishes
-from monitor.routing.policy import ChannelRouting, RestorePolicy
+from monitor.routing.plan import restore_policy, weight_wishes
+from monitor.routing.policy import ChannelRouting
 from monitor.snapshot import in_maintenance
 from monitor.timefmt import zone_label
 
@@ -69,17 +69,16 @@ def run_weights(app: App, args: argparse.Namespace) -> int:
 
 def _show(cfg: LoadedConfig, app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
+    rows = app.store.routing_states()
     weights = {c.id: c.weight for c in cfg.channels}
-    if app.weights is not None:
+    if app.pipeline.routing.sinks:
         try:
-            weights = app.weights.read()
+            weights = app.pipeline.routing.shop_weights(rows)
         except SinkError as exc:
             print(f"paymon: cannot read the weights the shop reads ({exc}); showing channels.yaml's",
                   file=sys.stderr)
-    r = cfg.monitor.routing.restore
-    view = show_view(cfg.channels, app.store.routing_states(), weights,
-                     weight_wishes(cfg, app.store.alert_states(), in_maintenance(cfg, now)),
-                     RestorePolicy(tuple(r.steps), r.every, r.healthy_for))
+    view = show_view(cfg.channels, rows, weights,
+                     weight_wishes(cfg, app.store.alert_states(), in_maintenance(cfg, now)), restore_policy(cfg))
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
     else:
@@ -124,14 +123,14 @@ def _restore(cfg: LoadedConfig, app: App, args: argparse.Namespace) -> int:
 
 def _change(cfg: LoadedConfig, app: App, args: argparse.Namespace, edit: Callable[..., Edit]) -> int:
     """Decide the operator's edit from the current rows, sink and firing rules, record it, then write it."""
-    if app.weights is None:
+    if not app.pipeline.routing.sinks:
         raise UsageError("routing.mode is off in monitor.yaml: paymon writes no weights; set routing.mode to "
                          "auto (or suggest) to change them with paymon")
     channel = args.channel
     with routing_lock(cfg.monitor.storage.url):
         now = app.clock.now()
         try:
-            weights = app.weights.read()
+            weights = app.pipeline.routing.shop_weights(app.store.routing_states())
         except SinkError as exc:
             print(f"paymon: nothing changed: cannot read the weights the shop reads: {exc}", file=sys.stderr)
             return 1

@@ -16,7 +16,7 @@ from monitor.models import AlertState, ChannelStats, RoutingRow
 from monitor.routing.policy import ChannelRouting, Decision, RestorePolicy, Wish, decide
 from monitor.routing.smart import SmartPolicy, Tally, smart_view, smart_weights, unwind
 
-__all__ = ["plan", "weight_wishes"]
+__all__ = ["plan", "restore_policy", "weight_wishes"]
 
 
 def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
@@ -41,6 +41,14 @@ def weight_wishes(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState
     return sorted(wishes, key=lambda w: (w.rule, w.channel) in inhibited)
 
 
+def restore_policy(cfg: LoadedConfig) -> RestorePolicy:
+    """``routing.restore`` (and ``routing.explore``'s share) as the policy takes them."""
+    routing = cfg.monitor.routing
+    r = routing.restore
+    return RestorePolicy(tuple(r.steps), r.every, r.healthy_for,
+                         routing.explore.share if routing.explore is not None else None)
+
+
 def plan(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
          maintenance: Mapping[str, MaintenanceWindow], weights: Mapping[str, int], rows: Mapping[str, RoutingRow],
          *, now: datetime, changes_last_hour: int, probes_ok: Collection[str] = (),
@@ -50,15 +58,13 @@ def plan(cfg: LoadedConfig, states: Mapping[tuple[str, str], AlertState],
     channels whose probes pass now. With ``routing.mode: smart``, the snapshot's window ``stats`` give each
     channel's success counts."""
     routing = cfg.monitor.routing
-    r = routing.restore
     channels = [ChannelRouting(c.id, weights[c.id], tuple(c.methods), c.id in probes_ok)
                 for c in cfg.channels if c.id in weights]
     wishes = weight_wishes(cfg, states, maintenance)
     smart = routing.mode == "smart"
     decision = decide(
         channels, smart_view(rows) if smart else rows, wishes, now=now,
-        restore=RestorePolicy(tuple(r.steps), r.every, r.healthy_for,
-                              routing.explore.share if routing.explore is not None else None),
+        restore=restore_policy(cfg),
         min_active_per_method=routing.min_active_per_method,
         max_changes_per_hour=routing.max_changes_per_hour, changes_last_hour=changes_last_hour,
     )
