@@ -163,22 +163,30 @@ class CusumState:
     """What the rule engine persists per (rule, channel): plain numbers only.
 
     ``s``: the statistic (nats, ≥ 0); ``updated_at``: Unix seconds of the last update (None = never);
-    ``count``: outcomes seen; ``alarms``: alarms raised since the state was created.
+    ``count``: outcomes seen; ``alarms``: alarms raised since the state was created; ``through`` (the early
+    detector, ``monitor.alerts.early``): Unix seconds up to which orders, by creation time, are in ``s``.
     """
 
     s: float = 0.0
     updated_at: float | None = None
     count: int = 0
     alarms: int = 0
+    through: float | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return {"s": self.s, "updated_at": self.updated_at, "count": self.count, "alarms": self.alarms}
+        d: dict[str, float | int | None] = {"s": self.s, "updated_at": self.updated_at, "count": self.count,
+                                            "alarms": self.alarms}
+        if self.through is not None:
+            d["through"] = self.through
+        return d
 
     @staticmethod
     def from_dict(d: Mapping[str, float | int | None]) -> CusumState:
         at = d.get("updated_at")
+        through = d.get("through")
         return CusumState(s=float(d.get("s") or 0.0), updated_at=None if at is None else float(at),
-                          count=int(d.get("count") or 0), alarms=int(d.get("alarms") or 0))
+                          count=int(d.get("count") or 0), alarms=int(d.get("alarms") or 0),
+                          through=None if through is None else float(through))
 
 
 def bernoulli_kl(q: float, p: float) -> float:
