@@ -161,7 +161,8 @@ class History:
         streaks, last, recent = _probe_view(self.probes, t, self.probe_window)
         return Snapshot(t, orders.stats, Signals(orders.stats, streaks, recent, unsettled(last),
                                                     merchant_standing(last)), last,
-                        orders.outcomes, recovering=held_down(self.cfg, rows, orders.judged, last, t, lowered))
+                        orders.outcomes, recovering=held_down(self.cfg, rows, orders.judged, last, t, lowered),
+                        order_times=orders.order_times, known_until=orders.known_until)
 
 
 @dataclass

@@ -9,12 +9,14 @@ evaluates.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from monitor.alerts.early import OrderTimes, order_times
 from monitor.alerts.evaluate import DETECTOR_HISTORY, PROBE_DETECTOR_SIGNALS, Snapshot
 from monitor.alerts.recovery import Recovering, lowered_at, recovering
 from monitor.alerts.signals import Signals
@@ -65,6 +67,10 @@ class OrderView:
     stats: Mapping[tuple[str, str], ChannelStats]
     judged: pd.DataFrame
     outcomes: Mapping[str, list[tuple[datetime, bool]]]
+    #: Per channel, every order's creation, success and decided-failure times (the early detector's input).
+    order_times: Mapping[str, OrderTimes] = field(default_factory=dict)
+    #: The newest event time in the orders (never after ``now``): how far the order data is known.
+    known_until: datetime | None = None
 
 
 def order_view(cfg: LoadedConfig, frame: pd.DataFrame, now: datetime, *, outcomes: bool) -> OrderView:
@@ -82,7 +88,31 @@ def order_view(cfg: LoadedConfig, frame: pd.DataFrame, now: datetime, *, outcome
     )
     decided = decided_outcomes(frame, now=now, channels=channels, pay_timeout=timeouts,
                                default_pay_timeout=d.pay_timeout, judged=judged) if outcomes else {}
-    return OrderView(stats, judged, decided)
+    if not outcomes:
+        return OrderView(stats, judged, decided)
+    times, known = order_times_of(judged, channels, now)
+    return OrderView(stats, judged, decided, times, known)
+
+
+def order_times_of(judged: pd.DataFrame, channels: list[str], now: datetime) -> tuple[
+        dict[str, OrderTimes], datetime | None]:
+    """Per channel the judged orders' times as Unix seconds (:class:`OrderTimes`), and the newest event time in
+    them (creation or success, never after ``now``; None without orders). Pure."""
+    epoch = pd.Timestamp(0, tz="UTC")
+
+    def seconds(col: str) -> np.ndarray:
+        delta = (pd.to_datetime(judged[col], utc=True) - epoch) / pd.Timedelta(seconds=1)
+        return np.asarray(delta.to_numpy(dtype=float, na_value=np.nan), dtype=float)
+
+    created, success, failed = seconds("created_at"), seconds("success_time"), seconds("fail_time")
+    channel = judged["channel"].to_numpy()
+    keep = ~np.isnan(created)
+    out = {ch: order_times({"created": created[keep & (channel == ch)], "success": success[keep & (channel == ch)],
+                            "failed": failed[keep & (channel == ch)]}) for ch in channels}
+    events = np.concatenate([created[keep], success[~np.isnan(success)]])
+    events = events[events <= now.timestamp()]
+    known = datetime.fromtimestamp(float(events.max()), UTC) if len(events) else None
+    return out, known
 
 
 def unsettled(last: Mapping[tuple[str, str], ProbeResult]) -> dict[str, float]:
@@ -143,7 +173,8 @@ def read_snapshot(cfg: LoadedConfig, store: Store, now: datetime) -> Snapshot:
             probe_outcomes.setdefault((r.channel, r.probe), []).append((r.started_at, r.ok))
     periods = firing_periods(store.alert_history(since=now - DETECTOR_HISTORY, limit=100_000),
                              {r.name for r in detectors})
-    return Snapshot(now, orders.stats, signals, last, orders.outcomes, probe_outcomes, periods, orders.judged, held)
+    return Snapshot(now, orders.stats, signals, last, orders.outcomes, probe_outcomes, periods, orders.judged, held,
+                    orders.order_times, orders.known_until)
 
 
 def firing_periods(history: list[dict[str, Any]], rules: set[str]) -> dict[

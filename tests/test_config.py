@@ -99,7 +99,7 @@ def test_shipped_configs_load_with_an_empty_environment(monkeypatch: pytest.Monk
         JsonlSource(path=ROOT / "var" / "shop" / "orders.jsonl", timezone="Asia/Shanghai"),
     )
     assert [r.name for r in loaded.monitor.rules] == ["channel_down", "merchant_banned", "low_success"]
-    assert loaded.monitor.rules[2].detector == "cusum" and loaded.monitor.rules[2].threshold is None
+    assert loaded.monitor.rules[2].detector == "early" and loaded.monitor.rules[2].threshold is None
     # paymon writes the operator's untracked copy, seeded from the shipped example, never the example itself.
     assert loaded.monitor.routing.sink == YamlSink(path=ROOT / "var" / "channels.yaml",
                                                    seed=ROOT / "config" / "channels.yaml")

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from monitor.alerts.detectors import CusumState, Tally, estimate_baseline, params_for, update
+from monitor.alerts.early import OrderTimes, early_params, early_update, learn_pay_delays
 from monitor.alerts.lifecycle import RuleSpec, make_event, step
 from monitor.alerts.muting import Routed, inhibited_by, route
 from monitor.alerts.recovery import Recovering, judged_ratio, resolves_on_probes
@@ -68,6 +69,10 @@ class Snapshot:
     #: Channels paymon holds below their baseline, as their ``success_ratio`` alerts are judged meanwhile
     #: (``monitor.alerts.recovery``).
     recovering: Mapping[str, Recovering] = field(default_factory=dict)
+    #: Per channel, its orders' creation, success and decided-failure times, for ``detector: early``.
+    order_times: Mapping[str, OrderTimes] = field(default_factory=dict)
+    #: The newest event time in the order data (≤ ``now``): how far the early detector's evidence is known.
+    known_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -193,8 +198,10 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
         firing.append((prev.fired_at, None))
     baseline = estimate_baseline((Tally.one(at, ok) for at, ok in outcomes), now, firing)
     params = params_for(baseline, rule.false_alarms_per_week or 1.0) if baseline is not None else None
+    early = early_params(params) if params is not None and rule.detector == "early" else None
+    threshold = early.h if early is not None else params.h if params is not None else 0.0
     spec = RuleSpec(
-        name=rule.name, signal=f"{rule.signal}_cusum", op=">=", threshold=params.h if params else 0.0,
+        name=rule.name, signal=f"{rule.signal}_{rule.detector or 'cusum'}", op=">=", threshold=threshold,
         severity=rule.severity, for_=rule.for_, repeat=rule.repeat, max_reminders=rule.max_reminders,
         actions=tuple(a.kind for a in rule.actions),
     )
@@ -204,7 +211,15 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
         since = state.updated_at
         seen = rec.outcomes if rec is not None else outcomes  # held down: orders since paymon acted only
         fresh = [ok for at, ok in seen if since is not None and since < at.timestamp() <= now.timestamp()]
-        state, alarmed, statistic = update(state, fresh, params, now)
+        if early is not None:
+            timeout = _pay_timeout(cfg, channel)
+            times = snap.order_times.get(channel, OrderTimes.empty())
+            delays = learn_pay_delays(times, timeout.total_seconds(), firing)
+            if rec is not None:  # held down: orders since paymon acted only
+                times = times.after(rec.since.timestamp() - 1e-6)
+            state, alarmed, statistic = early_update(state, times, early, delays, now, snap.known_until or now)
+        else:
+            state, alarmed, statistic = update(state, fresh, params, now)
         value = statistic
         if prev.state == "firing":
             window = rule.window or "15m"
@@ -213,9 +228,15 @@ def cusum_step(rule: Rule, channel: str, snap: Snapshot, prev: AlertState, defau
             ratio = signal_value(rule.signal, snap.signals, q)
             if rec is not None:  # held down by paymon: judged on the orders since, not the window's
                 ratio = judged_ratio(rec, _recovery_gate(cfg, rule))
-            value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else params.h
+            value = 0.0 if ratio is not None and ratio >= (params.p0 + params.p1) / 2 else threshold
     state = replace(state, updated_at=now.timestamp())
     after, events = step(prev, spec, value, now)
     if rec is not None:
         after, events = _on_recovery(cfg, spec, channel, snap, prev, after, events)
     return spec, replace(after, detector=json.dumps(state.to_dict())), events
+
+
+def _pay_timeout(cfg: LoadedConfig, channel: str) -> timedelta:
+    """The channel's own pay timeout, else the default one."""
+    own = next((c.pay_timeout for c in cfg.channels if c.id == channel), None)
+    return own or cfg.monitor.defaults.pay_timeout

@@ -108,7 +108,7 @@ class Rule(ConfigModel):
     actions: tuple[Action, ...] = (Action(kind="notify"),)
     channels: tuple[str, ...] | None = None
     tier: Literal["primary", "backup", "special"] | None = None
-    detector: Literal["cusum"] | None = None
+    detector: Literal["cusum", "early"] | None = None
     false_alarms_per_week: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)] | None = None
     inhibits: tuple[str, ...] = ()
 
@@ -132,6 +132,8 @@ class Rule(ConfigModel):
             raise invalid(f"{self.signal!r} is not measured over a window; remove 'window'", at="window")
         if self.threshold is None and self.detector is None:
             raise invalid("required (unless the rule uses a 'detector')", at="threshold")
+        if self.detector == "early" and self.signal != "success_ratio":
+            raise invalid("the early detector reads pending orders: it watches 'success_ratio' only", at="detector")
         if self.false_alarms_per_week is not None and self.detector is None:
             raise invalid("only used together with 'detector'", at="false_alarms_per_week")
         if self.channels is not None and self.tier is not None:

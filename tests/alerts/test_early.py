@@ -123,3 +123,12 @@ def test_order_times_sorts_by_creation() -> None:
                      "failed": np.array([np.nan, 901.0])})
     assert list(o.created) == [1.0, 3.0] and math.isnan(o.success[0]) and o.failed[0] == 901.0
     assert len(o.after(1.0)) == 1
+
+
+def test_the_early_detector_is_refused_on_probe_outcomes() -> None:
+    from monitor.config.rules import Rule
+
+    ok = Rule.model_validate({"name": "low_success", "signal": "success_ratio", "detector": "early"})
+    assert ok.detector == "early"
+    with pytest.raises(ValueError, match="watches 'success_ratio' only"):
+        Rule.model_validate({"name": "probe_drop", "signal": "probe_success_ratio", "detector": "early"})
